@@ -1,0 +1,224 @@
+"""One benchmark, start to finish, as a plain function (the servicer and the local CLI share it)."""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import __version__, board, runtimes
+from .errors import AgentError, InvalidArgument
+from .layer_profile import LayerTime, layer_times, node_table, parse_ort_profile
+from .measure import Clock, Statistics, TimingConfig, choose_runs_per_sample, measure, statistics, warm_up
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64")
+PROFILE_RUNS = (10, 200)     # the profiled pass: at least / at most this many runs
+PROFILE_SECONDS = 1.0
+
+
+@dataclass
+class InputRequest:
+    name: str = ""
+    shape: list[int] = field(default_factory=list)
+    dtype: str = ""          # "" = the model's declared type
+
+
+@dataclass
+class BenchmarkRequest:
+    model_id: str
+    runtime: str = runtimes.ONNXRUNTIME
+    threads: int = 0
+    inputs: list[InputRequest] = field(default_factory=list)
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    profile_layers: bool = False
+    seed: int = 0
+    execution_provider: str = ""
+    time_limit_seconds: float = 0.0
+    cooldown_celsius: float = 0.0
+
+
+# Progress events, in the order a client sees them.
+@dataclass
+class Queued:
+    position: int
+
+
+@dataclass
+class CoolingDown:
+    celsius: float
+    target_celsius: float
+
+
+@dataclass
+class WarmingUp:
+    runs: int
+
+
+@dataclass
+class Measuring:
+    runs: int
+    elapsed_seconds: float
+
+
+@dataclass
+class Profiling:
+    pass
+
+
+@dataclass
+class BenchmarkResult:
+    model_id: str
+    runtime: str
+    runtime_version: str
+    execution_provider: str
+    threads: int
+    timing: TimingConfig
+    inputs: list[InputRequest]
+    stats: Statistics
+    samples_ms: list[float]
+    session_create_ms: float
+    first_run_ms: float
+    layers: list[LayerTime]
+    layer_profile_available: bool
+    layer_profile_note: str
+    board: board.BoardDescription
+    state_start: board.BoardState
+    state_end: board.BoardState
+    throttled: bool
+    clock_dropped: bool
+    warnings: list[str]
+    started_unix: float
+    finished_unix: float
+    agent_version: str
+    max_celsius: float
+    runs_per_sample: int = 1
+
+
+def check_request(req: BenchmarkRequest, model_format: str) -> runtimes.RuntimeInfo:
+    """Everything that can be refused before queueing, so bad requests fail fast."""
+    info = runtimes.runtime_info(req.runtime)
+    wanted = runtimes.FORMAT_OF_RUNTIME[req.runtime]
+    if model_format != wanted:
+        other = next(r for r, f in runtimes.FORMAT_OF_RUNTIME.items() if f == model_format)
+        raise InvalidArgument(f"the model is {model_format}, which {req.runtime} does not run; use runtime {other!r}")
+    if req.threads > 1024:
+        raise InvalidArgument(f"threads={req.threads} is absurd; use 0 for the runtime's default or the core count")
+    for spec in req.inputs:
+        if spec.dtype and spec.dtype not in DTYPES:
+            raise InvalidArgument(f"unknown dtype {spec.dtype!r}; use one of: {', '.join(DTYPES)}")
+        if any(d <= 0 or d > 1 << 20 for d in spec.shape):
+            raise InvalidArgument(f"input shape {spec.shape} must have positive dimensions of sane size")
+    if req.time_limit_seconds < 0 or req.cooldown_celsius < 0 or req.cooldown_celsius > 120:
+        raise InvalidArgument("time_limit_seconds and cooldown_celsius must be non-negative (cool-down at most 120 C)")
+    req.timing.validate()
+    return info
+
+
+def _feeds(session: runtimes.Session, req: BenchmarkRequest) -> tuple[dict[str, np.ndarray], list[InputRequest]]:
+    by_name = {i.name: i for i in req.inputs if i.name}
+    unnamed = [i for i in req.inputs if not i.name]
+    known = {s.name for s in session.inputs}
+    for name in by_name:
+        if name not in known:
+            raise InvalidArgument(f"the model has no input {name!r}; its inputs are: {', '.join(sorted(known))}")
+    if len(unnamed) > len(session.inputs):
+        raise InvalidArgument(f"the request gives {len(unnamed)} inputs; the model has {len(session.inputs)}")
+    rng = np.random.default_rng(req.seed)
+    feeds, effective = {}, []
+    for k, spec in enumerate(session.inputs):
+        asked = by_name.get(spec.name) or (unnamed[k] if k < len(unnamed) else None)
+        if asked and asked.dtype:
+            spec = runtimes.TensorSpec(spec.name, spec.shape, np.dtype(asked.dtype))
+        shape = runtimes.resolve_shape(spec, asked.shape if asked else None)
+        feeds[spec.name] = runtimes.random_input(spec, shape, rng)
+        effective.append(InputRequest(spec.name, shape, str(spec.dtype)))
+    return feeds, effective
+
+
+def _profile_layers(path: Path, req: BenchmarkRequest, feeds, clean_median_ms: float,
+                    clock: Clock) -> tuple[list[LayerTime], str]:
+    """A separate profiled pass (profiling inflates times), scaled to the clean median."""
+    with tempfile.TemporaryDirectory(prefix="netcut-profile-") as tmp:
+        session = runtimes.OrtSession(path, req.threads, req.execution_provider, profile_dir=Path(tmp))
+        session.prepare(feeds)
+        runs = int(np.clip(PROFILE_SECONDS * 1000.0 / max(clean_median_ms, 1e-3), *PROFILE_RUNS))
+        for _ in range(runs + 1):
+            clock.check()
+            session.run()
+        events = json.loads(Path(session.end_profiling()).read_text())
+    kernels, used = parse_ort_profile(events, skip_runs=1)
+    nodes = node_table(session.metadata)
+    note = "" if nodes else ("the model carries no node table (netcut.nodes metadata), so layers are "
+                             "onnxruntime's kernels without block labels; export with netcut-host export to get them")
+    return layer_times(kernels, nodes, clean_median_ms), note
+
+
+def run_benchmark(req: BenchmarkRequest, path: Path, model_format: str, emit: Callable[[object], None],
+                  cancelled: threading.Event, default_time_limit: float = 900.0) -> BenchmarkResult:
+    info = check_request(req, model_format)
+    if req.cooldown_celsius:
+        board.wait_until_cool(req.cooldown_celsius, lambda c: emit(CoolingDown(c, req.cooldown_celsius)), cancelled)
+    clock = Clock(cancelled, time.monotonic() + (req.time_limit_seconds or default_time_limit))
+    cfg = req.timing
+    started = time.time()
+    warnings: list[str] = []
+    with board.StateSampler() as sampler:
+        t0 = time.perf_counter()
+        session = runtimes.open_session(req.runtime, path, req.threads, req.execution_provider)
+        session_create_ms = (time.perf_counter() - t0) * 1000.0
+        feeds, effective = _feeds(session, req)
+        try:
+            session.prepare(feeds)
+            t0 = time.perf_counter()
+            session.run()
+            first_run_ms = (time.perf_counter() - t0) * 1000.0
+        except AgentError:
+            raise
+        except Exception as exc:
+            shapes = ", ".join(f"{i.name}{list(i.shape)}" for i in effective)
+            raise InvalidArgument(f"the model failed on inputs {shapes}: {str(exc).splitlines()[0][:300]}; "
+                                  "check the input shapes (InputSpec / --shape)") from None
+        emit(WarmingUp(0))
+        warm = warm_up(session.run, cfg, clock, lambda n: emit(WarmingUp(n)))
+        typical = float(np.median(warm[len(warm) // 2:])) if warm else first_run_ms / 1000.0
+        per_sample = choose_runs_per_sample(cfg, typical)
+        emit(Measuring(0, 0.0))
+        samples = measure(session.run, cfg, per_sample, clock, lambda n, s: emit(Measuring(n, s)))
+    stats = statistics(samples)
+    if len(samples) < cfg.min_runs:
+        warnings.append(f"stopped at max_seconds={cfg.max_seconds} after {len(samples)} of {cfg.min_runs} runs")
+    if stats.cv > 0.1:
+        warnings.append(f"noisy: the coefficient of variation is {stats.cv:.2f}; is something else running on the board?")
+    if sampler.throttled or sampler.clock_dropped:
+        warnings.append("the board throttled or its clock dropped during the run; cool it and measure again")
+    layers: list[LayerTime] = []
+    note = ""
+    available = False
+    if req.profile_layers:
+        if info.layer_profile:
+            emit(Profiling())
+            layers, note = _profile_layers(path, req, feeds, stats.median_ms, clock)
+            available = True
+        else:
+            note = (f"per-layer profiling is unavailable for {req.runtime}: its Python API has no op profiler; "
+                    "profile the ONNX export with onnxruntime instead")
+    cfg_used = TimingConfig(**vars(cfg))
+    cfg_used.runs_per_sample = per_sample
+    return BenchmarkResult(
+        model_id=req.model_id, runtime=req.runtime, runtime_version=info.version,
+        execution_provider=session.provider, threads=req.threads, timing=cfg_used, inputs=effective,
+        stats=stats, samples_ms=samples, session_create_ms=session_create_ms, first_run_ms=first_run_ms,
+        layers=layers, layer_profile_available=available, layer_profile_note=note,
+        board=board.describe(), state_start=sampler.start_state, state_end=sampler.end_state,
+        throttled=sampler.throttled, clock_dropped=sampler.clock_dropped, warnings=warnings,
+        started_unix=started, finished_unix=time.time(), agent_version=__version__,
+        max_celsius=sampler.max_celsius, runs_per_sample=per_sample,
+    )

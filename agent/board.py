@@ -1,0 +1,224 @@
+"""What the board is and what state it is in: read from /proc and /sys, cheaply.
+
+Everything here degrades to empty values where a file does not exist (containers, VMs,
+non-Linux), because a missing thermal zone must never stop a benchmark.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+# vcgencmd get_throttled bits that mean "limited right now" (0-3); 16-19 are "since boot".
+THROTTLE_NOW_MASK = 0xF
+
+
+@dataclass
+class BoardDescription:
+    cpu_model: str = ""
+    cpu_cores: int = 0
+    board_model: str = ""
+    kernel: str = ""
+    machine: str = ""
+    python_version: str = ""
+    hostname: str = ""
+    os: str = ""
+    memory_bytes: int = 0
+
+
+@dataclass
+class ThermalReading:
+    zone: str
+    celsius: float
+
+
+@dataclass
+class BoardState:
+    timestamp_unix: float = 0.0
+    governor: str = ""
+    cpu_mhz: float = 0.0
+    cpu_max_mhz: float = 0.0
+    temperatures: list[ThermalReading] = field(default_factory=list)
+    max_celsius: float = 0.0
+    throttled: bool = False
+    throttle_flags: int = 0
+    throttle_source: str = ""
+    load_1m: float = 0.0
+    memory_available_bytes: int = 0
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _meminfo(key: str) -> int:
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cpu_model() -> str:
+    info = _read("/proc/cpuinfo")
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        for line in info.splitlines():
+            if line.split(":")[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _os_name() -> str:
+    for line in _read("/etc/os-release").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.platform()
+
+
+def describe() -> BoardDescription:
+    return BoardDescription(
+        cpu_model=_cpu_model(),
+        cpu_cores=os.cpu_count() or 0,
+        board_model=_read("/proc/device-tree/model").rstrip("\x00"),
+        kernel=platform.release(),
+        machine=platform.machine(),
+        python_version=platform.python_version(),
+        hostname=socket.gethostname(),
+        os=_os_name(),
+        memory_bytes=_meminfo("MemTotal"),
+    )
+
+
+def _thermal() -> list[ThermalReading]:
+    readings = []
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        raw = _read(f"{zone}/temp")
+        try:
+            celsius = int(raw) / 1000.0
+        except ValueError:
+            continue
+        kind = _read(f"{zone}/type")
+        readings.append(ThermalReading(f"{os.path.basename(zone)} ({kind})" if kind else os.path.basename(zone), celsius))
+    return readings
+
+
+def _vcgencmd_throttled() -> int | None:
+    """The Raspberry Pi firmware's throttling bits, or None where there is no vcgencmd."""
+    exe = shutil.which("vcgencmd")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "get_throttled"], capture_output=True, text=True, timeout=2).stdout
+        return int(out.strip().split("=")[1], 16)
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+
+
+def _mhz(path: Path) -> float:
+    raw = _read(path)
+    return int(raw) / 1000.0 if raw.isdigit() else 0.0
+
+
+def sample_state(with_vcgencmd: bool = True) -> BoardState:
+    temps = _thermal()
+    flags = _vcgencmd_throttled() if with_vcgencmd else None
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    state = BoardState(
+        timestamp_unix=time.time(),
+        governor=_read(CPUFREQ / "scaling_governor"),
+        cpu_mhz=_mhz(CPUFREQ / "scaling_cur_freq"),
+        cpu_max_mhz=_mhz(CPUFREQ / "cpuinfo_max_freq"),
+        temperatures=temps,
+        max_celsius=max((t.celsius for t in temps), default=0.0),
+        load_1m=load,
+        memory_available_bytes=_meminfo("MemAvailable"),
+    )
+    if flags is not None:
+        state.throttle_flags = flags
+        state.throttled = bool(flags & THROTTLE_NOW_MASK)
+        state.throttle_source = "vcgencmd"
+    elif temps:
+        state.throttle_source = "thermal"
+    return state
+
+
+class StateSampler:
+    """Samples the board in a background thread during a run (every `interval` seconds).
+
+    Reading a few sysfs files takes microseconds, so the sampler does not disturb the
+    timings; vcgencmd (a subprocess) is only called at the start and the end.
+    """
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.start_state: BoardState | None = None
+        self.end_state: BoardState | None = None
+        self._mhz: list[float] = []
+        self._max_celsius = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="board-sampler", daemon=True)
+
+    def __enter__(self) -> "StateSampler":
+        self.start_state = sample_state()
+        self._note(self.start_state)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.end_state = sample_state()
+        self._note(self.end_state)
+
+    def _note(self, state: BoardState) -> None:
+        if state.cpu_mhz:
+            self._mhz.append(state.cpu_mhz)
+        self._max_celsius = max(self._max_celsius, state.max_celsius)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._note(sample_state(with_vcgencmd=False))
+
+    @property
+    def max_celsius(self) -> float:
+        return self._max_celsius
+
+    @property
+    def throttled(self) -> bool:
+        return any(s is not None and s.throttled for s in (self.start_state, self.end_state))
+
+    @property
+    def clock_dropped(self) -> bool:
+        """The clock fell below 90% of the highest clock seen in this run."""
+        return bool(self._mhz) and min(self._mhz) < 0.9 * max(self._mhz)
+
+
+def wait_until_cool(target_celsius: float, on_wait, cancelled: threading.Event, timeout: float = 600.0) -> None:
+    """Block until the hottest thermal zone is below target (no-op where none is readable)."""
+    deadline = time.monotonic() + timeout
+    while not cancelled.is_set():
+        state = sample_state(with_vcgencmd=False)
+        if not state.temperatures or state.max_celsius < target_celsius:
+            return
+        if time.monotonic() > deadline:
+            from .errors import DeadlineExceeded
+
+            raise DeadlineExceeded(
+                f"the board stayed above {target_celsius:.0f} C for {timeout:.0f} s "
+                f"(now {state.max_celsius:.1f} C); improve its cooling or raise the cool-down target"
+            )
+        on_wait(state.max_celsius)
+        cancelled.wait(2.0)

@@ -1,0 +1,113 @@
+"""Per-layer times from onnxruntime's profiler, mapped back to the model's own nodes.
+
+onnxruntime optimises the graph before running it: it fuses nodes (Conv+Relu), changes
+layouts (names ending `_nchwc`) and inserts reorder kernels. Its profile therefore names
+kernels, not nodes. We map each kernel back to an original node by name, by the name of
+an output tensor, or by prefix; kernels that map to nothing (layout reorders) join the
+node that ran just before them. The node table (name, block, outputs) travels inside the
+model as metadata `netcut.nodes`, written by `netcut.export`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+NODES_METADATA_KEY = "netcut.nodes"
+_SUFFIXES = re.compile(r"(_nchwc|_token_\d+|_kernel_time|_output_\d+|_fused\w*|_\d+)$")
+
+
+@dataclass
+class LayerTime:
+    node: str
+    op_type: str
+    block: str
+    time_ms: float
+    raw_ms: float
+    kernel: str
+
+
+@dataclass
+class NodeEntry:
+    name: str
+    block: str
+    outputs: list[str]
+
+
+def node_table(metadata: dict[str, str]) -> list[NodeEntry]:
+    raw = metadata.get(NODES_METADATA_KEY)
+    if not raw:
+        return []
+    try:
+        return [NodeEntry(n, b, list(o)) for n, b, o in json.loads(raw)]
+    except (ValueError, TypeError):
+        return []
+
+
+class KernelMapper:
+    def __init__(self, nodes: list[NodeEntry]):
+        self.by_name = {n.name: n for n in nodes}
+        self.by_output = {o: n for n in nodes for o in n.outputs}
+
+    def find(self, kernel: str) -> NodeEntry | None:
+        name = kernel
+        for _ in range(4):
+            hit = self.by_name.get(name) or self.by_output.get(name)
+            if hit:
+                return hit
+            stripped = _SUFFIXES.sub("", name)
+            if stripped == name:
+                break
+            name = stripped
+        # Longest original name that the kernel's name starts with.
+        best = None
+        for candidate in self.by_name:
+            if kernel.startswith(candidate) and (best is None or len(candidate) > len(best)):
+                best = candidate
+        return self.by_name.get(best) if best else None
+
+
+def parse_ort_profile(events: list[dict], skip_runs: int = 1) -> tuple[list[tuple[str, str, float]], int]:
+    """Kernel times per run from a profile: ([(kernel, op_type, mean_ms_per_run)], runs used).
+
+    Kernel events are assigned to the `model_run` that contains them; the first
+    `skip_runs` runs are dropped (they still pay for lazy allocations).
+    """
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    used = runs[skip_runs:] if len(runs) > skip_runs else runs
+    if not used:
+        return [], 0
+    first_ts = used[0][0]
+    order: list[str] = []
+    totals: dict[str, float] = {}
+    ops: dict[str, str] = {}
+    for e in kernels:
+        if e["ts"] < first_ts:
+            continue
+        name = e["name"][: -len("_kernel_time")]
+        if name not in totals:
+            order.append(name)
+            totals[name] = 0.0
+            ops[name] = e.get("args", {}).get("op_name", "")
+        totals[name] += e["dur"] / 1000.0
+    return [(k, ops[k], totals[k] / len(used)) for k in order], len(used)
+
+
+def layer_times(kernels: list[tuple[str, str, float]], nodes: list[NodeEntry], clean_median_ms: float) -> list[LayerTime]:
+    """Map kernels to nodes and scale so the layers add up to the clean median."""
+    mapper = KernelMapper(nodes)
+    total = sum(ms for _, _, ms in kernels)
+    scale = clean_median_ms / total if total > 0 else 1.0
+    out: list[LayerTime] = []
+    previous: NodeEntry | None = None
+    for kernel, op, ms in kernels:
+        node = mapper.find(kernel) if nodes else None
+        if node is None and nodes and previous is not None:
+            node = previous  # a reorder or other inserted kernel: charge it to what ran before
+        if node is not None:
+            previous = node
+        out.append(LayerTime(node.name if node else kernel, op, node.block if node else "",
+                             ms * scale, ms, kernel))
+    return out

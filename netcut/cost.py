@@ -1,0 +1,87 @@
+"""What each node of a network costs: multiply-adds, parameters, activation bytes.
+
+MACs are counted by torch's own FlopCounterMode (FLOPs / 2) around every node, so
+convolutions, linear layers and matrix products count as torchvision's published
+figures do; element-wise ops, normalisation and pooling count zero.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    name: str                 # torchvision node name
+    op: str                   # fx op: call_module, call_function, call_method...
+    target: str               # module type or function name
+    block: str
+    macs: int
+    params: int
+    output_shape: tuple[int, ...] | None   # None when the output is not a single tensor
+    output_bytes: int
+
+
+def _target_name(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    return str(node.target)
+
+
+class _CostInterpreter(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.macs: dict[fx.Node, int] = {}
+        self.outputs: dict[fx.Node, object] = {}
+
+    def run_node(self, n: fx.Node):
+        with FlopCounterMode(display=False) as counter:
+            out = super().run_node(n)
+        self.macs[n] = counter.get_total_flops() // 2
+        self.outputs[n] = out
+        return out
+
+
+def node_costs(traced, input_shape: tuple[int, ...]) -> tuple[list[NodeCost], dict[fx.Node, NodeCost]]:
+    """Run the graph once on a random input and cost every node, in execution order."""
+    gm = traced.gm
+    interp = _CostInterpreter(gm)
+    with torch.no_grad():
+        interp.run(torch.randn(*input_shape))
+    seen: set[int] = set()
+    costs: list[NodeCost] = []
+    by_node: dict[fx.Node, NodeCost] = {}
+    for node in gm.graph.nodes:
+        params = 0
+        tensors: list[torch.Tensor] = []
+        if node.op == "call_module":
+            tensors = list(gm.get_submodule(node.target).parameters())
+        elif node.op == "get_attr":
+            value = _safe_attr(gm, node.target)
+            tensors = [value] if isinstance(value, nn.Parameter) else []
+        for p in tensors:
+            if id(p) not in seen:
+                seen.add(id(p))
+                params += p.numel()
+        out = interp.outputs.get(node)
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        nbytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
+        cost = NodeCost(traced.names.get(node, node.name), node.op, _target_name(gm, node), traced.block_of(node),
+                        int(interp.macs.get(node, 0)), params, shape, nbytes)
+        costs.append(cost)
+        by_node[node] = cost
+    return costs, by_node
+
+
+def _safe_attr(gm: fx.GraphModule, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj

@@ -1,0 +1,171 @@
+"""Export a (trimmed) network to ONNX or TFLite, verified against torch.
+
+ONNX: the TorchScript-based exporter (well under a second per TRN). Every ONNX node's
+name starts with the segment it came from (`/s03_features_3/...`), which we turn into a
+block label stored twice: on the node (`metadata_props["netcut.block"]`) for people and
+tools, and as one compact table in the model's metadata (`netcut.nodes`: name, block,
+outputs), which onnxruntime exposes to the agent without the onnx package.
+
+TFLite: litert-torch (the `convert` extra), verified in ai-edge-litert.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import NetcutError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "tflite")
+MIN_OPSET = 17
+NODES_KEY = "netcut.nodes"
+BLOCK_KEY = "netcut.block"
+TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    input_shape: tuple[int, ...]
+    relative_error: float      # ||runtime - torch|| / ||torch|| on a random input
+    seconds: float
+    node_blocks: dict[str, str] = field(default_factory=dict)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    denom = float(np.linalg.norm(want))
+    return float(np.linalg.norm(got - want)) / (denom if denom > 0 else 1.0)
+
+
+def _labels(module: nn.Module) -> dict[str, str]:
+    return dict(getattr(module, "labels", {}) or {})
+
+
+def _block_of_node(name: str, labels: dict[str, str]) -> str:
+    first = name.lstrip("/").split("/", 1)[0]
+    return labels.get(first, "")
+
+
+def annotate_onnx(model_proto, labels: dict[str, str], metadata: dict[str, str]) -> dict[str, str]:
+    """Label each node with its block.
+
+    Nodes without a scope are the exporter's own (Identity copies of shared weights,
+    constants): they take the block of their first consumer, else of the node before.
+    """
+    nodes = list(model_proto.graph.node)
+    own = {n.name: _block_of_node(n.name, labels) if n.name.startswith("/") else "" for n in nodes}
+    consumer: dict[str, str] = {}
+    for node in nodes:
+        for name in node.input:
+            if own[node.name]:
+                consumer.setdefault(name, own[node.name])
+    table, blocks, previous = [], {}, ""
+    for node in nodes:
+        block = own[node.name] or next((consumer[o] for o in node.output if o in consumer), "") or previous
+        previous = block
+        blocks[node.name] = block
+        if block:
+            entry = node.metadata_props.add()
+            entry.key, entry.value = BLOCK_KEY, block
+        table.append([node.name, block, list(node.output)])
+    props = {NODES_KEY: json.dumps(table, separators=(",", ":")), **metadata}
+    for key, value in props.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return blocks
+
+
+def _reference(module: nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return module(x).detach().numpy()
+
+
+def export_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ...], opset: int = MIN_OPSET,
+                metadata: dict[str, str] | None = None, verify: bool = True) -> ExportResult:
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise NetcutError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
+    module = module.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.randn(*input_shape)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["output"], do_constant_folding=True)
+    proto = onnx.load(str(path))
+    blocks = annotate_onnx(proto, _labels(module), {"netcut.input_shape": json.dumps(list(input_shape)),
+                                                    **(metadata or {})})
+    onnx.save(proto, str(path))
+    seconds = time.perf_counter() - start
+    error = 0.0
+    if verify:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        error = relative_error(got, _reference(module, x))
+        if not error < TOLERANCE:
+            raise NetcutError(f"the ONNX export of {path.name} disagrees with torch (relative error {error:.2e}); "
+                              "please report this with the model name and cut")
+    return ExportResult(path, "onnx", tuple(input_shape), error, seconds, blocks)
+
+
+def tflite_available() -> bool:
+    try:
+        import litert_torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_tflite(module: nn.Module, path: Path, input_shape: tuple[int, ...], verify: bool = True) -> ExportResult:
+    try:
+        import litert_torch
+    except ImportError:
+        raise NetcutError("TFLite export needs litert-torch: pip install 'netcut[convert]' (about 1.1 GB)") from None
+    module = module.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.randn(*input_shape)
+    start = time.perf_counter()
+    try:
+        converted = litert_torch.convert(module, (x,))
+    except Exception as exc:  # the converter raises many types
+        raise NetcutError(f"litert-torch cannot convert this network: {str(exc).splitlines()[0][:300]}") from None
+    converted.export(str(path))
+    seconds = time.perf_counter() - start
+    error = 0.0
+    if verify:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.numpy())
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        error = relative_error(got, _reference(module, x))
+        if not error < TOLERANCE:
+            raise NetcutError(f"the TFLite export of {path.name} disagrees with torch (relative error {error:.2e})")
+    return ExportResult(path, "tflite", tuple(input_shape), error, seconds)
+
+
+def export(module: nn.Module, path: Path, input_shape: tuple[int, ...], fmt: str = "onnx",
+           metadata: dict[str, str] | None = None, verify: bool = True) -> ExportResult:
+    if fmt not in FORMATS:
+        raise NetcutError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        return export_onnx(module, path, input_shape, metadata=metadata, verify=verify)
+    return export_tflite(module, path, input_shape, verify=verify)

@@ -1,0 +1,153 @@
+"""Networks by name: torchvision's classifiers or a user's `package.module:factory`, with weights.
+
+Weights are `none` (random: latency does not depend on them), a torchvision weights
+name (`DEFAULT`, `IMAGENET1K_V1`, ...), or a path to a state_dict or checkpoint.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import NetcutError
+
+log = logging.getLogger(__name__)
+
+# Their constructors warn that the default init will change unless it is given.
+_EXPLICIT_INIT = {"googlenet", "inception_v3"}
+
+
+def torchvision_models() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def architecture_key(name: str) -> str:
+    """What identifies a network's latency: its architecture, not its weights."""
+    return name
+
+
+def _unknown_model(name: str) -> NetcutError:
+    close = difflib.get_close_matches(name, torchvision_models(), n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return NetcutError(f"unknown model {name!r}.{hint} Use a torchvision classification model name "
+                       "(torchvision.models.list_models(module=torchvision.models)) or package.module:factory")
+
+
+def _custom_factory(spec: str):
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise NetcutError(f"cannot import {module_name!r} for model {spec!r}: {exc}; is it on PYTHONPATH?") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise NetcutError(f"module {module_name!r} has no {attr!r} (from model {spec!r})") from None
+
+
+def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise NetcutError(f"cannot read weights file {path}: {type(exc).__name__}: {str(exc)[:200]}. "
+                          "Pass a state_dict saved with torch.save(model.state_dict(), PATH)") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise NetcutError(f"{path} does not hold a state_dict (a dict of tensors); save one with "
+                          "torch.save(model.state_dict(), PATH)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights strictly, or explain exactly which keys and shapes disagree."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"{len(wrong)} wrong shapes (e.g. {'; '.join(wrong[:2])})")
+        raise NetcutError(f"weights in {source} do not fit this model: {'; '.join(parts)}. "
+                          "Are they for another architecture or number of classes?")
+    model.load_state_dict(state)
+
+
+def _torchvision_weights(name: str, weights: str):
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (KeyError, ValueError):
+        raise NetcutError(f"torchvision has no pretrained weights for {name!r}; use --weights none or a file") from None
+    try:
+        return enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        valid = ", ".join(["DEFAULT"] + [w.name for w in enum])
+        raise NetcutError(f"unknown weights {weights!r} for {name}; valid: {valid}, none, or a file path") from None
+
+
+def _fetch_torchvision_weights(weights) -> dict[str, torch.Tensor]:
+    """The weights' state dict from torch's hub cache, downloading them if the machine is online."""
+    filename = os.path.basename(weights.url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if os.environ.get("NETCUT_OFFLINE") and not cached.is_file():
+        raise NetcutError(f"torchvision weights {weights} are not in the cache ({cached}) and NETCUT_OFFLINE is set, "
+                          f"so nothing is downloaded. Download {weights.url} elsewhere and pass it with "
+                          f"--weights PATH, or copy it to {cached}")
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as exc:
+        raise NetcutError(f"torchvision weights {weights} are not in the cache ({cached}) and could not be "
+                          f"downloaded ({type(exc).__name__}: {str(exc)[:120]}); this machine may be offline. "
+                          f"Download {weights.url} elsewhere and pass it with --weights PATH, "
+                          f"or copy it to {cached}") from None
+
+
+def build(name: str, weights: str = "none", num_classes: int | None = None) -> nn.Module:
+    """The network, in eval mode, with the requested weights."""
+    weights = weights or "none"
+    if ":" in name:
+        factory = _custom_factory(name)
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise NetcutError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
+        if weights.lower() != "none":
+            if not Path(weights).is_file():
+                raise NetcutError(f"custom models take weights from a file; {weights!r} is not a file")
+            load_state(model, _checkpoint_state(Path(weights)), weights)
+        return model.eval()
+    if name not in torchvision_models():
+        raise _unknown_model(name)
+    is_file = Path(weights).exists() or weights.endswith((".pt", ".pth", ".ckpt", ".bin"))
+    if weights.lower() != "none" and not is_file:
+        tv_weights = _torchvision_weights(name, weights)
+        _fetch_torchvision_weights(tv_weights)  # a clear error when offline and not cached
+        # torchvision's builder also sets what the weights expect (e.g. transform_input).
+        return torchvision.models.get_model(name, weights=tv_weights).eval()
+    kwargs = {"init_weights": True} if name in _EXPLICIT_INIT else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+    if is_file:
+        if not Path(weights).is_file():
+            raise NetcutError(f"weights file {weights} does not exist")
+        load_state(model, _checkpoint_state(Path(weights)), weights)
+    return model.eval()
+
+
+def default_input_size(name: str) -> int:
+    return 299 if name == "inception_v3" else 224
