@@ -139,11 +139,6 @@ class AgentServicer(pb_grpc.AgentServicer):
                     raise InvalidArgument("only data chunks may follow the upload header")
                 yield msg.data
 
-        existing = self.store.get(header.sha256)
-        if existing is not None:  # content-addressed: drain and keep what we have
-            for _ in chunks():
-                pass
-            return model_info_pb(existing)
         try:
             return model_info_pb(self.store.upload(header.sha256, header.size_bytes, fmt, header.label, chunks()))
         except grpc.RpcError:

@@ -229,6 +229,8 @@ class ModelStore:
             now = time.time()
             info = ModelInfo(sha256, size_bytes, fmt, label[:200], now, now)
             with self._lock:
+                if sha256 in self._index:  # verified content we already hold: keep the stored copy
+                    return self._index[sha256]
                 self._evict_for(size_bytes, keep=sha256)
                 os.replace(tmp, self._path(info))
                 self._write_meta(info)
