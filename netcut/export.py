@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ MIN_OPSET = 17
 NODES_KEY = "netcut.nodes"
 BLOCK_KEY = "netcut.block"
 TOLERANCE = 1e-4
+NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 
 
 @dataclass
@@ -51,9 +53,16 @@ def _labels(module: nn.Module) -> dict[str, str]:
     return dict(getattr(module, "labels", {}) or {})
 
 
-def _block_of_node(name: str, labels: dict[str, str]) -> str:
-    first = name.lstrip("/").split("/", 1)[0]
-    return labels.get(first, "")
+def _own_block(node, labels: dict[str, str]) -> str:
+    """The block from the node's scope: its name (TorchScript exporter) or its name scopes (dynamo)."""
+    if node.name.startswith("/"):
+        return labels.get(node.name.lstrip("/").split("/", 1)[0], "")
+    scopes = next((p.value for p in node.metadata_props if p.key == NAME_SCOPES_KEY), "")
+    for scope in re.findall(r"'([^']*)'", scopes):
+        label = labels.get(scope.split(".", 1)[0])
+        if label:
+            return label
+    return ""
 
 
 def annotate_onnx(model_proto, labels: dict[str, str], metadata: dict[str, str]) -> dict[str, str]:
@@ -63,7 +72,7 @@ def annotate_onnx(model_proto, labels: dict[str, str], metadata: dict[str, str])
     constants): they take the block of their first consumer, else of the node before.
     """
     nodes = list(model_proto.graph.node)
-    own = {n.name: _block_of_node(n.name, labels) if n.name.startswith("/") else "" for n in nodes}
+    own = {n.name: _own_block(n, labels) for n in nodes}
     consumer: dict[str, str] = {}
     for node in nodes:
         for name in node.input:
@@ -103,8 +112,17 @@ def export_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ...], ops
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["output"], do_constant_folding=True)
+        try:
+            torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=["output"], do_constant_folding=True)
+        except Exception as exc:  # the fast exporter lacks some ops (e.g. non-divisible adaptive pooling)
+            log.info("TorchScript-based export failed (%s); using the dynamo exporter", str(exc)[:120])
+            try:
+                torch.onnx.export(module, (x,), str(path), dynamo=True, opset_version=max(opset, 18),
+                                  input_names=["input"], output_names=["output"], verbose=False)
+            except Exception as exc2:
+                raise NetcutError(f"neither ONNX exporter can export this network: {str(exc2).splitlines()[0][:300]}"
+                                  ) from None
     proto = onnx.load(str(path))
     blocks = annotate_onnx(proto, _labels(module), {"netcut.input_shape": json.dumps(list(input_shape)),
                                                     **(metadata or {})})

@@ -1,0 +1,32 @@
+"""User-style model factories for the `package.module:factory` path."""
+import torch
+from torch import nn
+
+from make_fixtures import tiny_net
+
+
+def tiny() -> nn.Module:
+    return tiny_net()
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: the tracer cannot follow it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.conv(x)
+        if x.sum() > 0:
+            x = x * 2
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def branchy() -> nn.Module:
+    return Branchy()
+
+
+def not_a_module():
+    return 42
