@@ -18,6 +18,10 @@ commands:
   bench    upload a model file to an agent and time it
   cuts     list where a network can be cut, with cumulative cost
   export   build a trimmed network and export it as ONNX or TFLite
+  profile  measure networks on a target (a local agent by default) into the latency table
+  estimate estimate each cut's latency on a target (empirical or analytical)
+  table    show, export or import latency tables
+  validate measure held-out cuts afresh and score the estimators
 """
 
 
@@ -60,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=lambda a: __import__("netcut_host.cmd_agent", fromlist=["x"]).cmd_bench(a))
 
     from .cmd_models import add_model_commands
+    from .cmd_tables import add_table_commands
 
     add_model_commands(sub)
+    add_table_commands(sub)
     return parser
 
 
@@ -74,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and friends
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("netcut-host: interrupted", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ class NodeCost:
     params: int
     output_shape: tuple[int, ...] | None   # None when the output is not a single tensor
     output_bytes: int
+    kind: str = "other"       # conv, dwconv (grouped), linear, other: they run at different speeds
 
 
 def _target_name(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -72,10 +73,26 @@ def node_costs(traced, input_shape: tuple[int, ...]) -> tuple[list[NodeCost], di
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
         nbytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
         cost = NodeCost(traced.names.get(node, node.name), node.op, _target_name(gm, node), traced.block_of(node),
-                        int(interp.macs.get(node, 0)), params, shape, nbytes)
+                        int(interp.macs.get(node, 0)), params, shape, nbytes, _kind(gm, node))
         costs.append(cost)
         by_node[node] = cost
     return costs, by_node
+
+
+def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return "dwconv" if module.groups > 1 else "conv"
+        if isinstance(module, (nn.Linear, nn.MultiheadAttention)):
+            return "linear"
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        if "conv" in name:
+            return "conv"
+        if name in ("linear", "matmul", "bmm", "addmm", "mm", "einsum", "scaled_dot_product_attention"):
+            return "linear"
+    return "other"
 
 
 def _safe_attr(gm: fx.GraphModule, target: str):

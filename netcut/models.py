@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import logging
 import os
 import warnings
@@ -117,9 +118,35 @@ def _fetch_torchvision_weights(weights) -> dict[str, torch.Tensor]:
                           f"or copy it to {cached}") from None
 
 
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+def builtin_manifest() -> dict:
+    path = BUILTIN_DIR / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def builtin_models() -> list[str]:
+    return sorted(m for m in builtin_manifest() if (BUILTIN_DIR / f"{m}.pt").is_file())
+
+
+def _builtin(name: str) -> nn.Module:
+    """Backbones the project pretrained itself (scripts/pretrain_builtin.py), shipped in the package."""
+    meta = builtin_manifest().get(name)
+    if meta is None or not (BUILTIN_DIR / f"{name}.pt").is_file():
+        raise NetcutError(f"no built-in weights for {name!r}; built-in models: {', '.join(builtin_models()) or 'none'} "
+                          "(make more with scripts/pretrain_builtin.py)")
+    model = torchvision.models.get_model(name, weights=None, num_classes=meta["num_classes"])
+    state = torch.load(BUILTIN_DIR / f"{name}.pt", map_location="cpu", weights_only=True)
+    load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, f"built-in {name}")
+    return model.eval()
+
+
 def build(name: str, weights: str = "none", num_classes: int | None = None) -> nn.Module:
-    """The network, in eval mode, with the requested weights."""
+    """The network, in eval mode, with the requested weights (none, builtin, a torchvision name, a file)."""
     weights = weights or "none"
+    if weights == "builtin":
+        return _builtin(name)
     if ":" in name:
         factory = _custom_factory(name)
         model = factory()

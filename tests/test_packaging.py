@@ -15,7 +15,8 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_core_imports_no_network_ssh_or_database():
-    code = ("import sys, netcut, netcut.models, netcut.graph, netcut.cost, netcut.cuts, netcut.trn, netcut.export\n"
+    code = ("import sys, netcut, netcut.models, netcut.graph, netcut.cost, netcut.cuts, netcut.trn, netcut.export, "
+            "netcut.features, netcut.estimate\n"
             "bad = {'grpc', 'paramiko', 'sqlite3'} & set(sys.modules)\n"
             "assert not bad, bad\nprint('pure')")
     result = run_python(code)

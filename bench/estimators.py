@@ -1,0 +1,100 @@
+"""Estimator accuracy and profiling cost on --target local. Prints JSON.
+
+    python bench/estimators.py [--models mobilenet_v2,resnet18,efficientnet_b0,mnasnet1_0] [--input-size 224]
+
+For each network at 1 thread: profile in `layers` mode (full network + per-layer
+profile + heads) and in `e2e` mode (every TRN), timing each; then measure every TRN
+again afresh (interleaved across networks) and score
+- the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%),
+- the analytical estimator leave-one-network-out (goal: median APE < 10%),
+and report each mode's profiling wall time against the pure inference time it contains.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from netcut import models
+from netcut.estimate import EmpiricalEstimator
+from netcut_host.cmd_tables import summary
+from netcut_host.estimation import analytical, fit
+from netcut_host.profiling import Job, ModelFiles, analyses_for, interleave, plan, run
+from netcut_host.tables import LatencyDB, RowKey, TableView, to_measurement
+from netcut_host.targets import connect
+from netcut_protos.agent.v1 import agent_pb2 as pb
+
+
+class ProfileOnly:
+    def __init__(self, view):
+        self.view = view
+
+    def measurements(self, model):
+        return [m for m in self.view.measurements(model) if m.mode != "e2e"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="mobilenet_v2,resnet18,efficientnet_b0,mnasnet1_0")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--db", type=Path, help="keep the measurements in this table (default: a temporary one)")
+    args = parser.parse_args(argv)
+    names = args.models.split(",")
+    key = RowKey(input_size=args.input_size, threads=1)
+    timing = pb.TimingConfig(min_seconds=args.min_seconds)
+    analyses = analyses_for(names, key)
+    out = {"input_size": args.input_size, "threads": 1, "profiling": {}, "per_cut": []}
+    with tempfile.TemporaryDirectory() as tmp, LatencyDB(args.db or Path(tmp) / "t.sqlite") as db, \
+            connect("local", None, "onnxruntime", 1) as target:
+        files = ModelFiles(Path(tmp) / "exports", key, analyses)
+        for name in names:  # export outside the timed region: both modes then pay only for the board
+            for job in plan({name: analyses[name]}, "all", "both"):
+                files.get(job)
+        for name in names:
+            cost = {}
+            for mode in ("layers", "e2e"):
+                report = run(plan({name: analyses[name]}, "all", mode), target, db, key, files, timing)
+                cost[mode] = {"wall_s": round(report.seconds, 2), "inference_s": round(report.inference_seconds, 2),
+                              "overhead_ratio": round(report.seconds / max(report.inference_seconds, 1e-9), 2),
+                              "measurements": len(report.measured)}
+            cost["layers_vs_e2e_wall"] = round(cost["layers"]["wall_s"] / cost["e2e"]["wall_s"], 3)
+            out["profiling"][name] = cost
+            print(json.dumps({name: cost}), file=sys.stderr)
+        # Fresh end-to-end measurements of every TRN, interleaved across networks.
+        per_model = [[Job(n, c, "e2e") for c in interleave([None] + [c.name for c in analyses[n].cuts])]
+                     for n in names]
+        jobs = [x[i] for i in range(max(map(len, per_model))) for x in per_model if i < len(x)]
+        fresh_report = run(jobs, target, db, key, files, timing, force=True)
+        fresh = {(r["arch"], r["cut"] or None): to_measurement(r) for r in db.rows(identity=target.target.identity)
+                 if r["id"] in set(fresh_report.measured)}
+        view = TableView(db, target.target.identity, key)
+        empirical_errors, analytical_errors = [], []
+        for name in names:
+            a = analyses[name]
+            estimator = EmpiricalEstimator(ProfileOnly(view))
+            cost_model = fit(db, target.target.identity, key, exclude=name, analyses=analyses)
+            cuts = [c.name for c in a.cuts]
+            for cut in cuts + [None]:
+                measured = fresh[(name, cut)].median_ms
+                emp = estimator.estimate(name, cuts, cut, "median").estimated_ms
+                ana = analytical(cost_model, a, key, "median", [cut])[0].estimated_ms
+                e_err = abs(emp - measured) / measured * 100
+                a_err = abs(ana - measured) / measured * 100
+                empirical_errors.append(e_err)
+                analytical_errors.append(a_err)
+                out["per_cut"].append({"model": name, "cut": cut, "measured_ms": round(measured, 4),
+                                       "empirical_ms": round(emp, 4), "analytical_lono_ms": round(ana, 4),
+                                       "empirical_ape_pct": round(e_err, 2), "analytical_ape_pct": round(a_err, 2)})
+        out["empirical"] = {**summary(empirical_errors), "goal": "median < 3%, p95 < 8%"}
+        out["analytical_leave_one_network_out"] = {**summary(analytical_errors), "goal": "median < 10%"}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

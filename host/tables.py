@@ -1,0 +1,310 @@
+"""Latency tables in SQLite: every measurement a target ever made, one committed row at a time.
+
+One file (default under the user's data dir, `--db PATH`) holds all targets. The schema
+is versioned in PRAGMA user_version with forward migrations; WAL mode; each row is its
+own transaction, so a crash loses at most the measurement in flight. A target's
+identity (board model, CPU, runtime and version, threads) is stored with every row, and
+readers only mix rows of one identity.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from netcut.estimate import Measurement
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MIGRATIONS = {
+    1: """
+    CREATE TABLE targets (
+        identity TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,          -- JSON: board, cpu, runtime, version, threads
+        first_seen REAL NOT NULL
+    );
+    CREATE TABLE measurements (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        identity TEXT NOT NULL REFERENCES targets(identity),
+        model TEXT NOT NULL,                -- as the user named it
+        arch TEXT NOT NULL,                 -- architecture key: weights do not change latency
+        input_size INTEGER NOT NULL,
+        batch INTEGER NOT NULL,
+        cut TEXT NOT NULL,                  -- '' = the full network
+        granularity TEXT NOT NULL,
+        format TEXT NOT NULL,
+        runtime TEXT NOT NULL,
+        runtime_version TEXT NOT NULL,
+        threads INTEGER NOT NULL,
+        mode TEXT NOT NULL,                 -- e2e, layers (full network + per-block profile), head
+        classes INTEGER NOT NULL,
+        timing TEXT NOT NULL,               -- JSON: the timing config the agent used
+        n INTEGER NOT NULL,
+        median_ms REAL NOT NULL, mean_ms REAL NOT NULL, p90_ms REAL NOT NULL, p95_ms REAL NOT NULL,
+        p99_ms REAL NOT NULL, min_ms REAL NOT NULL, max_ms REAL NOT NULL, std_ms REAL NOT NULL, cv REAL NOT NULL,
+        samples TEXT NOT NULL,              -- JSON list of ms
+        blocks TEXT NOT NULL,               -- JSON {block: ms} (layers mode), {} otherwise
+        layers TEXT NOT NULL,               -- JSON [[node, op, block, ms], ...] (layers mode)
+        board TEXT NOT NULL,                -- JSON: board description, state at start and end
+        throttled INTEGER NOT NULL,
+        clock_dropped INTEGER NOT NULL,
+        model_id TEXT NOT NULL,             -- sha256 of the file measured
+        agent_version TEXT NOT NULL,
+        measured_at REAL NOT NULL,
+        UNIQUE (identity, arch, input_size, batch, cut, granularity, format, threads, mode, classes)
+    );
+    CREATE INDEX measurements_lookup ON measurements (target, arch, input_size, batch, format, threads);
+    CREATE TABLE cost_models (
+        identity TEXT NOT NULL,
+        row_key TEXT NOT NULL,              -- JSON RowKey
+        fitted_at REAL NOT NULL,
+        model TEXT NOT NULL,                -- JSON netcut.estimate.CostModel (never a pickle)
+        PRIMARY KEY (identity, row_key)
+    );
+    """,
+}
+STALE_DAYS = 30
+
+
+class TableError(ValueError):
+    """The database cannot be used as it is (newer schema, corrupt, full disk)."""
+
+
+@dataclass(frozen=True)
+class RowKey:
+    """The options that identify rows besides the target and the model."""
+    input_size: int = 224
+    batch: int = 1
+    format: str = "onnx"
+    runtime: str = "onnxruntime"
+    threads: int = 1
+    granularity: str = "block"
+    classes: int = 10
+
+
+@dataclass
+class Target:
+    name: str
+    description: dict                 # what changes latency
+    identity: str = ""
+
+    def __post_init__(self):
+        if not self.identity:
+            canonical = json.dumps(self.description, sort_keys=True)
+            self.identity = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Row:
+    target: str
+    identity: str
+    model: str
+    arch: str
+    key: RowKey
+    cut: str | None
+    mode: str
+    runtime_version: str
+    result: dict                      # netcut_host.cmd_agent.result_dict of the benchmark
+    blocks: dict = field(default_factory=dict)
+    measured_at: float = 0.0
+
+
+def _friendly(exc: sqlite3.Error, path: Path) -> TableError:
+    text = str(exc)
+    if "disk is full" in text or "disk I/O" in text:
+        return TableError(f"cannot write to {path}: {text}; free some disk space (rows committed so far are kept)")
+    if "not a database" in text or "malformed" in text:
+        return TableError(f"{path} is not a valid NetCut database ({text}); move it aside or pass another --db")
+    if "locked" in text:
+        return TableError(f"{path} is locked by another process; wait for it or use another --db")
+    return TableError(f"database error in {path}: {text}")
+
+
+class LatencyDB:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "LatencyDB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise TableError(f"{self.path} was written by a newer NetCut (schema {version}, this one reads up to "
+                             f"{SCHEMA_VERSION}); upgrade netcut, or pass another --db")
+        for target_version in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                for statement in MIGRATIONS[target_version].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {target_version}")
+            log.info("migrated %s to schema %d", self.path, target_version)
+
+    def transaction(self):
+        db = self
+
+        class _Tx:
+            def __enter__(self):
+                db.conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, kind, exc, tb):
+                db.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+        return _Tx()
+
+    # ------------------------------------------------------------ writes
+
+    def add_target(self, target: Target) -> None:
+        try:
+            self.conn.execute("INSERT OR IGNORE INTO targets VALUES (?, ?, ?, ?)",
+                              (target.identity, target.name, json.dumps(target.description, sort_keys=True),
+                               time.time()))
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path) from None
+
+    def add(self, row: Row, replace: bool = False) -> int:
+        """Store one measurement in its own transaction; returns its id."""
+        r = row.result
+        values = (row.target, row.identity, row.model, row.arch, row.key.input_size, row.key.batch, row.cut or "",
+                  row.key.granularity, row.key.format, row.key.runtime, row.runtime_version, row.key.threads, row.mode,
+                  row.key.classes, json.dumps(r.get("timing", {})), r["n"], r["median_ms"], r["mean_ms"], r["p90_ms"],
+                  r["p95_ms"], r["p99_ms"], r["min_ms"], r["max_ms"], r["std_ms"], r["cv"],
+                  json.dumps(r["samples_ms"]), json.dumps(row.blocks),
+                  json.dumps([[l["node"], l["op_type"], l["block"], l["time_ms"]] for l in r.get("layers", [])]),
+                  json.dumps({"board": r.get("board", {}), "state_start": r.get("state_start", {}),
+                              "state_end": r.get("state_end", {}), "warnings": r.get("warnings", [])}),
+                  int(r["throttled"]), int(r["clock_dropped"]), r["model_id"], r.get("agent_version", ""),
+                  row.measured_at or time.time())
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        try:
+            with self.transaction():
+                cursor = self.conn.execute(f"{verb} INTO measurements (target, identity, model, arch, input_size, "
+                                           "batch, cut, granularity, format, runtime, runtime_version, threads, mode, "
+                                           "classes, timing, n, median_ms, mean_ms, p90_ms, p95_ms, p99_ms, min_ms, "
+                                           "max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
+                                           "clock_dropped, model_id, agent_version, measured_at) VALUES "
+                                           f"({', '.join('?' * len(values))})", values)
+            return cursor.lastrowid
+        except sqlite3.IntegrityError:
+            raise TableError("this measurement is already in the table; use --force to measure it again") from None
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path) from None
+
+    # ------------------------------------------------------------ reads
+
+    def _select(self, where: str, params: Iterable) -> list[sqlite3.Row]:
+        try:
+            return self.conn.execute(f"SELECT * FROM measurements WHERE {where} ORDER BY id", tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path) from None
+
+    def has(self, identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> bool:
+        return bool(self._select("identity=? AND arch=? AND input_size=? AND batch=? AND cut=? AND granularity=? "
+                                 "AND format=? AND threads=? AND mode=? AND classes=?",
+                                 (identity, arch, key.input_size, key.batch, cut or "", key.granularity, key.format,
+                                  key.threads, mode, key.classes if mode != "layers" else key.classes)))
+
+    def rows(self, target: str | None = None, identity: str | None = None, arch: str | None = None,
+             key: RowKey | None = None) -> list[sqlite3.Row]:
+        clauses, params = ["1=1"], []
+        for column, value in (("target", target), ("identity", identity), ("arch", arch)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                params.append(value)
+        if key is not None:
+            clauses.append("input_size=? AND batch=? AND format=? AND runtime=? AND threads=? AND granularity=?")
+            params += [key.input_size, key.batch, key.format, key.runtime, key.threads, key.granularity]
+        return self._select(" AND ".join(clauses), params)
+
+    def targets(self) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM targets ORDER BY first_seen").fetchall()
+
+    def identities_of(self, name: str) -> list[sqlite3.Row]:
+        return self.conn.execute("SELECT * FROM targets WHERE name=? ORDER BY first_seen", (name,)).fetchall()
+
+    def save_cost_model(self, identity: str, key: RowKey, model_json: str) -> None:
+        try:
+            self.conn.execute("INSERT OR REPLACE INTO cost_models VALUES (?, ?, ?, ?)",
+                              (identity, json.dumps(vars(key), sort_keys=True), time.time(), model_json))
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path) from None
+
+    def cost_model(self, identity: str, key: RowKey) -> str | None:
+        row = self.conn.execute("SELECT model FROM cost_models WHERE identity=? AND row_key=?",
+                                (identity, json.dumps(vars(key), sort_keys=True))).fetchone()
+        return row[0] if row else None
+
+    def integrity(self) -> str:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    # ------------------------------------------------------------ sharing
+
+    def export_rows(self, target: str | None = None) -> dict:
+        rows = self.rows(target=target)
+        identities = {r["identity"] for r in rows}
+        targets = [dict(t) for t in self.targets() if t["identity"] in identities]
+        return {"netcut_table": SCHEMA_VERSION, "targets": targets,
+                "measurements": [{k: r[k] for k in r.keys() if k != "id"} for r in rows]}
+
+    def import_rows(self, data: dict) -> tuple[int, int]:
+        """Add rows from an export; rows already present (same key) are skipped. Returns (added, skipped)."""
+        if not isinstance(data, dict) or "measurements" not in data or "targets" not in data:
+            raise TableError("not a NetCut table export (expected keys: netcut_table, targets, measurements)")
+        if data.get("netcut_table", 0) > SCHEMA_VERSION:
+            raise TableError(f"the export comes from a newer NetCut (table format {data['netcut_table']}); upgrade")
+        added = skipped = 0
+        try:
+            with self.transaction():
+                for t in data["targets"]:
+                    self.conn.execute("INSERT OR IGNORE INTO targets VALUES (?, ?, ?, ?)",
+                                      (t["identity"], t["name"], t["description"], t["first_seen"]))
+                for m in data["measurements"]:
+                    columns = list(m)
+                    cursor = self.conn.execute(f"INSERT OR IGNORE INTO measurements ({', '.join(columns)}) VALUES "
+                                               f"({', '.join('?' * len(columns))})", [m[c] for c in columns])
+                    added += cursor.rowcount
+                    skipped += 1 - cursor.rowcount
+        except (sqlite3.Error, KeyError, TypeError) as exc:
+            raise TableError(f"cannot import: {exc}; nothing was imported") from None
+        return added, skipped
+
+
+def to_measurement(r: sqlite3.Row) -> Measurement:
+    return Measurement(r["id"], r["arch"], r["cut"] or None, r["mode"], r["n"], r["median_ms"], r["p90_ms"],
+                       r["p95_ms"], r["p99_ms"], tuple(json.loads(r["samples"])), json.loads(r["blocks"]))
+
+
+class TableView:
+    """netcut.estimate.LatencyTable over the rows of one identity and row key."""
+
+    def __init__(self, db: LatencyDB, identity: str, key: RowKey):
+        self.db, self.identity, self.key = db, identity, key
+
+    def measurements(self, model: str) -> list[Measurement]:
+        rows = self.db.rows(identity=self.identity, arch=model, key=self.key)
+        # Head and e2e rows depend on the head's class count; layers rows do not.
+        return [to_measurement(r) for r in rows if r["mode"] == "layers" or r["classes"] == self.key.classes]

@@ -1,0 +1,173 @@
+"""The user's task: an ImageFolder on disk, or the built-in handwritten digits.
+
+`builtin` is scikit-learn's bundled handwritten digits (1797 real 8x8 scans, 10 classes),
+upsampled to the input size: a small task that runs offline and differs from the glyphs
+the built-in backbones were pretrained on. A folder is an ImageFolder (one sub-folder per
+class); with `train/` and `val/` inside it those are used, otherwise a seeded stratified
+split keeps 20% of each class for validation. Unreadable images are skipped and counted.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from .errors import NetcutError
+
+log = logging.getLogger(__name__)
+
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+BUILTIN_NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+VAL_FRACTION = 0.2
+
+
+@dataclass
+class TaskData:
+    classes: list[str]
+    train: Dataset            # with augmentation (full fine-tuning)
+    train_plain: Dataset      # without (feature caching for head fine-tuning)
+    val: Dataset
+    normalization: dict
+    source: str
+    skipped: int = 0
+    counts: dict = field(default_factory=dict)
+
+
+class _Augmented(Dataset):
+    def __init__(self, base: Dataset, fn):
+        self.base, self.fn = base, fn
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return self.fn(x), y
+
+
+def _shift(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
+    """Digits augmentation: a small random translation (no flips: a flipped 2 is no 2)."""
+    dx, dy = random.randint(-pixels, pixels), random.randint(-pixels, pixels)
+    return torch.roll(x, shifts=(dy, dx), dims=(1, 2))
+
+
+def stratified_split(labels: list[int], seed: int) -> tuple[list[int], list[int]]:
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    train, val = [], []
+    for y, idx in sorted(by_class.items()):
+        rng.shuffle(idx)
+        cut = max(1, int(round(len(idx) * VAL_FRACTION))) if len(idx) > 1 else 0
+        val += idx[:cut]
+        train += idx[cut:]
+    return sorted(train), sorted(val)
+
+
+def digits(input_size: int, normalization: dict, seed: int = 0) -> TaskData:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise NetcutError("the built-in task needs scikit-learn: pip install 'netcut[host]'") from None
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = torch.nn.functional.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(normalization["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(normalization["std"]).view(1, 3, 1, 1)
+    x = (x.repeat(1, 3, 1, 1) - mean) / std
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    train_idx, val_idx = stratified_split(y.tolist(), seed)
+    full = TensorDataset(x, y)
+    plain = Subset(full, train_idx)
+    pixels = max(1, input_size // 16)
+    return TaskData([str(d) for d in range(10)], _Augmented(plain, lambda t: _shift(t, pixels)), plain,
+                    Subset(full, val_idx), normalization, "builtin: scikit-learn handwritten digits (8x8 scans)",
+                    counts={"train": len(train_idx), "val": len(val_idx)})
+
+
+def _readable(paths: list[str]) -> tuple[set[str], int]:
+    from PIL import Image
+
+    bad = set()
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except Exception:  # PIL raises many types for broken files
+            bad.add(p)
+    return bad, len(bad)
+
+
+def image_folder(root: Path, input_size: int, normalization: dict, seed: int = 0) -> TaskData:
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    if not root.is_dir():
+        raise NetcutError(f"--data {root} is not a folder; give an ImageFolder (one sub-folder per class) or 'builtin'")
+    normalize = transforms.Normalize(normalization["mean"], normalization["std"])
+    plain_tf = transforms.Compose([transforms.Resize(int(input_size * 1.14)), transforms.CenterCrop(input_size),
+                                   transforms.ToTensor(), normalize])
+    aug_tf = transforms.Compose([transforms.RandomResizedCrop(input_size, scale=(0.6, 1.0)),
+                                 transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
+
+    def folder(path: Path, transform):
+        try:
+            ds = datasets.ImageFolder(str(path), transform=transform, loader=lambda p: _rgb(p))
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise NetcutError(f"no images found in {path}: {exc}; expected one sub-folder of images per class") from None
+        return ds
+
+    split = (root / "train").is_dir() and (root / "val").is_dir()
+    base = folder(root / "train" if split else root, plain_tf)
+    bad, skipped = _readable([p for p, _ in base.samples])
+    base.samples = [s for s in base.samples if s[0] not in bad]
+    base.targets = [y for _, y in base.samples]
+    if split:
+        val = folder(root / "val", plain_tf)
+        bad_val, skipped_val = _readable([p for p, _ in val.samples])
+        val.samples = [s for s in val.samples if s[0] not in bad_val]
+        val.targets = [y for _, y in val.samples]
+        skipped += skipped_val
+        if val.classes != base.classes:
+            missing = sorted(set(base.classes) - set(val.classes))
+            raise NetcutError(f"the val folder lacks classes {missing[:5]}; every class needs validation images")
+        aug = folder(root / "train", aug_tf)
+        aug.samples, aug.targets = base.samples, base.targets
+        train_plain, train_aug, val_set = base, aug, val
+        val_labels = val.targets
+    else:
+        train_idx, val_idx = stratified_split(base.targets, seed)
+        aug = folder(root, aug_tf)
+        aug.samples, aug.targets = base.samples, base.targets
+        train_plain, train_aug, val_set = Subset(base, train_idx), Subset(aug, train_idx), Subset(base, val_idx)
+        val_labels = [base.targets[i] for i in val_idx]
+    if len(base.classes) < 2:
+        raise NetcutError(f"{root} has {len(base.classes)} class; a classifier needs at least 2 classes (sub-folders)")
+    if len(train_plain) == 0:
+        raise NetcutError(f"{root} has no readable images ({skipped} unreadable)")
+    absent = sorted(set(range(len(base.classes))) - set(val_labels))
+    if absent:
+        names = [base.classes[i] for i in absent]
+        raise NetcutError(f"classes {names[:5]} have no validation images; give each class at least 2 images")
+    if skipped:
+        log.warning("skipped %d unreadable images", skipped)
+    return TaskData(list(base.classes), train_aug, train_plain, val_set, normalization, str(root), skipped,
+                    {"train": len(train_plain), "val": len(val_set)})
+
+
+def _rgb(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def load_task(data: str, input_size: int, normalization: dict, seed: int = 0) -> TaskData:
+    if data == "builtin":
+        return digits(input_size, normalization, seed)
+    return image_folder(Path(data), input_size, normalization, seed)

@@ -1,0 +1,232 @@
+"""Latency estimators: how fast is a candidate on a target, without training (or running) it.
+
+Both read measurements through `LatencyTable` (host adapts SQLite to it) and answer any
+quantile, saying which evidence they used.
+
+- EmpiricalEstimator: a measured end-to-end row of the TRN when there is one; otherwise
+  the full network's per-layer profile summed up to the cut (already normalised to the
+  clean median by the agent) plus the measured head. Uncertainty comes from the samples:
+  the half-width of a 95% order-statistics confidence interval of the quantile.
+- CostModel (analytical): latency as a non-negative linear function of cost features
+  (netcut.features), calibrated on a target's measured rows, so it can estimate networks
+  and cuts never measured there. It is stored as JSON, never pickled.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Protocol
+
+import numpy as np
+
+from .errors import NetcutError
+from .features import FEATURES, FULL
+
+QUANTILES = {"p50": 0.5, "median": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+STAT_OF = {0.5: "median_ms", 0.9: "p90_ms", 0.95: "p95_ms", 0.99: "p99_ms"}
+E2E, LAYERS, HEAD = "e2e", "layers", "head"
+
+
+def quantile_level(name: str) -> float:
+    try:
+        return QUANTILES[name]
+    except KeyError:
+        raise NetcutError(f"unknown quantile {name!r}; use one of: {', '.join(QUANTILES)}") from None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured row as the estimators see it (the table holds more)."""
+    id: int
+    model: str
+    cut: str | None          # None: the full network
+    mode: str                # e2e, layers (full network with per-block times), head
+    n: int
+    median_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    samples_ms: tuple[float, ...] = ()
+    blocks: dict[str, float] = field(default_factory=dict)   # layers mode: block -> ms, summing to the median
+
+    def at(self, q: float) -> float:
+        if q in STAT_OF:
+            return getattr(self, STAT_OF[q])
+        return float(np.quantile(self.samples_ms, q))
+
+
+class LatencyTable(Protocol):
+    """Rows of one target identity and one row key (input size, batch, format, runtime, threads)."""
+
+    def measurements(self, model: str) -> list[Measurement]: ...
+
+
+@dataclass
+class Estimate:
+    cut: str | None
+    estimated_ms: float | None
+    uncertainty_ms: float | None
+    evidence: str
+    rows: list[int] = field(default_factory=list)
+
+
+def quantile_uncertainty(samples: Iterable[float], q: float) -> float:
+    """Half-width of a 95% distribution-free confidence interval of the q-quantile."""
+    x = np.sort(np.asarray(list(samples), dtype=float))
+    n = x.size
+    if n < 2:
+        return float("nan")
+    half = 1.96 * math.sqrt(n * q * (1 - q))
+    lo = int(max(0, math.floor(n * q - half) - 1))
+    hi = int(min(n - 1, math.ceil(n * q + half) - 1))
+    return float(x[hi] - x[lo]) / 2.0
+
+
+class EmpiricalEstimator:
+    name = "empirical"
+
+    def __init__(self, table: LatencyTable):
+        self.table = table
+
+    def estimate(self, model: str, cuts: list[str], cut: str | None, quantile: str = "p99") -> Estimate:
+        """cuts: the model's cut names in execution order (the profile's block labels)."""
+        q = quantile_level(quantile)
+        rows = self.table.measurements(model)
+        e2e = [r for r in rows if r.mode == E2E and r.cut == cut]
+        if e2e:
+            r = max(e2e, key=lambda r: r.id)
+            return Estimate(cut, r.at(q), quantile_uncertainty(r.samples_ms, q),
+                            f"measured end to end (row {r.id}, n={r.n})", [r.id])
+        layers = [r for r in rows if r.mode == LAYERS]
+        if not layers:
+            return Estimate(cut, None, None, "no measurement: profile this model on the target")
+        full = max(layers, key=lambda r: r.id)
+        if cut is None:
+            return Estimate(cut, full.at(q), quantile_uncertainty(full.samples_ms, q),
+                            f"full network measured with its per-layer profile (row {full.id}, n={full.n})", [full.id])
+        if cut not in cuts:
+            raise NetcutError(f"{cut!r} is not a cut of {model}")
+        labels = cuts[: cuts.index(cut) + 1]
+        missing = [b for b in labels if b not in full.blocks]
+        if missing:
+            return Estimate(cut, None, None, f"the per-layer profile (row {full.id}) lacks blocks {missing[:3]}: "
+                            "profile again at the same granularity")
+        heads = [r for r in rows if r.mode == HEAD and r.cut == cut]
+        if not heads:
+            return Estimate(cut, None, None, f"no measured head for {cut}: profile with --mode layers")
+        head = max(heads, key=lambda r: r.id)
+        prefix_median = sum(full.blocks[b] for b in labels)
+        # The profile is normalised to the clean median; tails scale like the full network's.
+        scale = full.at(q) / full.median_ms if full.median_ms > 0 else 1.0
+        prefix = prefix_median * scale
+        fraction = prefix_median / full.median_ms if full.median_ms > 0 else 1.0
+        u_prefix = quantile_uncertainty(full.samples_ms, q) * fraction
+        u_head = quantile_uncertainty(head.samples_ms, q)
+        return Estimate(cut, prefix + head.at(q), math.hypot(u_prefix, u_head),
+                        f"per-layer profile of the full network (row {full.id}) summed to the cut "
+                        f"+ measured head (row {head.id})", [full.id, head.id])
+
+
+# ------------------------------------------------------------------ analytical
+
+
+def nonnegative_least_squares(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> np.ndarray:
+    """Least squares with weights >= 0 (an active-set loop over numpy's lstsq)."""
+    active = np.ones(x.shape[1], dtype=bool)
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        w[:] = 0.0
+        if not active.any():
+            break
+        w[active] = np.linalg.lstsq(x[:, active], y, rcond=None)[0]
+        negative = w < 0
+        if not negative.any():
+            break
+        active &= ~negative
+    return np.clip(w, 0.0, None)
+
+
+@dataclass
+class CostModel:
+    """latency_median_ms = weights . features; other quantiles scale by measured tail ratios."""
+    features: list[str]
+    weights: list[float]
+    quantile_ratios: dict[str, float]     # p90/p95/p99 over median, median over calibration rows
+    relative_residual: float              # typical relative error on the calibration rows
+    rows: int
+    target: str = ""
+    fitted_on: list[str] = field(default_factory=list)   # models
+
+    def predict_median(self, features: np.ndarray) -> float:
+        return float(np.dot(self.weights, features))
+
+    def estimate(self, features: np.ndarray, cut: str | None, quantile: str = "p99") -> Estimate:
+        q = quantile_level(quantile)
+        key = "median" if q == 0.5 else quantile
+        value = self.predict_median(features) * self.quantile_ratios.get(key, 1.0)
+        return Estimate(cut, value, value * self.relative_residual,
+                        f"analytical cost model fitted on {self.rows} rows of {len(self.fitted_on)} networks")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CostModel":
+        data = json.loads(text)
+        if data.get("features") != list(FEATURES):
+            raise NetcutError("this cost model was fitted with other features; fit it again (netcut-host estimate "
+                              "--estimator analytical refits from the table)")
+        return cls(**data)
+
+
+@dataclass
+class CalibrationPoint:
+    model: str
+    features: np.ndarray
+    median_ms: float
+    ratios: dict[str, float] = field(default_factory=dict)   # p90/p95/p99 over median (whole models only)
+
+
+def fit_cost_model(points: list[CalibrationPoint], target: str = "") -> CostModel:
+    """Fit weights minimising relative error (each point weighted by 1/its time)."""
+    points = [p for p in points if p.median_ms > 0]
+    if len(points) < len(FEATURES):
+        raise NetcutError(f"the analytical estimator needs at least {len(FEATURES)} measured rows on this target, "
+                          f"found {len(points)}; profile a few networks first (netcut-host profile --mode layers)")
+    x = np.stack([p.features / p.median_ms for p in points])
+    y = np.ones(len(points))
+    scale = np.maximum(np.abs(x).max(axis=0), 1e-12)   # condition the columns
+    w = nonnegative_least_squares(x / scale, y) / scale
+    predicted = np.array([np.dot(w, p.features) for p in points])
+    measured = np.array([p.median_ms for p in points])
+    residual = float(np.median(np.abs(predicted - measured) / measured))
+    ratios = {"median": 1.0}
+    for key in ("p90", "p95", "p99"):
+        values = [p.ratios[key] for p in points if key in p.ratios]
+        ratios[key] = float(np.median(values)) if values else 1.0
+    return CostModel(list(FEATURES), [float(v) for v in w], ratios, residual, len(points), target,
+                     sorted({p.model for p in points}))
+
+
+def calibration_points(model: str, rows: list[Measurement], segments: dict[str, np.ndarray],
+                       whole: dict[str | None, np.ndarray], head: dict[str, np.ndarray]) -> list[CalibrationPoint]:
+    """Turn a model's rows into calibration points: each profiled block, each head, each whole model."""
+    points = []
+    runs = FEATURES.index("runs")
+    for r in rows:
+        ratios = {"p90": r.p90_ms / r.median_ms, "p95": r.p95_ms / r.median_ms, "p99": r.p99_ms / r.median_ms} \
+            if r.median_ms > 0 else {}
+        if r.mode == LAYERS:
+            for label, ms in r.blocks.items():
+                if label in segments and ms > 0:
+                    points.append(CalibrationPoint(model, segments[label], ms))
+            if None in whole:
+                points.append(CalibrationPoint(model, whole[None], r.median_ms, ratios))
+        elif r.mode == HEAD and r.cut in head:
+            f = head[r.cut].copy()
+            f[runs] = 1.0
+            points.append(CalibrationPoint(model, f, r.median_ms, ratios))
+        elif r.mode == E2E and r.cut in whole:
+            points.append(CalibrationPoint(model, whole[r.cut], r.median_ms, ratios))
+    return points

@@ -1,0 +1,70 @@
+"""Cost features of network pieces, for the analytical latency model.
+
+A piece is a segment between two cuts (what a per-layer profile times per block), a
+head, or a whole TRN (segments up to a cut plus its head). Features are extensive:
+the features of a TRN are the sum of its pieces' features.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .cost import NodeCost
+from .cuts import NetworkAnalysis
+
+FEATURES = ("conv_gmacs", "dwconv_gmacs", "linear_gmacs", "act_mb", "param_mb", "ops", "runs")
+FULL = "classifier"  # the label of the segment after the last cut (see netcut.trn)
+
+
+def _piece(costs: list[NodeCost]) -> np.ndarray:
+    v = np.zeros(len(FEATURES))
+    for c in costs:
+        if c.kind == "conv":
+            v[0] += c.macs / 1e9
+        elif c.kind == "dwconv":
+            v[1] += c.macs / 1e9
+        elif c.kind == "linear":
+            v[2] += c.macs / 1e9
+        v[3] += c.output_bytes / 1e6
+        v[4] += c.params * 4 / 1e6
+        if c.op in ("call_module", "call_function", "call_method"):
+            v[5] += 1
+    return v
+
+
+def segment_features(a: NetworkAnalysis) -> dict[str, np.ndarray]:
+    """Features per segment, keyed by the segment's block label (cut names, then 'classifier')."""
+    nodes = a.traced.nodes
+    position = {n: i for i, n in enumerate(nodes)}
+    bounds = [position[n] for n in a.cut_nodes] + [len(nodes)]
+    labels = [c.name for c in a.cuts] + [FULL]
+    out, start = {}, 0
+    for label, end in zip(labels, bounds):
+        out[label] = _piece(a.costs[start:end + 1] if label != FULL else a.costs[start:end])
+        start = end + 1
+    return out
+
+
+def head_features(output_shape: tuple[int, ...], classes: int) -> np.ndarray:
+    """Global average pooling over the activation, then a linear layer."""
+    v = np.zeros(len(FEATURES))
+    channels = output_shape[-1] if len(output_shape) == 3 else output_shape[1]
+    batch = output_shape[0]
+    v[2] = batch * channels * classes / 1e9
+    v[3] = (batch * channels + batch * classes) * 4 / 1e6
+    v[4] = (channels * classes + classes) * 4 / 1e6
+    v[5] = 2
+    return v
+
+
+def trn_features(a: NetworkAnalysis, cut: str | None, classes: int) -> np.ndarray:
+    """A whole runnable model: its segments up to the cut, its head, and one run's overhead."""
+    segments = segment_features(a)
+    labels = [c.name for c in a.cuts]
+    if cut is None:
+        v = sum(segments.values())
+    else:
+        v = sum(segments[label] for label in labels[: labels.index(cut) + 1])
+        v = v + head_features(a.cut(cut).output_shape, classes)
+    v = v.copy()
+    v[FEATURES.index("runs")] = 1.0
+    return v

@@ -1,0 +1,287 @@
+"""Latency tables and estimators, with a real local agent, real SQLite files and tiny networks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import BIN, run_cli
+from netcut.estimate import (CalibrationPoint, CostModel, EmpiricalEstimator, Measurement, fit_cost_model,
+                             nonnegative_least_squares, quantile_uncertainty)
+from netcut.features import FEATURES
+from netcut_host.tables import SCHEMA_VERSION, LatencyDB, Row, RowKey, TableError, Target
+
+FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
+SMALL = ["--input-size", "32"]
+
+
+def host(*argv, db, timeout=600, **kw):
+    return run_cli("netcut-host", *argv, "--db", str(db), timeout=timeout, **kw)
+
+
+def count_rows(db) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    """A table with two small networks profiled in layers mode on a local agent."""
+    db = tmp_path_factory.mktemp("tables") / "latency.sqlite"
+    out = host("profile", "--model", "mobilenet_v3_small,resnet18", *SMALL, *FAST, "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    return db, json.loads(out.stdout)
+
+
+def test_profile_stores_a_row_per_measurement(profiled):
+    db, summary = profiled
+    assert summary["target"] == "local" and summary["failed"] == [] and summary["skipped"] == 0
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM measurements").fetchall()
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert len(rows) == summary["measured"]
+    layers = [r for r in rows if r["mode"] == "layers"]
+    assert {r["model"] for r in layers} == {"mobilenet_v3_small", "resnet18"}
+    for r in rows:
+        samples = json.loads(r["samples"])
+        assert len(samples) == r["n"] >= 10 and r["median_ms"] > 0 and r["input_size"] == 32
+        assert r["runtime"] == "onnxruntime" and r["threads"] == 1 and r["identity"]
+        assert json.loads(r["timing"])["min_runs"] == 10
+        assert "state_start" in json.loads(r["board"])
+    for r in layers:
+        blocks = json.loads(r["blocks"])
+        assert sum(blocks.values()) == pytest.approx(r["median_ms"], rel=1e-6)
+    heads = [r for r in rows if r["mode"] == "head" and r["model"] == "resnet18"]
+    assert len(heads) == 9  # one per cut of resnet18
+
+
+def test_profile_again_skips_what_is_measured(profiled):
+    db, first = profiled
+    out = host("profile", "--model", "resnet18", *SMALL, *FAST, "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    again = json.loads(out.stdout)
+    assert again["measured"] == 0 and again["skipped"] == 10
+
+
+def test_empirical_estimate_every_cut_from_the_profile(profiled):
+    db, _ = profiled
+    out = host("estimate", "--model", "resnet18", *SMALL, "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["estimator"] == "empirical" and data["quantile"] == "p99" and data["target"] == "local"
+    cuts = [e["cut"] for e in data["estimates"]]
+    assert cuts[0] == "maxpool" and cuts[-1] is None and len(cuts) == 10
+    values = [e["estimated_ms"] for e in data["estimates"]]
+    assert all(v > 0 for v in values)
+    assert values[:-1] == sorted(values[:-1])  # deeper prefixes take longer
+    assert "per-layer profile" in data["estimates"][0]["evidence"]
+    assert all(e["uncertainty_ms"] >= 0 for e in data["estimates"])
+    p50 = json.loads(host("estimate", "--model", "resnet18", *SMALL, "--quantile", "p50", "--json", db=db).stdout)
+    assert all(a["estimated_ms"] <= b["estimated_ms"] for a, b in zip(p50["estimates"], data["estimates"]))
+
+
+def test_measured_end_to_end_rows_win(profiled, tmp_path):
+    db, _ = profiled
+    out = host("profile", "--model", "resnet18", "--cuts", "layer2.1", "--mode", "e2e", *SMALL, *FAST, db=db)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(host("estimate", "--model", "resnet18", "--cut", "layer2.1", *SMALL, "--json", db=db).stdout)
+    assert len(data["estimates"]) == 1 and "measured end to end" in data["estimates"][0]["evidence"]
+
+
+def test_analytical_estimate_is_fitted_and_stored_as_json(profiled):
+    db, _ = profiled
+    out = host("estimate", "--model", "resnet18", *SMALL, "--estimator", "analytical", "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert all(e["estimated_ms"] > 0 and "cost model" in e["evidence"] for e in data["estimates"])
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT model FROM cost_models").fetchall()
+    assert stored and CostModel.from_json(stored[0][0]).fitted_on == ["mobilenet_v3_small", "resnet18"]
+    # A network never measured on the target is estimated too.
+    out = host("estimate", "--model", "squeezenet1_1", *SMALL, "--estimator", "analytical", "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    assert all(e["estimated_ms"] > 0 for e in json.loads(out.stdout)["estimates"])
+    out = host("estimate", "--model", "squeezenet1_1", *SMALL, db=db)
+    assert out.returncode == 2 and "profile first" in out.stderr
+
+
+def test_validate_scores_both_estimators(profiled):
+    db, _ = profiled
+    out = host("validate", *SMALL, *FAST, "--cuts-per-model", "2", "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["held_out_measurements"] == 6  # 2 cuts + the full network, for each of 2 networks
+    for k in ("empirical", "analytical_leave_one_network_out"):
+        assert data[k]["n"] > 0 and data[k]["median_ape_pct"] >= 0
+        assert data[k]["worst_ape_pct"] >= data[k]["p95_ape_pct"] >= 0
+
+
+def test_table_shows_exports_and_imports(profiled, tmp_path):
+    db, _ = profiled
+    shown = run_cli("netcut-host", "table", "--db", str(db), "--model", "resnet18")
+    assert shown.returncode == 0 and "layer2.1" in shown.stdout and "AMD" in shown.stdout or "target local" in shown.stdout
+    csv_out = run_cli("netcut-host", "table", "--db", str(db), "--csv")
+    assert csv_out.stdout.splitlines()[0].startswith("id,target,identity,model")
+    exported = tmp_path / "table.json"
+    assert run_cli("netcut-host", "table", "export", str(exported), "--db", str(db)).returncode == 0
+    other = tmp_path / "other.sqlite"
+    out = run_cli("netcut-host", "table", "import", str(exported), "--db", str(other))
+    assert out.returncode == 0 and f"imported {count_rows(db)} rows" in out.stdout
+    out = run_cli("netcut-host", "table", "import", str(exported), "--db", str(other))
+    assert "imported 0 rows" in out.stdout
+    same = json.loads(host("estimate", "--model", "resnet18", *SMALL, "--json", db=other).stdout)
+    original = json.loads(host("estimate", "--model", "resnet18", *SMALL, "--json", db=db).stdout)
+    assert same["estimates"] == original["estimates"]
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text('{"hello": 1}')
+    before = count_rows(other)
+    out = run_cli("netcut-host", "table", "import", str(garbage), "--db", str(other))
+    assert out.returncode == 2 and "not a NetCut table export" in out.stderr and count_rows(other) == before
+
+
+def test_rows_of_another_identity_are_kept_apart(profiled, tmp_path):
+    db, _ = profiled
+    exported = tmp_path / "t.json"
+    run_cli("netcut-host", "table", "export", str(exported), "--db", str(db))
+    data = json.loads(exported.read_text())
+    for t in data["targets"]:
+        t["identity"], t["description"] = "other0000000000", json.dumps({"cpu_model": "Cortex-A72", "threads": 1})
+    for m in data["measurements"]:
+        m["identity"] = "other0000000000"
+    exported.write_text(json.dumps(data))
+    mixed = tmp_path / "mixed.sqlite"
+    run_cli("netcut-host", "table", "import", str(exported), "--db", str(mixed))
+    out = host("estimate", "--model", "resnet18", *SMALL, "--json", db=mixed)
+    assert out.returncode == 2 and "another identity" in out.stderr  # nothing of this machine's own
+    shown = run_cli("netcut-host", "table", "--db", str(mixed))
+    assert "Cortex-A72" in shown.stdout
+
+
+def test_killed_profile_keeps_committed_rows_and_resumes(tmp_path):
+    db = tmp_path / "kill.sqlite"
+    slow = ["--min-seconds", "0.4", "--warmup-seconds", "0", "--min-runs", "10"]
+    argv = [str(BIN / "netcut-host"), "profile", "--model", "resnet18", "--mode", "e2e", *SMALL, *slow,
+            "--db", str(db)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            if db.exists() and count_rows(db) >= 3:
+                break
+        except sqlite3.OperationalError:
+            continue
+    os.killpg(proc.pid, signal.SIGKILL)  # the host and its local agent, mid-measurement
+    proc.wait()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT n, samples, median_ms FROM measurements").fetchall()
+    committed = len(rows)
+    assert 3 <= committed < 10
+    assert all(len(json.loads(samples)) == n and median > 0 for n, samples, median in rows)
+    out = host("profile", "--model", "resnet18", "--mode", "e2e", *SMALL, *FAST, "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    resumed = json.loads(out.stdout)
+    assert resumed["skipped"] == committed and resumed["measured"] == 10 - committed
+    with sqlite3.connect(db) as conn:
+        keys = conn.execute("SELECT cut FROM measurements").fetchall()
+    assert len(keys) == len(set(keys)) == 10  # every TRN once, none twice
+
+
+def test_bad_databases_are_refused_and_left_intact(tmp_path):
+    newer = tmp_path / "newer.sqlite"
+    with sqlite3.connect(newer) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    out = run_cli("netcut-host", "table", "--db", str(newer))
+    assert out.returncode == 2 and "newer NetCut" in out.stderr and "Traceback" not in out.stderr
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"definitely not sqlite" * 100)
+    before = corrupt.read_bytes()
+    out = run_cli("netcut-host", "estimate", "--model", "resnet18", "--db", str(corrupt), *SMALL)
+    assert out.returncode == 2 and "not a valid NetCut database" in out.stderr
+    assert corrupt.read_bytes() == before
+
+
+def test_unreachable_target_and_a_runtime_it_lacks(tmp_path, agent_factory):
+    out = host("profile", "--model", "resnet18", "--target", "pi4", "--agent", "127.0.0.1:9", *SMALL,
+               db=tmp_path / "x.sqlite")
+    assert out.returncode == 2 and "cannot reach the agent" in out.stderr
+    blocker = tmp_path / "blocked"
+    for package in ("ai_edge_litert", "tflite_runtime"):
+        (blocker / package).mkdir(parents=True)
+        (blocker / package / "__init__.py").write_text("raise ImportError('not on this board')\n")
+    a = agent_factory(env={"PYTHONPATH": str(blocker)})
+    out = host("profile", "--model", "resnet18", "--target", "pi4", "--agent", a.address, "--format", "tflite",
+               "--mode", "e2e", *SMALL, db=tmp_path / "x.sqlite")
+    assert out.returncode == 2 and "cannot run litert" in out.stderr
+    out = host("profile", "--model", "resnet18", "--target", "pi4", *SMALL, db=tmp_path / "x.sqlite")
+    assert out.returncode == 2 and "needs --agent" in out.stderr
+
+
+def test_a_full_disk_keeps_committed_rows(tmp_path):
+    db = LatencyDB(tmp_path / "full.sqlite")
+    target = Target("t", {"cpu_model": "x"})
+    db.add_target(target)
+    result = {"n": 3, "median_ms": 1.0, "mean_ms": 1.0, "p90_ms": 1.0, "p95_ms": 1.0, "p99_ms": 1.0, "min_ms": 1.0,
+              "max_ms": 1.0, "std_ms": 0.0, "cv": 0.0, "samples_ms": [1.0, 1.0, 1.0], "throttled": False,
+              "clock_dropped": False, "model_id": "0" * 64}
+    first = db.add(Row("t", target.identity, "m", "m", RowKey(), "a", "e2e", "1", result))
+    pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
+    db.conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk full"
+    big = dict(result, samples_ms=[1.0] * 200_000, n=200_000)
+    with pytest.raises(TableError, match="free some disk space"):
+        db.add(Row("t", target.identity, "m", "m", RowKey(), "b", "e2e", "1", big))
+    assert db.integrity() == "ok"
+    assert [r["id"] for r in db.rows()] == [first]
+
+
+# ---------------------------------------------------------------- estimator logic (pure)
+
+
+def test_quantile_uncertainty_shrinks_with_more_samples():
+    rng = np.random.default_rng(0)
+    few = quantile_uncertainty(rng.normal(10, 1, 50), 0.5)
+    many = quantile_uncertainty(rng.normal(10, 1, 5000), 0.5)
+    assert 0 < many < few < 1.0
+
+
+def test_cost_model_recovers_known_weights_and_round_trips_json():
+    rng = np.random.default_rng(1)
+    truth = np.array([3.0, 10.0, 1.0, 0.05, 0.02, 0.001, 0.01])
+    points = [CalibrationPoint(f"m{i % 3}", f, float(np.dot(truth, f)))
+              for i, f in enumerate(rng.uniform(0.01, 1.0, (60, len(FEATURES))))]
+    model = fit_cost_model(points, "t")
+    assert np.allclose(model.weights, truth, rtol=1e-6)
+    assert model.relative_residual < 1e-9
+    again = CostModel.from_json(model.to_json())
+    assert again == model
+    assert all(w >= 0 for w in nonnegative_least_squares(rng.normal(size=(20, 4)), rng.normal(size=20)))
+
+
+def test_empirical_estimator_explains_what_it_lacks():
+    class Table:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def measurements(self, model):
+            return self.rows
+
+    full = Measurement(1, "m", None, "layers", 3, 4.0, 4.4, 4.5, 4.6, (4.0, 4.0, 4.4), {"a": 1.0, "b": 3.0})
+    head = Measurement(2, "m", "a", "head", 3, 0.1, 0.1, 0.1, 0.1, (0.1, 0.1, 0.1))
+    estimator = EmpiricalEstimator(Table([full, head]))
+    e = estimator.estimate("m", ["a", "b"], "a", "median")
+    assert e.estimated_ms == pytest.approx(1.0 + 0.1) and e.rows == [1, 2]
+    p99 = estimator.estimate("m", ["a", "b"], "a", "p99")
+    assert p99.estimated_ms == pytest.approx(1.0 * 4.6 / 4.0 + 0.1)
+    missing = estimator.estimate("m", ["a", "b"], "b", "median")
+    assert missing.estimated_ms is None and "no measured head" in missing.evidence
+    assert EmpiricalEstimator(Table([])).estimate("m", ["a"], "a").estimated_ms is None
