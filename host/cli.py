@@ -14,6 +14,7 @@ still meets it, by cutting pretrained networks after a block (trimmed networks, 
 measuring candidates on the real board through `netcut-agent`.
 
 commands:
+  search   the main job: the most accurate network that meets a deadline on a target
   info     print an agent's board, state and runtimes (starts a local agent without --agent)
   bench    upload a model file to an agent and time it
   cuts     list where a network can be cut, with cumulative cost
@@ -64,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=lambda a: __import__("netcut_host.cmd_agent", fromlist=["x"]).cmd_bench(a))
 
     from .cmd_models import add_model_commands
+    from .cmd_search import add_search_command
     from .cmd_tables import add_table_commands
 
+    add_search_command(sub)
     add_model_commands(sub)
     add_table_commands(sub)
     return parser

@@ -24,6 +24,7 @@ class NodeCost:
     output_shape: tuple[int, ...] | None   # None when the output is not a single tensor
     output_bytes: int
     kind: str = "other"       # conv, dwconv (grouped), linear, other: they run at different speeds
+    extra_passes: int = 0     # unfusable activations inside a composite leaf: each re-reads the output
 
 
 def _target_name(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -73,19 +74,32 @@ def node_costs(traced, input_shape: tuple[int, ...]) -> tuple[list[NodeCost], di
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
         nbytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
         cost = NodeCost(traced.names.get(node, node.name), node.op, _target_name(gm, node), traced.block_of(node),
-                        int(interp.macs.get(node, 0)), params, shape, nbytes, _kind(gm, node))
+                        int(interp.macs.get(node, 0)), params, shape, nbytes, _kind(gm, node),
+                        _extra_passes(gm, node))
         costs.append(cost)
         by_node[node] = cost
     return costs, by_node
 
 
+_UNFUSED = (nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.GELU, nn.Mish)
+
+
+def _extra_passes(gm: fx.GraphModule, node: fx.Node) -> int:
+    if node.op != "call_module":
+        return 0
+    module = gm.get_submodule(node.target)
+    return sum(isinstance(m, _UNFUSED) for m in module.modules() if m is not module)
+
+
 def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return "dwconv" if module.groups > 1 else "conv"
-        if isinstance(module, (nn.Linear, nn.MultiheadAttention)):
-            return "linear"
+        # Leaves can be composites (torchvision.ops.Conv2dNormActivation is conv + norm + activation):
+        # classify by the layers inside.
+        for module in gm.get_submodule(node.target).modules():
+            if isinstance(module, nn.modules.conv._ConvNd):
+                return "dwconv" if module.groups > 1 else "conv"
+            if isinstance(module, (nn.Linear, nn.MultiheadAttention)):
+                return "linear"
     if node.op == "call_function":
         name = getattr(node.target, "__name__", "")
         if "conv" in name:

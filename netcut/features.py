@@ -15,16 +15,25 @@ FEATURES = ("conv_gmacs", "dwconv_gmacs", "linear_gmacs", "act_mb", "param_mb", 
 FULL = "classifier"  # the label of the segment after the last cut (see netcut.trn)
 
 
+# Operations that inference runtimes fuse into the preceding convolution or elide: they move
+# no activation through memory of their own, so they count as neither traffic nor an op.
+# (onnxruntime fuses Conv+BatchNorm and Conv+Relu/Clip; SiLU, Hardswish and gates are passes of their own.)
+FUSED = {"BatchNorm1d", "BatchNorm2d", "ReLU", "ReLU6", "Dropout", "Identity", "Flatten", "relu", "relu6",
+         "dropout", "flatten", "getattr", "getitem", "size", "view", "reshape", "contiguous", "x", "output"}
+
+
 def _piece(costs: list[NodeCost]) -> np.ndarray:
     v = np.zeros(len(FEATURES))
     for c in costs:
+        if c.target in FUSED or c.target.startswith("<built-in"):
+            continue
         if c.kind == "conv":
             v[0] += c.macs / 1e9
         elif c.kind == "dwconv":
             v[1] += c.macs / 1e9
         elif c.kind == "linear":
             v[2] += c.macs / 1e9
-        v[3] += c.output_bytes / 1e6
+        v[3] += c.output_bytes * (1 + c.extra_passes) / 1e6
         v[4] += c.params * 4 / 1e6
         if c.op in ("call_module", "call_function", "call_method"):
             v[5] += 1

@@ -1,0 +1,102 @@
+"""The search's report: report.json, report.md, pareto.png and pareto.svg."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from netcut.search import Candidate, latency_of, pareto_front
+
+from .search import SearchConfig, SearchOutcome
+
+
+def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
+    def brief(c: Candidate | None) -> dict | None:
+        if c is None:
+            return None
+        return {"model": c.model, "cut": c.cut, "estimated_ms": c.estimated_ms, "measured_ms": c.measured_ms,
+                "accuracy": c.accuracy}
+
+    keys = ("model", "cut", "macs", "params", "estimated_ms", "uncertainty_ms", "margin_ms", "evidence",
+            "measured_ms", "accuracy", "feasible", "chosen", "off_the_shelf", "confirmation")
+    return {"deadline_ms": cfg.deadline_ms, "quantile": cfg.quantile, "estimator": cfg.estimator,
+            "policy": cfg.policy, "finetune": cfg.finetune, "epochs": cfg.epochs, "margin_pct": cfg.margin_pct,
+            "input_size": cfg.input_size, "weights": cfg.weights, "target": outcome.target, "task": outcome.task,
+            "pick": brief(outcome.pick), "best_off_the_shelf": brief(outcome.best_off_the_shelf),
+            "artefact": str(outcome.artefact) if outcome.artefact else None, "sidecar": outcome.sidecar,
+            "phases_s": {k: round(v, 2) for k, v in outcome.phases_s.items()}, "notes": outcome.notes,
+            "candidates": [{k: c.report()[k] for k in keys} for c in outcome.candidates]}
+
+
+def write_markdown(path: Path, data: dict) -> None:
+    pick, off = data["pick"], data["best_off_the_shelf"]
+    t = data["target"]
+    lines = [f"# NetCut search: {t['name']}, deadline {data['deadline_ms']:g} ms at {data['quantile']}", ""]
+    if pick:
+        lines.append(f"**Pick: {pick['model']} {'cut after ' + pick['cut'] if pick['cut'] else '(full network)'}** "
+                     f"— {pick['measured_ms']:.3f} ms {data['quantile']} measured on {t['name']}, "
+                     f"validation accuracy {pick['accuracy']:.1%}.")
+    if off:
+        lat = off["measured_ms"] if off["measured_ms"] is not None else off["estimated_ms"]
+        lines.append(f"Best off-the-shelf network within the deadline: {off['model']}, {lat:.3f} ms, "
+                     f"accuracy {off['accuracy']:.1%}.")
+    lines += ["", f"Target: {t.get('cpu_model', '')} {t.get('board_model', '')}, {t.get('runtime')} "
+              f"{t.get('runtime_version')}, {t.get('threads')} threads (identity {t['identity']}).",
+              f"Task: {data['task']['source']}, {len(data['task']['classes'])} classes, "
+              f"{data['task'].get('train', '?')} training / {data['task'].get('val', '?')} validation images.",
+              f"Estimator: {data['estimator']} (margin {data['margin_pct']:g}%), policy {data['policy']}, "
+              f"fine-tuning {data['finetune']}.",
+              "Time per phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["phases_s"].items()) + ".", ""]
+    for note in data["notes"]:
+        lines.append(f"- {note}")
+    lines += ["", "| model | cut | MMACs | estimated ms | measured ms | accuracy | feasible | retrained |",
+              "|---|---|---:|---:|---:|---:|:-:|:-:|"]
+    for c in data["candidates"]:
+        fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        lines.append(f"| {c['model']} | {c['cut'] or '(full)'} | {c['macs'] / 1e6:.1f} | {fmt(c['estimated_ms'], '.3f')} "
+                     f"| {fmt(c['measured_ms'], '.3f')} | {fmt(c['accuracy'], '.3f')} | {'yes' if c['feasible'] else ''} "
+                     f"| {'yes' if c['chosen'] else ''} |")
+    lines += ["", "![latency vs accuracy](pareto.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plots(out: Path, cfg: SearchConfig, outcome: SearchOutcome) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    trained = [c for c in outcome.candidates if c.accuracy is not None]
+    for shelf, marker, label in ((True, "s", "off-the-shelf"), (False, "o", "trimmed (TRN)")):
+        group = [c for c in trained if c.off_the_shelf == shelf]
+        ax.scatter([latency_of(c) for c in group], [c.accuracy for c in group], marker=marker, s=45, label=label,
+                   alpha=0.85)
+    front = pareto_front(trained)
+    if front:
+        ax.step([latency_of(c) for c in front], [c.accuracy for c in front], where="post", color="grey",
+                linewidth=1, label="Pareto frontier")
+    ax.axvline(cfg.deadline_ms, color="red", linestyle="--", label=f"deadline {cfg.deadline_ms:g} ms")
+    if outcome.pick:
+        ax.scatter([latency_of(outcome.pick)], [outcome.pick.accuracy], marker="*", s=300, color="gold",
+                   edgecolor="black", zorder=5, label=f"pick: {outcome.pick.key}")
+    for c in trained:
+        ax.annotate(c.key, (latency_of(c), c.accuracy), fontsize=6, alpha=0.7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set_xlabel(f"latency at {cfg.quantile} on {outcome.target['name']} (ms; measured where confirmed)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("NetCut: latency vs accuracy of retrained candidates")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png", dpi=120)
+    fig.savefig(out / "pareto.svg")
+    plt.close(fig)
+
+
+def write_report(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
+    out = Path(cfg.out)
+    data = report_dict(cfg, outcome)
+    (out / "report.json").write_text(json.dumps(data, indent=1))
+    write_markdown(out / "report.md", data)
+    write_plots(out, cfg, outcome)
+    return data

@@ -1,0 +1,127 @@
+"""The search's decisions, as pure functions: which candidates are feasible, which to retrain.
+
+A candidate is a TRN (a network cut after a block, plus a new head) or the full network
+(cut None: the off-the-shelf baseline). Feasible means the estimated latency at the
+requested quantile, plus a margin for the estimator's error, meets the deadline.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from .errors import NetcutError
+
+POLICIES = ("deepest", "deepest+K", "feasible", "exhaustive")
+
+
+@dataclass
+class Candidate:
+    model: str
+    cut: str | None                  # None: the full network
+    depth: int                       # cut index; the full network is deepest
+    macs: int
+    params: int
+    estimated_ms: float | None = None
+    uncertainty_ms: float | None = None
+    evidence: str = ""
+    margin_ms: float | None = None
+    feasible: bool = False
+    measured_ms: float | None = None
+    accuracy: float | None = None
+    chosen: bool = False
+    trained: bool = False
+    train_seconds: float | None = None
+    confirmation: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}@{self.cut or 'full'}"
+
+    @property
+    def off_the_shelf(self) -> bool:
+        return self.cut is None
+
+    def report(self) -> dict:
+        data = asdict(self)
+        data["off_the_shelf"] = self.off_the_shelf
+        return data
+
+
+def parse_deadline(text: str) -> float:
+    """'30ms', '30', '0.5 ms', '2s' -> milliseconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|us)?\s*", str(text))
+    if not m:
+        raise NetcutError(f"cannot read deadline {text!r}; write e.g. 30ms, 0.5ms or 2s")
+    value = float(m.group(1)) * {"ms": 1.0, None: 1.0, "s": 1000.0, "us": 0.001}[m.group(2)]
+    if value <= 0:
+        raise NetcutError("the deadline must be positive")
+    return value
+
+
+def parse_policy(text: str) -> tuple[str, int]:
+    m = re.fullmatch(r"deepest\+(\d+)", text)
+    if m:
+        return "deepest+K", int(m.group(1))
+    if text in ("deepest", "feasible", "exhaustive"):
+        return text, 0
+    raise NetcutError(f"unknown policy {text!r}; use deepest, deepest+K (e.g. deepest+2), feasible or exhaustive")
+
+
+def mark_feasible(candidates: list[Candidate], deadline_ms: float, margin_pct: float) -> None:
+    """Feasible = estimate + margin <= deadline; margin = max(margin_pct of the estimate, its uncertainty)."""
+    for c in candidates:
+        if c.estimated_ms is None:
+            c.feasible, c.margin_ms = False, None
+            continue
+        c.margin_ms = max(c.estimated_ms * margin_pct / 100.0, c.uncertainty_ms or 0.0)
+        c.feasible = c.estimated_ms + c.margin_ms <= deadline_ms
+
+
+def choose(candidates: list[Candidate], policy: str, k: int = 0, with_baselines: bool = True) -> list[Candidate]:
+    """Which candidates to retrain.
+
+    deepest: the deepest feasible candidate of each network (the method's proposal);
+    deepest+K: also its K shallower feasible neighbours; feasible: every feasible one;
+    exhaustive: every candidate, feasible or not (the baseline the method saves you from).
+    Feasible full networks are always trained too: they are the off-the-shelf baseline.
+    """
+    if policy == "exhaustive":
+        picked = list(candidates)
+    elif policy == "feasible":
+        picked = [c for c in candidates if c.feasible]
+    else:
+        picked = []
+        by_model: dict[str, list[Candidate]] = {}
+        for c in candidates:
+            if c.feasible:
+                by_model.setdefault(c.model, []).append(c)
+        for group in by_model.values():
+            group.sort(key=lambda c: c.depth, reverse=True)
+            picked += group[: 1 + (k if policy == "deepest+K" else 0)]
+        if with_baselines:
+            picked += [c for c in candidates if c.feasible and c.off_the_shelf and c not in picked]
+    for c in picked:
+        c.chosen = True
+    return picked
+
+
+def pareto_front(points: list[Candidate]) -> list[Candidate]:
+    """Trained candidates that no other beats on both latency and accuracy (latency ascending)."""
+    trained = [c for c in points if c.accuracy is not None and latency_of(c) is not None]
+    trained.sort(key=lambda c: (latency_of(c), -c.accuracy))
+    front, best = [], -1.0
+    for c in trained:
+        if c.accuracy > best:
+            front.append(c)
+            best = c.accuracy
+    return front
+
+
+def latency_of(c: Candidate) -> float | None:
+    return c.measured_ms if c.measured_ms is not None else c.estimated_ms
+
+
+def ranked_for_confirmation(candidates: list[Candidate]) -> list[Candidate]:
+    """Trained feasible candidates, most accurate first (ties: the faster)."""
+    pool = [c for c in candidates if c.trained and c.feasible and c.accuracy is not None]
+    return sorted(pool, key=lambda c: (-c.accuracy, c.estimated_ms))

@@ -1,0 +1,194 @@
+"""netcut-host search end to end on a local agent, at tiny scale, and its bad inputs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BIN, run_cli
+from netcut import models
+
+FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
+
+
+def search(*argv, out: Path, db: Path, timeout=900, **kw):
+    return run_cli("netcut-host", "search", *argv, *FAST, "--out", str(out), "--db", str(db), timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def builtin_run(tmp_path_factory):
+    """The README's built-in default at tiny scale: local agent, built-in backbones, digits."""
+    if not models.builtin_models():
+        pytest.fail("the built-in backbones are missing from netcut/builtin (run scripts/pretrain_builtin.py)")
+    base = tmp_path_factory.mktemp("search")
+    out, db = base / "out", base / "t.sqlite"
+    result = search("--models", ",".join(models.builtin_models()[:2]), out=out, db=db)
+    return result, out, db
+
+
+def test_builtin_default_picks_a_network_that_meets_the_deadline(builtin_run):
+    result, out, _ = builtin_run
+    assert result.returncode == 0, result.stderr
+    assert "pick:" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    sidecar = json.loads((out / "model.json").read_text())
+    pick = report["pick"]
+    assert pick["measured_ms"] <= report["deadline_ms"]
+    assert (pick["model"], pick["cut"], pick["accuracy"]) == (sidecar["model"], sidecar["cut"], sidecar["accuracy"])
+    assert sidecar["measured_latency_ms"][f"{report['quantile']}_ms"] == pick["measured_ms"]
+    assert sidecar["classes"] == [str(d) for d in range(10)] and sidecar["normalization"]["mean"]
+    assert sidecar["target"]["identity"] == report["target"]["identity"]
+    chosen = [c for c in report["candidates"] if c["chosen"]]
+    picked = [c for c in report["candidates"] if (c["model"], c["cut"]) == (pick["model"], pick["cut"])]
+    assert len(picked) == 1 and picked[0]["feasible"] and picked[0]["measured_ms"] == pick["measured_ms"]
+    for c in report["candidates"]:
+        assert {"model", "cut", "macs", "params", "estimated_ms", "evidence", "measured_ms", "accuracy", "feasible",
+                "chosen"} <= set(c)
+        assert (c["accuracy"] is not None) == c["chosen"]
+        if c["feasible"]:
+            assert c["estimated_ms"] + c["margin_ms"] <= report["deadline_ms"]
+    assert 0 < len(chosen) < len(report["candidates"])  # the method retrains only a few
+    assert all(report["phases_s"][k] >= 0 for k in ("estimation", "profiling", "training", "confirmation"))
+    for name in ("report.md", "pareto.png", "pareto.svg", "model.onnx"):
+        assert (out / name).stat().st_size > 100, name
+    assert pick["model"] in (out / "report.md").read_text()
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_exported_pick_classifies_digits(builtin_run):
+    import onnxruntime as ort
+
+    from netcut.data import digits
+
+    _, out, _ = builtin_run
+    sidecar = json.loads((out / "model.json").read_text())
+    task = digits(sidecar["input_shape"][-1], sidecar["normalization"])
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    correct = 0
+    for i in range(len(task.val)):
+        x, y = task.val[i]
+        correct += int(session.run(None, {"input": x[None].numpy()})[0].argmax() == y)
+    assert correct / len(task.val) == pytest.approx(sidecar["accuracy"], abs=1e-6)
+
+
+def test_a_second_search_costs_no_board_time_for_estimates(builtin_run, tmp_path):
+    _, _, db = builtin_run
+    again = search("--models", ",".join(models.builtin_models()[:2]), "--json", out=tmp_path / "again", db=db)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["phases_s"]["profiling"] == 0
+
+
+def test_resume_does_not_redo_finished_candidates(builtin_run, tmp_path):
+    _, out, db = builtin_run
+    result = search("--models", ",".join(models.builtin_models()[:2]), "--resume", out=out, db=db)
+    assert result.returncode == 0, result.stderr
+    assert "were trained already" in result.stderr and "training heads" not in result.stderr
+    refused = search("--models", ",".join(models.builtin_models()[:2]), out=out, db=db)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+
+def test_no_candidate_meets_the_deadline_exits_3(builtin_run, tmp_path):
+    _, _, db = builtin_run
+    result = search("--models", models.builtin_models()[0], "--deadline", "0.0001ms", out=tmp_path / "o", db=db)
+    assert result.returncode == 3
+    assert "no candidate can meet 0.0001 ms" in result.stderr and "fastest candidate" in result.stderr
+
+
+def write_folder(root: Path, classes=("0", "1", "2"), per_class=12, corrupt=0) -> Path:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        images = digits.images[digits.target == int(c)][:per_class]
+        for i, img in enumerate(images):
+            Image.fromarray((img * 15).astype(np.uint8)).resize((16, 16)).save(root / c / f"{i}.png")
+    for i in range(corrupt):
+        (root / classes[0] / f"broken{i}.png").write_bytes(b"not a png at all")
+    return root
+
+
+def test_an_image_folder_with_unreadable_images(builtin_run, tmp_path):
+    _, _, db = builtin_run
+    data = write_folder(tmp_path / "data", corrupt=2)
+    result = search("--models", models.builtin_models()[0], "--weights", "builtin", "--data", str(data),
+                    "--deadline", "1000ms", "--json", out=tmp_path / "o", db=db)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["task"]["skipped"] == 2 and report["task"]["classes"] == ["0", "1", "2"]
+    assert "skipped 2 unreadable images" in report["notes"]
+
+
+@pytest.mark.parametrize("layout, words", [
+    ("empty", "no images found"),
+    ("single", "at least 2 classes"),
+    ("val-missing-class", "val folder lacks classes"),
+])
+def test_bad_datasets_exit_2(layout, words, builtin_run, tmp_path):
+    _, _, db = builtin_run
+    data = tmp_path / "data"
+    if layout == "empty":
+        (data / "a").mkdir(parents=True)
+        (data / "b").mkdir()
+    elif layout == "single":
+        write_folder(data, classes=("3",))
+    else:
+        write_folder(data / "train", classes=("0", "1"))
+        write_folder(data / "val", classes=("0",))
+    result = search("--models", models.builtin_models()[0], "--data", str(data), "--weights", "builtin",
+                    "--deadline", "1000ms", out=tmp_path / "o", db=db)
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--models", "mobilenet_v9"], "Did you mean"),
+    (["--device", "cuda"], "no CUDA GPU"),
+    (["--deadline", "fast"], "cannot read deadline"),
+    (["--policy", "greedy"], "unknown policy"),
+    (["--data", "/nonexistent/folder", "--deadline", "5ms"], "is not a folder"),
+])
+def test_bad_options_exit_2(argv, words, tmp_path):
+    import torch
+
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so --device cuda is valid here")
+    result = search(*argv, out=tmp_path / "o", db=tmp_path / "t.sqlite")
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, agent_factory, tmp_path):
+    db = tmp_path / "dies.sqlite"
+    a = agent_factory()
+    argv = [str(BIN / "netcut-host"), "search", "--target", "board", "--agent", a.address,
+            "--models", ",".join(models.builtin_models()[:2]), "--min-seconds", "0.3", "--warmup-seconds", "0",
+            "--out", str(tmp_path / "o"), "--db", str(db)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import sqlite3
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM measurements").fetchone()[0] >= 3:
+                break
+        except sqlite3.OperationalError:
+            continue
+    a.proc.send_signal(signal.SIGKILL)  # the board dies mid-profiling
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "--resume" in err and "Traceback" not in err
+    kept = sqlite3.connect(db).execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+    assert kept >= 3
+    b = agent_factory(store=a.store)
+    argv[argv.index(a.address)] = b.address
+    result = subprocess.run(argv[:-4] + ["--out", str(tmp_path / "o"), "--db", str(db), "--resume"] + FAST,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "pick:" in result.stdout
