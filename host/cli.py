@@ -58,10 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--shape", type=_parse_shape, help="input shape for dynamic dimensions, e.g. 1,3,224,224")
     bench.add_argument("--profile", action="store_true", help="also measure per-layer times")
     bench.add_argument("--json", action="store_true", help="print JSON (median_ms, p99_ms, cv, n, samples_ms, ...)")
-    g = bench.add_argument_group("timing (the agent's defaults: 10 warm-up runs and 1 s, then >= 50 runs and 2 s)")
-    for flag, kind in (("--warmup-runs", int), ("--warmup-seconds", float), ("--min-runs", int),
-                       ("--min-seconds", float), ("--max-seconds", float)):
-        g.add_argument(flag, type=kind)
+    from .cmd_tables import add_timing_args
+
+    add_timing_args(bench)
     bench.set_defaults(func=lambda a: __import__("netcut_host.cmd_agent", fromlist=["x"]).cmd_bench(a))
 
     from .cmd_models import add_model_commands

@@ -7,6 +7,7 @@ operation can be traced back to the block it came from (see netcut.export).
 """
 from __future__ import annotations
 
+import copy
 import re
 from collections import OrderedDict
 
@@ -135,7 +136,8 @@ def build_trn(a: NetworkAnalysis, cut: CutPoint | str | int | None, num_classes:
     labels: dict[str, str] = {}
     for i, (label, source, members, result) in enumerate(segments):
         name = segment_attr(label, i)
-        parts[name] = _extract(a.traced.gm, members, source, result, dependent)
+        # A copy: TRNs of one network must not share (and, when fine-tuned, change) each other's weights.
+        parts[name] = copy.deepcopy(_extract(a.traced.gm, members, source, result, dependent))
         labels[name] = label
     if cut is None:
         if num_classes and head != "none":

@@ -120,6 +120,18 @@ def test_trn_head_trains(tmp_path):
     assert trn.cut_point.name == "features.6" and trn(torch.randn(2, 3, 64, 64)).shape == (2, 3)
 
 
+def test_trns_do_not_share_weights_with_the_network_or_each_other():
+    model = models.build("resnet18")
+    a = analyse(model, "resnet18", 64)
+    first, second = build_trn(a, "layer2.1", num_classes=3), build_trn(a, "layer3.0", num_classes=3)
+    before = model.conv1.weight.clone()
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(1.0)  # "fine-tune" the first TRN
+    assert torch.equal(model.conv1.weight, before)
+    assert torch.equal(next(second.parameters()), before)
+
+
 def test_networks_with_auxiliary_heads_cut_and_export(tmp_path):
     for name, size in (("googlenet", 64), ("inception_v3", 96)):
         a = analyse(models.build(name), name, size)
