@@ -94,6 +94,7 @@ class Search:
         self.out = Path(cfg.out)
         self.checkpoints = self.out / "checkpoints"
         self.export_cache = export_cache
+        self.requested = json.loads(json.dumps(cfg.identity()))  # before the demo resolves its deadline
         self._prepare_out(resume)
 
     # ------------------------------------------------------------ state
@@ -105,14 +106,16 @@ class Search:
             if not resume:
                 raise NetcutError(f"{self.out} holds a search already; continue it with --resume or pass another --out")
             self.previous = json.loads(state.read_text())
-            if self.previous.get("config") != json.loads(json.dumps(self.cfg.identity())):
+            if self.previous.get("config") != self.requested:
                 raise NetcutError(f"{self.out} holds a search with other options; --resume needs the same options "
                                   f"(saved: {self.previous.get('config')})")
+            if self.cfg.deadline_ms is None and self.previous.get("deadline_ms"):
+                self.cfg.deadline_ms = self.previous["deadline_ms"]  # the demo keeps the deadline it chose
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
     def save(self, candidates: list[Candidate], **extra) -> None:
-        data = {"config": self.cfg.identity(), "candidates": [c.report() for c in candidates],
-                "phases_s": self.phases, **extra}
+        data = {"config": self.requested, "deadline_ms": self.cfg.deadline_ms,
+                "candidates": [c.report() for c in candidates], "phases_s": self.phases, **extra}
         tmp = self.out / (STATE + ".tmp")
         tmp.write_text(json.dumps(data, indent=1, default=str))
         tmp.replace(self.out / STATE)

@@ -172,7 +172,10 @@ class LatencyDB:
                 db.conn.execute("BEGIN IMMEDIATE")
 
             def __exit__(self, kind, exc, tb):
-                db.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+                if kind is None:
+                    db.conn.execute("COMMIT")
+                elif db.conn.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
+                    db.conn.execute("ROLLBACK")
 
         return _Tx()
 

@@ -132,6 +132,8 @@ def builtin_models() -> list[str]:
 
 def _builtin(name: str) -> nn.Module:
     """Backbones the project pretrained itself (scripts/pretrain_builtin.py), shipped in the package."""
+    if ":" not in name and name not in torchvision_models():
+        raise _unknown_model(name)
     meta = builtin_manifest().get(name)
     if meta is None or not (BUILTIN_DIR / f"{name}.pt").is_file():
         raise NetcutError(f"no built-in weights for {name!r}; built-in models: {', '.join(builtin_models()) or 'none'} "

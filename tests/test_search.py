@@ -87,9 +87,17 @@ def test_a_second_search_costs_no_board_time_for_estimates(builtin_run, tmp_path
 
 def test_resume_does_not_redo_finished_candidates(builtin_run, tmp_path):
     _, out, db = builtin_run
+    before = {(c["model"], c["cut"]): c["accuracy"] for c in json.loads((out / "report.json").read_text())["candidates"]
+              if c["accuracy"] is not None}
     result = search("--models", ",".join(models.builtin_models()[:2]), "--resume", out=out, db=db)
     assert result.returncode == 0, result.stderr
-    assert "were trained already" in result.stderr and "training heads" not in result.stderr
+    assert "were trained already" in result.stderr
+    after = json.loads((out / "report.json").read_text())["candidates"]
+    for c in after:  # new table evidence may choose a new cut; what was trained is reused, not redone
+        key = (c["model"], c["cut"])
+        if key in before and c["chosen"]:
+            assert c["accuracy"] == before[key]
+            assert f"{c['model']}@{c['cut'] or 'full'}: validation accuracy" not in result.stderr
     refused = search("--models", ",".join(models.builtin_models()[:2]), out=out, db=db)
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
