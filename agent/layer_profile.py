@@ -9,8 +9,10 @@ model as metadata `netcut.nodes`, written by `netcut.export`.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import re
+import statistics
 from dataclasses import dataclass
 
 NODES_METADATA_KEY = "netcut.nodes"
@@ -68,10 +70,12 @@ class KernelMapper:
 
 
 def parse_ort_profile(events: list[dict], skip_runs: int = 1) -> tuple[list[tuple[str, str, float]], int]:
-    """Kernel times per run from a profile: ([(kernel, op_type, mean_ms_per_run)], runs used).
+    """Kernel times per run from a profile: ([(kernel, op_type, median ms per run)], runs used).
 
-    Kernel events are assigned to the `model_run` that contains them; the first
-    `skip_runs` runs are dropped (they still pay for lazy allocations).
+    Kernel events are assigned to the `model_run` that contains them; the first `skip_runs`
+    runs are dropped (they still pay for lazy allocations). Each kernel's time is its median
+    over the runs, like every other figure here: a burst of memory contention from a
+    neighbour inflates a mean, and it hits the memory-bound early layers hardest.
     """
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                   if e.get("cat") == "Session" and e.get("name") == "model_run")
@@ -79,20 +83,21 @@ def parse_ort_profile(events: list[dict], skip_runs: int = 1) -> tuple[list[tupl
     used = runs[skip_runs:] if len(runs) > skip_runs else runs
     if not used:
         return [], 0
-    first_ts = used[0][0]
+    starts = [start for start, _ in used]
     order: list[str] = []
-    totals: dict[str, float] = {}
+    per_run: dict[str, list[float]] = {}
     ops: dict[str, str] = {}
     for e in kernels:
-        if e["ts"] < first_ts:
-            continue
+        i = bisect.bisect_right(starts, e["ts"]) - 1
+        if i < 0 or e["ts"] > used[i][1]:
+            continue  # a warm-up run's kernel, or one outside every run
         name = e["name"][: -len("_kernel_time")]
-        if name not in totals:
+        if name not in per_run:
             order.append(name)
-            totals[name] = 0.0
+            per_run[name] = [0.0] * len(used)
             ops[name] = e.get("args", {}).get("op_name", "")
-        totals[name] += e["dur"] / 1000.0
-    return [(k, ops[k], totals[k] / len(used)) for k in order], len(used)
+        per_run[name][i] += e["dur"] / 1000.0
+    return [(k, ops[k], statistics.median(per_run[k])) for k in order], len(used)
 
 
 def layer_times(kernels: list[tuple[str, str, float]], nodes: list[NodeEntry], clean_median_ms: float) -> list[LayerTime]:

@@ -3,8 +3,8 @@
     python bench/estimators.py [--models mobilenet_v2,resnet18,efficientnet_b0,mnasnet1_0] [--input-size 224]
 
 For each network at 1 thread: profile in `layers` mode (full network + per-layer
-profile + heads) and in `e2e` mode (every TRN), timing each; then measure every TRN
-again afresh (interleaved across networks) and score
+profile + heads), then at once in `e2e` mode (every TRN, cuts interleaved), timing each;
+the e2e measurements, taken right after the profile, are the fresh truth that scores
 - the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%), also
   with each network's estimates divided by its own drift (its full network measured in both phases),
 - the analytical estimator leave-one-network-out (goal: median APE < 10%),
@@ -24,7 +24,7 @@ from netcut import models
 from netcut.estimate import EmpiricalEstimator
 from netcut_host.cmd_tables import summary
 from netcut_host.estimation import analytical, fit
-from netcut_host.profiling import Job, ModelFiles, analyses_for, interleave, plan, run
+from netcut_host.profiling import ModelFiles, analyses_for, plan, run
 from netcut_host.tables import LatencyDB, RowKey, TableView, to_measurement
 from netcut_host.targets import connect
 from netcut_protos.agent.v1 import agent_pb2 as pb
@@ -56,25 +56,25 @@ def main(argv=None) -> int:
         for name in names:  # export outside the timed region: both modes then pay only for the board
             for job in plan({name: analyses[name]}, "all", "both"):
                 files.get(job)
+        # Per network: the per-layer profile, then at once every TRN end to end (interleaved cuts). The
+        # e2e run is both the e2e profiling cost and the fresh truth, about a minute after the profile:
+        # measuring everything first and re-measuring later puts minutes of machine drift in the error.
+        view = TableView(db, target.target.identity, key)
+        empirical_errors, analytical_errors, fresh = [], [], {}
         for name in names:
             cost = {}
             for mode in ("layers", "e2e"):
-                report = run(plan({name: analyses[name]}, "all", mode), target, db, key, files, timing)
+                report = run(plan({name: analyses[name]}, "all", mode), target, db, key, files, timing, force=True)
                 cost[mode] = {"wall_s": round(report.seconds, 2), "inference_s": round(report.inference_seconds, 2),
                               "overhead_ratio": round(report.seconds / max(report.inference_seconds, 1e-9), 2),
                               "measurements": len(report.measured)}
+                if mode == "e2e":
+                    fresh.update({(r["arch"], r["cut"] or None): to_measurement(r)
+                                  for r in db.rows(identity=target.target.identity)
+                                  if r["id"] in set(report.measured)})
             cost["layers_vs_e2e_wall"] = round(cost["layers"]["wall_s"] / cost["e2e"]["wall_s"], 3)
             out["profiling"][name] = cost
             print(json.dumps({name: cost}), file=sys.stderr)
-        # Fresh end-to-end measurements of every TRN, interleaved across networks.
-        per_model = [[Job(n, c, "e2e") for c in interleave([None] + [c.name for c in analyses[n].cuts])]
-                     for n in names]
-        jobs = [x[i] for i in range(max(map(len, per_model))) for x in per_model if i < len(x)]
-        fresh_report = run(jobs, target, db, key, files, timing, force=True)
-        fresh = {(r["arch"], r["cut"] or None): to_measurement(r) for r in db.rows(identity=target.target.identity)
-                 if r["id"] in set(fresh_report.measured)}
-        view = TableView(db, target.target.identity, key)
-        empirical_errors, analytical_errors = [], []
         for name in names:
             a = analyses[name]
             estimator = EmpiricalEstimator(ProfileOnly(view))
