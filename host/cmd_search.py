@@ -73,10 +73,13 @@ def config_from_args(args):
                                      if weights == "builtin" else 224)
     timing = {k: getattr(args, k) for k in ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_seconds")
               if getattr(args, k) is not None}
+    if args.classes != "auto" and not (args.classes.isdigit() and int(args.classes) >= 2):
+        raise NetcutError(f"--classes must be 'auto' or a number of classes (2 or more), got {args.classes!r}")
     return SearchConfig(parse_deadline(args.deadline) if args.deadline else None, args.quantile, names, weights,
                         args.data, args.estimator, args.policy, args.finetune,
                         args.epochs or (30 if args.finetune == "head" else 5), resolve_device(args.device),
-                        input_size, args.margin, args.out, timing)
+                        input_size, args.margin, args.out, timing,
+                        None if args.classes == "auto" else int(args.classes))
 
 
 def cmd_search(args) -> int:
@@ -101,8 +104,6 @@ def cmd_search(args) -> int:
         except AgentUnavailable as exc:
             raise AgentUnavailable(f"{exc}. Everything measured and trained so far is kept (the table and {cfg.out}); "
                                    "run the same command again with --resume") from None
-        if args.classes != "auto" and int(args.classes) != len(outcome.task["classes"]):
-            raise NetcutError(f"--classes {args.classes}, but the data has {len(outcome.task['classes'])} classes")
         data = write_report(cfg, outcome)
     if args.json:
         print(json.dumps(data, indent=1))

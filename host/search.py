@@ -59,6 +59,7 @@ class SearchConfig:
     margin_pct: float = 5.0
     out: Path = Path("netcut-out")
     timing: dict = field(default_factory=dict)
+    expected_classes: int | None = None   # --classes N: checked against the data before any work
 
     def identity(self) -> dict:
         """What must match for --resume to continue a search."""
@@ -126,6 +127,9 @@ class Search:
         cfg = self.cfg
         task = load_task(cfg.data, cfg.input_size, normalization_for(cfg.weights), SEED)
         classes = len(task.classes)
+        if cfg.expected_classes is not None and cfg.expected_classes != classes:
+            raise NetcutError(f"--classes {cfg.expected_classes}, but {task.source} has {classes} classes "
+                              f"({', '.join(task.classes[:10])}); use --classes auto")
         if task.skipped:
             self.notes.append(f"skipped {task.skipped} unreadable images")
         self.key = RowKey(cfg.input_size, 1, "onnx" if self.target.runtime == "onnxruntime" else "tflite",

@@ -162,6 +162,8 @@ def test_bad_datasets_exit_2(layout, words, builtin_run, tmp_path):
     (["--deadline", "fast"], "cannot read deadline"),
     (["--policy", "greedy"], "unknown policy"),
     (["--data", "/nonexistent/folder", "--deadline", "5ms"], "is not a folder"),
+    (["--classes", "7"], "has 10 classes"),
+    (["--classes", "many"], "--classes must be"),
 ])
 def test_bad_options_exit_2(argv, words, tmp_path):
     import torch
