@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from netcut import models
 from netcut.estimate import EmpiricalEstimator
 from netcut_host.cmd_tables import summary
 from netcut_host.estimation import analytical, fit
@@ -28,14 +25,6 @@ from netcut_host.profiling import ModelFiles, analyses_for, plan, run
 from netcut_host.tables import LatencyDB, RowKey, TableView, to_measurement
 from netcut_host.targets import connect
 from netcut_protos.agent.v1 import agent_pb2 as pb
-
-
-class ProfileOnly:
-    def __init__(self, view):
-        self.view = view
-
-    def measurements(self, model):
-        return [m for m in self.view.measurements(model) if m.mode != "e2e"]
 
 
 def main(argv=None) -> int:
@@ -59,7 +48,6 @@ def main(argv=None) -> int:
         # Per network: the per-layer profile, then at once every TRN end to end (interleaved cuts). The
         # e2e run is both the e2e profiling cost and the fresh truth, about a minute after the profile:
         # measuring everything first and re-measuring later puts minutes of machine drift in the error.
-        view = TableView(db, target.target.identity, key)
         empirical_errors, analytical_errors, fresh = [], [], {}
         for name in names:
             cost = {}
@@ -77,7 +65,7 @@ def main(argv=None) -> int:
             print(json.dumps({name: cost}), file=sys.stderr)
         for name in names:
             a = analyses[name]
-            estimator = EmpiricalEstimator(ProfileOnly(view))
+            estimator = EmpiricalEstimator(TableView(db, target.target.identity, key, exclude_mode="e2e"))
             cost_model = fit(db, target.target.identity, key, exclude=name, analyses=analyses)
             cuts = [c.name for c in a.cuts]
             for cut in cuts + [None]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DESCRIPTION = """\
 NetCut finds, for an embedded board and a hard deadline, the most accurate network that
 still meets it, by cutting pretrained networks after a block (trimmed networks, TRNs) and
@@ -33,7 +33,7 @@ def _parse_shape(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cmd_agent import add_connection_args
+    from .cmd_agent import add_connection_args, cmd_bench, cmd_info
 
     parser = argparse.ArgumentParser(prog="netcut-host", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,12 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "Without --agent, start a local agent on a free loopback port and ask it.")
     add_connection_args(info, required=False)
     info.add_argument("--json", action="store_true", help="print the same fields as JSON")
-    info.set_defaults(func=lambda a: __import__("netcut_host.cmd_agent", fromlist=["x"]).cmd_info(a))
+    info.set_defaults(func=cmd_info)
 
     bench = sub.add_parser("bench", help="time a model file on an agent",
                            description="Upload a model file to an agent (only if it lacks it), benchmark it "
                            "there, show progress and print the statistics.")
-    bench.add_argument("model", type=__import__("pathlib").Path, metavar="MODEL_FILE", help=".onnx or .tflite")
+    bench.add_argument("model", type=Path, metavar="MODEL_FILE", help=".onnx or .tflite")
     add_connection_args(bench)
     bench.add_argument("--runtime", choices=["onnxruntime", "litert"], help="default: from the file's extension")
     bench.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's)")
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cmd_tables import add_timing_args
 
     add_timing_args(bench)
-    bench.set_defaults(func=lambda a: __import__("netcut_host.cmd_agent", fromlist=["x"]).cmd_bench(a))
+    bench.set_defaults(func=cmd_bench)
 
     from .cmd_models import add_model_commands
     from .cmd_search import add_search_command

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -107,7 +106,7 @@ def _describe(event: pb.BenchmarkEvent) -> str:
 
 def result_dict(result: pb.BenchmarkResult, model: str) -> dict:
     s = result.stats
-    out = {"model": model, "model_id": result.model_id, "runtime": result.runtime,
+    out = {"model": model, "model_id": result.model_id, "agent_version": result.agent_version, "runtime": result.runtime,
            "runtime_version": result.runtime_version, "execution_provider": result.execution_provider,
            "threads": result.threads, "n": s.n, "median_ms": s.median_ms, "mean_ms": s.mean_ms,
            "p90_ms": s.p90_ms, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms, "min_ms": s.min_ms, "max_ms": s.max_ms,

@@ -1,7 +1,6 @@
 """Commands on networks: cuts (where to cut, at what cost) and export (build a TRN, write it)."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

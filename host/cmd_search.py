@@ -14,6 +14,7 @@ from .client import AgentUnavailable
 from .cmd_agent import add_connection_args, credentials_from_args
 from .cmd_tables import add_timing_args, default_db, export_cache
 from .progress import Progress
+from .search import DEFAULT_MODELS, NoFeasibleCandidate, Search, SearchConfig
 from .tables import LatencyDB
 from .targets import LOCAL, connect
 
@@ -33,7 +34,7 @@ def add_search_command(sub) -> None:
     p.add_argument("--deadline", help="e.g. 30ms (required with your own data; the built-in demo picks one)")
     p.add_argument("--quantile", default="p99", help="latency quantile to meet: p50|median|p90|p95|p99 (default p99)")
     p.add_argument("--models", help="comma-separated networks (default: the built-in backbones for --data builtin, "
-                   "else " + ",".join(__import__("netcut_host.search", fromlist=["x"]).DEFAULT_MODELS) + ")")
+                   "else " + ",".join(DEFAULT_MODELS) + ")")
     p.add_argument("--weights", help="builtin (default for --data builtin), DEFAULT (torchvision's ImageNet weights, "
                    "the default otherwise), none, or a state_dict file")
     p.add_argument("--data", default="builtin", help="an ImageFolder, or 'builtin' (handwritten digits; default)")
@@ -56,8 +57,6 @@ def add_search_command(sub) -> None:
 
 
 def config_from_args(args):
-    from .search import DEFAULT_MODELS, SearchConfig
-
     builtin_data = args.data == "builtin"
     weights = args.weights or ("builtin" if builtin_data else "DEFAULT")
     names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else (
@@ -86,7 +85,6 @@ def cmd_search(args) -> int:
     from netcut.estimate import quantile_level
 
     from .report import write_report
-    from .search import NoFeasibleCandidate, Search, SearchOutcome
 
     quantile_level(args.quantile)
     cfg = config_from_args(args)

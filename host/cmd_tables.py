@@ -14,8 +14,8 @@ from netcut import models
 from netcut.estimate import EmpiricalEstimator, quantile_level
 
 from .cmd_agent import add_connection_args, credentials_from_args, timing_pb
-from .estimation import ESTIMATORS, analytical, candidates, empirical, fit, measured_models
-from .profiling import MODES, ModelFiles, analyses_for, interleave, plan, run
+from .estimation import ESTIMATORS, analytical, empirical, fit, measured_models
+from .profiling import MODES, Job, ModelFiles, analyses_for, interleave, plan, round_robin, run
 from .progress import Progress, bar
 from .tables import STALE_DAYS, LatencyDB, RowKey, TableView, to_measurement
 from .targets import LOCAL, connect
@@ -77,13 +77,13 @@ def connected(args, key: RowKey):
 def warn_other_identities(db: LatencyDB, name: str, identity: str) -> None:
     others = [t for t in db.identities_of(name) if t["identity"] != identity]
     for t in others:
-        count = len(db.rows(identity=t["identity"]))
+        count = db.count(t["identity"])
         if count:
             print(f"note: {count} rows of target {name!r} were measured under another identity "
                   f"({t['description']}); they are kept apart and not used (see netcut-host table)", file=sys.stderr)
-    old = [r for r in db.rows(identity=identity) if r["measured_at"] < time.time() - STALE_DAYS * 86400]
+    old = db.count(identity, older_than=time.time() - STALE_DAYS * 86400)
     if old:
-        print(f"note: {len(old)} rows of this target are older than {STALE_DAYS} days; the table may be stale "
+        print(f"note: {old} rows of this target are older than {STALE_DAYS} days; the table may be stale "
               "(profile --force to refresh)", file=sys.stderr)
 
 
@@ -246,8 +246,6 @@ def summary(errors: list[float]) -> dict:
 def validate(db: LatencyDB, target, key: RowKey, names: list[str], per_model: int, quantile: str, timing,
              progress=None) -> dict:
     """Measure held-out cuts afresh (interleaved) and score both estimators against them."""
-    from .profiling import Job
-
     analyses = analyses_for(names, key)
     identity = target.target.identity
     jobs_per_model = []
@@ -256,8 +254,7 @@ def validate(db: LatencyDB, target, key: RowKey, names: list[str], per_model: in
         step = max(1, len(cuts) // per_model)
         held = cuts[step // 2::step][:per_model] + [None]
         jobs_per_model.append([Job(name, c, "e2e") for c in interleave(held)])
-    jobs = [j for i in range(max(len(x) for x in jobs_per_model)) for x in jobs_per_model if i < len(x)
-            for j in [x[i]]]
+    jobs = round_robin(jobs_per_model)
     files = ModelFiles(export_cache(), key, analyses)
     report = run(jobs, target, db, key, files, timing, force=True, progress=progress)
     fresh = {(r["arch"], r["cut"] or None): to_measurement(r) for r in db.rows(identity=identity, key=key)
@@ -265,25 +262,24 @@ def validate(db: LatencyDB, target, key: RowKey, names: list[str], per_model: in
     q = quantile_level(quantile)
     results = {"empirical": [], "analytical": []}
     per_network = {}
+    # Empirical, from the per-layer profile only: the fresh e2e rows are what we score against.
+    estimator = EmpiricalEstimator(TableView(db, identity, key, exclude_mode="e2e"))
+    measured = measured_models(db, identity, key)
+    fit_cache = dict(analyses)
     for name, a in analyses.items():
         arch = models.architecture_key(name)
         held = [j.cut for j in jobs if j.model == name and (arch, j.cut) in fresh]
-        # Empirical, from the per-layer profile only: the fresh e2e rows are what we score against.
-        view = TableView(db, identity, key)
-        profile_only = type("ProfileOnly", (), {"measurements": lambda self, m: [
-            x for x in view.measurements(m) if x.mode != "e2e"]})()
-        estimator = EmpiricalEstimator(profile_only)
         names_cuts = [c.name for c in a.cuts]
-        others = [m for m in measured_models(db, identity, key) if m != arch]
-        cost_model = fit(db, identity, key, exclude=arch) if len(others) >= 1 else None
+        others = [m for m in measured if m != arch]
+        cost_model = fit(db, identity, key, exclude=arch, analyses=fit_cache) if others else None
         net = {"empirical": [], "analytical": []}
         for cut in held:
-            measured = fresh[(arch, cut)].at(q)
+            truth = fresh[(arch, cut)].at(q)
             e = estimator.estimate(arch, names_cuts, cut, quantile)
             if e.estimated_ms is not None:
-                net["empirical"].append(ape(e.estimated_ms, measured))
+                net["empirical"].append(ape(e.estimated_ms, truth))
             if cost_model is not None:
-                net["analytical"].append(ape(analytical(cost_model, a, key, quantile, [cut])[0].estimated_ms, measured))
+                net["analytical"].append(ape(analytical(cost_model, a, key, quantile, [cut])[0].estimated_ms, truth))
         for k in results:
             results[k] += net[k]
         per_network[name] = {k: summary(v) for k, v in net.items()}

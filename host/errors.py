@@ -6,14 +6,13 @@ import sys
 
 from .client import AgentCallError, AgentUnavailable
 from .local_agent import LocalAgentError
-from .tables import TableError
 
 EXIT_USAGE = 2
 
 
 def report(exc: BaseException) -> int | None:
     """Print a one-line error and return the exit code, or None for a bug (let it raise)."""
-    user_errors = (ValueError, FileNotFoundError, PermissionError, AgentUnavailable, AgentCallError, LocalAgentError, TableError)
+    user_errors = (ValueError, FileNotFoundError, PermissionError, AgentUnavailable, AgentCallError, LocalAgentError)  # TableError is a ValueError
     if not isinstance(exc, user_errors):
         return None
     message = str(exc)

@@ -40,15 +40,20 @@ def points_for(db: LatencyDB, identity: str, key: RowKey, analyses: dict[str, Ne
 
 
 def measured_models(db: LatencyDB, identity: str, key: RowKey) -> list[str]:
-    return sorted({r["arch"] for r in db.rows(identity=identity, key=key)})
+    return db.archs(identity, key)
 
 
 def fit(db: LatencyDB, identity: str, key: RowKey, exclude: str | None = None,
         analyses: dict[str, NetworkAnalysis] | None = None) -> CostModel:
-    """Calibrate the cost model on every network measured on this target (but `exclude`)."""
+    """Calibrate the cost model on every network measured on this target (but `exclude`).
+
+    `analyses` is a cache owned by the caller: networks missing from it are analysed and added, so
+    leave-one-network-out folds and repeated fits trace each network once.
+    """
     names = [m for m in measured_models(db, identity, key) if m != exclude]
     if analyses is None:
-        analyses = analyses_for(names, key)
+        analyses = {}
+    analyses.update(analyses_for([n for n in names if n not in analyses], key))
     model = fit_cost_model(points_for(db, identity, key, {n: analyses[n] for n in names}), identity)
     if exclude is None:
         db.save_cost_model(identity, key, model.to_json())

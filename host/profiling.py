@@ -17,7 +17,7 @@ import torch
 from netcut import models
 from netcut.cuts import NetworkAnalysis, analyse
 from netcut.export import export
-from netcut.trn import GlobalPoolLinear, build_trn
+from netcut.trn import GlobalPoolLinear, build_trn, head_input_features
 from netcut_protos.agent.v1 import agent_pb2 as pb
 
 from .client import AgentCallError
@@ -86,10 +86,12 @@ def plan(analyses: dict[str, NetworkAnalysis], cuts: str, mode: str) -> list[Job
         if mode in ("layers", "both"):
             jobs += [Job(name, None, "layers")] + [Job(name, c, "head") for c in interleave(chosen) if c is not None]
         per_model.append(jobs)
-    ordered = []
-    for i in range(max((len(j) for j in per_model), default=0)):
-        ordered += [jobs[i] for jobs in per_model if i < len(jobs)]
-    return ordered
+    return round_robin(per_model)
+
+
+def round_robin(lists: list[list]) -> list:
+    """The first item of each list, then the second of each, ...: networks take turns."""
+    return [items[i] for i in range(max(map(len, lists), default=0)) for items in lists if i < len(items)]
 
 
 class ModelFiles:
@@ -112,11 +114,8 @@ class ModelFiles:
         a = self.analyses[job.model]
         torch.manual_seed(SEED)
         if job.mode == "head":
-            cut = a.cut(job.cut)
-            channels = cut.output_shape[-1] if len(cut.output_shape) == 3 else cut.output_shape[1]
-            module = GlobalPoolLinear(channels, self.key.classes).eval()
-            module.labels = {}
-            shape = cut.output_shape
+            shape = a.cut(job.cut).output_shape
+            module = GlobalPoolLinear(head_input_features(shape), self.key.classes).eval()
         else:
             module = build_trn(a, job.cut, self.key.classes)
             shape = a.input_shape
@@ -144,6 +143,14 @@ def blocks_of(result: pb.BenchmarkResult) -> dict[str, float]:
     return blocks
 
 
+def store_result(db: LatencyDB, target: ConnectedTarget, key: RowKey, job: Job, result: pb.BenchmarkResult,
+                 blocks: dict[str, float] | None = None, replace: bool = False) -> int:
+    """One benchmark result as one committed row of the target's table; returns the row id."""
+    row = Row(target.name, target.target.identity, job.model, models.architecture_key(job.model), key, job.cut,
+              job.mode, result.runtime_version, result_dict(result, job.model), blocks or {})
+    return db.add(row, replace=replace)
+
+
 def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, files: ModelFiles,
         timing: pb.TimingConfig, force: bool = False,
         progress: Callable[[int, int, Job], None] | None = None) -> ProfileReport:
@@ -166,15 +173,11 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
         except AgentCallError as exc:  # this model cannot run there: note it, carry on with the rest
             report.failed.append((job, f"{exc} ({exc.code.name})"))
             continue
-        data = result_dict(result, job.model)
-        data["agent_version"] = result.agent_version
         blocks = blocks_of(result) if job.mode == "layers" else {}
         if job.mode == "layers" and not blocks:
             report.failed.append((job, result.layer_profile_note or "the agent returned no per-layer profile"))
             continue
-        row = Row(target.name, identity, job.model, models.architecture_key(job.model), key, job.cut, job.mode,
-                  result.runtime_version, data, blocks)
-        report.measured.append(db.add(row, replace=force))
+        report.measured.append(store_result(db, target, key, job, result, blocks, replace=force))
         report.inference_seconds += sum(result.samples_ms) * result.timing.runs_per_sample / 1000.0
     if progress:
         progress(len(todo), len(todo), None)

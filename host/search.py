@@ -10,33 +10,33 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from netcut import models
+from netcut import __version__, models
 from netcut.cuts import NetworkAnalysis, analyse
 from netcut.data import BUILTIN_NORMALIZATION, IMAGENET, TaskData, load_task
 from netcut.errors import NetcutError
+from netcut.estimate import STAT_OF, quantile_level
 from netcut.export import export
 from netcut.search import (Candidate, choose, mark_feasible, parse_policy, ranked_for_confirmation)
-from netcut.training import TrainConfig, TrainResult, resolve_device, train_full, train_heads
+from netcut.training import TrainConfig, TrainResult, train_full, train_heads
 from netcut.trn import build_trn
 from netcut_protos.agent.v1 import agent_pb2 as pb
 
 from .cmd_agent import result_dict
 from .estimation import analytical, empirical, fit
-from .profiling import ModelFiles, SEED, plan, run
-from .tables import LatencyDB, Row, RowKey
+from .profiling import SEED, Job, ModelFiles, plan, run, store_result
+from .tables import LatencyDB, RowKey
 from .targets import ConnectedTarget
 
 log = logging.getLogger(__name__)
 
 STATE = "state.json"
 DEFAULT_MODELS = ["mobilenet_v3_small", "mobilenet_v2", "resnet18", "efficientnet_b0", "resnet50"]
-EXIT_INFEASIBLE = 3
 
 
 class NoFeasibleCandidate(NetcutError):
@@ -135,6 +135,7 @@ class Search:
         self.key = RowKey(cfg.input_size, 1, "onnx" if self.target.runtime == "onnxruntime" else "tflite",
                           self.target.runtime, self.target.threads, "block", classes)
         self.analyses = {m: self._analyse(m) for m in cfg.models}
+        self._fit_cache = dict(self.analyses)  # the cost model may also calibrate on other measured networks
         candidates = [Candidate(m, c.name, c.index, c.macs, c.params) for m, a in self.analyses.items()
                       for c in a.cuts] + [Candidate(m, None, len(a.cuts), a.full_macs, a.full_params)
                                           for m, a in self.analyses.items()]
@@ -181,7 +182,7 @@ class Search:
                                                                         self.analyses[m], self.cfg.quantile))]
         else:
             try:
-                self._cost_model = fit(self.db, identity, self.key)
+                self._cost_model = fit(self.db, identity, self.key, analyses=self._fit_cache)
                 missing = []
             except NetcutError:
                 missing = list(self.cfg.models)  # too few rows to calibrate: profile these networks first
@@ -189,7 +190,7 @@ class Search:
         if missing:
             self._profile(missing)
             if self.cfg.estimator == "analytical":
-                self._cost_model = fit(self.db, identity, self.key)
+                self._cost_model = fit(self.db, identity, self.key, analyses=self._fit_cache)
         t0 = time.monotonic()
         for name in self.cfg.models:
             by_cut = {e.cut: e for e in self._estimates(name)}
@@ -225,8 +226,12 @@ class Search:
             self.notes.append(f"could not measure {job.label()}: {error}")
         self.phases["profiling"] += time.monotonic() - t0
 
+    @staticmethod
+    def _stem(c: Candidate) -> str:
+        return c.key.replace(":", "_").replace("@", "__")
+
     def _checkpoint(self, c: Candidate) -> Path:
-        return self.checkpoints / f"{c.key.replace(':', '_').replace('@', '__')}.pt"
+        return self.checkpoints / f"{self._stem(c)}.pt"
 
     def _train(self, candidates: list[Candidate], chosen: list[Candidate], task: TaskData) -> None:
         t0 = time.monotonic()
@@ -282,7 +287,7 @@ class Search:
         timing = pb.TimingConfig(**self.cfg.timing)
         pick, artefact, sidecar = None, None, None
         for c in ranked_for_confirmation(candidates):
-            path = confirm_dir / f"{c.key.replace(':', '_').replace('@', '__')}.{fmt}"
+            path = confirm_dir / f"{self._stem(c)}.{fmt}"
             trn = self._trained_trn(c, classes)
             export(trn, path, self.analyses[c.model].input_shape, fmt,
                    {"netcut.model": c.model, "netcut.cut": c.cut or ""} if fmt == "onnx" else None)
@@ -290,12 +295,9 @@ class Search:
             model_id = self.target.client.upload(path, label=c.key)
             result = self.target.client.benchmark(pb.BenchmarkRequest(
                 model_id=model_id, runtime=self.key.runtime, threads=self.key.threads, timing=timing))
+            store_result(self.db, self.target, self.key, Job(c.model, c.cut, "e2e"), result, replace=True)
             data = result_dict(result, c.model)
-            data["agent_version"] = result.agent_version
-            self.db.add(Row(self.target.name, self.target.target.identity, c.model, models.architecture_key(c.model),
-                            self.key, c.cut, "e2e", result.runtime_version, data), replace=True)
-            c.measured_ms = data[{"p50": "median_ms", "median": "median_ms"}.get(self.cfg.quantile,
-                                                                                 f"{self.cfg.quantile}_ms")]
+            c.measured_ms = data[STAT_OF[quantile_level(self.cfg.quantile)]]
             if c.measured_ms <= self.cfg.deadline_ms:
                 c.confirmation = "meets the deadline when measured"
                 pick = c
@@ -309,7 +311,7 @@ class Search:
                            "measured_n": data["n"], "throttled": data["throttled"],
                            "target": {"name": self.target.name, "identity": self.target.target.identity,
                                       **self.target.target.description},
-                           "netcut_version": _version()}
+                           "netcut_version": __version__}
                 (self.out / "model.json").write_text(json.dumps(sidecar, indent=1))
                 break
             c.confirmation = f"missed: measured {c.measured_ms:.3f} ms > {self.cfg.deadline_ms:g} ms"
@@ -319,11 +321,6 @@ class Search:
         self.phases["confirmation"] += time.monotonic() - t0
         if pick is None:
             raise NoFeasibleCandidate("every trained feasible candidate missed the deadline when measured on the "
-                                      "target; lower the deadline margin risk with a larger --margin or re-profile")
+                                      "target; raise --margin, or profile the target again (--force) if the table is old")
         return pick, artefact, sidecar
 
-
-def _version() -> str:
-    import netcut
-
-    return netcut.__version__

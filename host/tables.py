@@ -225,11 +225,33 @@ class LatencyDB:
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
 
+    def _scalar(self, sql: str, params: Iterable):
+        try:
+            return self.conn.execute(sql, tuple(params)).fetchone()[0]
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path) from None
+
     def has(self, identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> bool:
-        return bool(self._select("identity=? AND arch=? AND input_size=? AND batch=? AND cut=? AND granularity=? "
-                                 "AND format=? AND threads=? AND mode=? AND classes=?",
+        return bool(self._scalar("SELECT EXISTS (SELECT 1 FROM measurements WHERE identity=? AND arch=? AND "
+                                 "input_size=? AND batch=? AND cut=? AND granularity=? AND format=? AND threads=? "
+                                 "AND mode=? AND classes=?)",
                                  (identity, arch, key.input_size, key.batch, cut or "", key.granularity, key.format,
-                                  key.threads, mode, key.classes if mode != "layers" else key.classes)))
+                                  key.threads, mode, key.classes)))
+
+    def count(self, identity: str, older_than: float | None = None) -> int:
+        return self._scalar("SELECT COUNT(*) FROM measurements WHERE identity=? AND measured_at < ?",
+                            (identity, older_than if older_than is not None else float("inf")))
+
+    def archs(self, identity: str, key: RowKey) -> list[str]:
+        """The networks measured under this identity and row key."""
+        try:
+            rows = self.conn.execute("SELECT DISTINCT arch FROM measurements WHERE identity=? AND input_size=? AND "
+                                     "batch=? AND format=? AND runtime=? AND threads=? AND granularity=? ORDER BY arch",
+                                     (identity, key.input_size, key.batch, key.format, key.runtime, key.threads,
+                                      key.granularity)).fetchall()
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path) from None
+        return [r[0] for r in rows]
 
     def rows(self, target: str | None = None, identity: str | None = None, arch: str | None = None,
              key: RowKey | None = None) -> list[sqlite3.Row]:
@@ -255,11 +277,6 @@ class LatencyDB:
                               (identity, json.dumps(vars(key), sort_keys=True), time.time(), model_json))
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
-
-    def cost_model(self, identity: str, key: RowKey) -> str | None:
-        row = self.conn.execute("SELECT model FROM cost_models WHERE identity=? AND row_key=?",
-                                (identity, json.dumps(vars(key), sort_keys=True))).fetchone()
-        return row[0] if row else None
 
     def integrity(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
@@ -302,12 +319,20 @@ def to_measurement(r: sqlite3.Row) -> Measurement:
 
 
 class TableView:
-    """netcut.estimate.LatencyTable over the rows of one identity and row key."""
+    """netcut.estimate.LatencyTable over the rows of one identity and row key.
 
-    def __init__(self, db: LatencyDB, identity: str, key: RowKey):
-        self.db, self.identity, self.key = db, identity, key
+    Rows are read once per model for the view's lifetime (an estimator asks once per cut).
+    `exclude_mode="e2e"` hides end-to-end rows, to score the profile-based estimate against them.
+    """
+
+    def __init__(self, db: LatencyDB, identity: str, key: RowKey, exclude_mode: str | None = None):
+        self.db, self.identity, self.key, self.exclude_mode = db, identity, key, exclude_mode
+        self._cache: dict[str, list[Measurement]] = {}
 
     def measurements(self, model: str) -> list[Measurement]:
-        rows = self.db.rows(identity=self.identity, arch=model, key=self.key)
-        # Head and e2e rows depend on the head's class count; layers rows do not.
-        return [to_measurement(r) for r in rows if r["mode"] == "layers" or r["classes"] == self.key.classes]
+        if model not in self._cache:
+            rows = self.db.rows(identity=self.identity, arch=model, key=self.key)
+            # Head and e2e rows depend on the head's class count; layers rows do not.
+            self._cache[model] = [to_measurement(r) for r in rows if r["mode"] != self.exclude_mode and
+                                  (r["mode"] == "layers" or r["classes"] == self.key.classes)]
+        return self._cache[model]

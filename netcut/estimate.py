@@ -21,7 +21,7 @@ from typing import Iterable, Protocol
 import numpy as np
 
 from .errors import NetcutError
-from .features import FEATURES, FULL
+from .features import FEATURES
 
 QUANTILES = {"p50": 0.5, "median": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 STAT_OF = {0.5: "median_ms", 0.9: "p90_ms", 0.95: "p95_ms", 0.99: "p99_ms"}

@@ -141,14 +141,6 @@ def export_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ...], ops
     return ExportResult(path, "onnx", tuple(input_shape), error, seconds, blocks)
 
 
-def tflite_available() -> bool:
-    try:
-        import litert_torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def export_tflite(module: nn.Module, path: Path, input_shape: tuple[int, ...], verify: bool = True) -> ExportResult:
     try:
         import litert_torch

@@ -10,6 +10,7 @@ import numpy as np
 
 from .cost import NodeCost
 from .cuts import NetworkAnalysis
+from .trn import head_input_features
 
 FEATURES = ("conv_gmacs", "dwconv_gmacs", "linear_gmacs", "act_mb", "param_mb", "ops", "runs")
 FULL = "classifier"  # the label of the segment after the last cut (see netcut.trn)
@@ -56,7 +57,7 @@ def segment_features(a: NetworkAnalysis) -> dict[str, np.ndarray]:
 def head_features(output_shape: tuple[int, ...], classes: int) -> np.ndarray:
     """Global average pooling over the activation, then a linear layer."""
     v = np.zeros(len(FEATURES))
-    channels = output_shape[-1] if len(output_shape) == 3 else output_shape[1]
+    channels = head_input_features(output_shape)
     batch = output_shape[0]
     v[2] = batch * channels * classes / 1e9
     v[3] = (batch * channels + batch * classes) * 4 / 1e6

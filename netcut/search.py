@@ -7,7 +7,7 @@ requested quantile, plus a margin for the estimator's error, meets the deadline.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from .errors import NetcutError
 

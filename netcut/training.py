@@ -9,9 +9,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cuts import NetworkAnalysis
 from .errors import NetcutError
-from .trn import HEAD_NAME, TrimmedNetwork, build_trn
+from .trn import HEAD_NAME, TrimmedNetwork, build_trn, global_pool
 
 log = logging.getLogger(__name__)
 FINETUNE = ("head", "full")
@@ -46,9 +45,6 @@ class TrainResult:
     device: str
     finetune: str
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def resolve_device(name: str) -> str:
     if name not in ("auto", "cpu", "cuda"):
@@ -58,14 +54,6 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
-
-
-def _pool(x: torch.Tensor) -> torch.Tensor:
-    if x.dim() == 4:
-        return x.mean(dim=(2, 3))
-    if x.dim() == 3:
-        return x.mean(dim=1)
-    return x.flatten(1)
 
 
 def _logits_module(full: TrimmedNetwork, a: NetworkAnalysis) -> nn.Module:
@@ -94,7 +82,7 @@ def cached_features(a: NetworkAnalysis, full: TrimmedNetwork, dataset: Dataset, 
             for i, segment in enumerate(segments[: last_needed + 1]):
                 x = segment(x)
                 if i in wanted:
-                    out[wanted[i]].append(_pool(x).float().cpu())
+                    out[wanted[i]].append(global_pool(x).float().cpu())
             if need_full:
                 out[None].append(captured.pop().float().cpu())
             labels.append(y)

@@ -46,6 +46,15 @@ def _extract(gm: fx.GraphModule, members: list[fx.Node], source: fx.Node, result
     return fx.GraphModule(gm, graph)
 
 
+def global_pool(x: torch.Tensor) -> torch.Tensor:
+    """What the head sees: spatial maps averaged, tokens averaged, vectors as they are."""
+    if x.dim() == 4:
+        return x.mean(dim=(2, 3))
+    if x.dim() == 3:  # tokens: (batch, tokens, features)
+        return x.mean(dim=1)
+    return x.flatten(1)
+
+
 class GlobalPoolLinear(nn.Module):
     """The default head: global average pooling over what is left, then a linear classifier."""
 
@@ -54,11 +63,7 @@ class GlobalPoolLinear(nn.Module):
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            x = x.mean(dim=(2, 3))
-        elif x.dim() == 3:  # tokens: (batch, tokens, features)
-            x = x.mean(dim=1)
-        return self.fc(x)
+        return self.fc(global_pool(x))
 
 
 def head_input_features(shape: tuple[int, ...]) -> int:
@@ -74,10 +79,6 @@ class TrimmedNetwork(nn.Sequential):
         self.labels = labels          # submodule name -> block label
         self.model_name = model_name
         self.cut_point = cut
-
-    @property
-    def prefix(self) -> nn.Sequential:
-        return nn.Sequential(OrderedDict((k, m) for k, m in self.named_children() if k != HEAD_NAME))
 
 
 def _segments(a: NetworkAnalysis, upto: int | None):

@@ -86,7 +86,6 @@ def client(agent):
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A tiny real CNN (16x16 input) exported to ONNX with netcut's node table."""
-    import torch
     from make_fixtures import tiny_net
 
     from netcut.cuts import analyse

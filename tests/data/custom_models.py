@@ -1,5 +1,4 @@
 """User-style model factories for the `package.module:factory` path."""
-import torch
 from torch import nn
 
 from make_fixtures import tiny_net
