@@ -23,6 +23,7 @@ commands:
   estimate estimate each cut's latency on a target (empirical or analytical)
   table    show, export or import latency tables
   validate measure held-out cuts afresh and score the estimators
+  fleet    provision and control the agents on your boards over SSH (inventory in TOML)
 """
 
 
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_command(sub)
     add_model_commands(sub)
     add_table_commands(sub)
+    from .cmd_fleet import add_fleet_command
+
+    add_fleet_command(sub)
     return parser
 
 

@@ -12,11 +12,11 @@ from netcut.training import resolve_device
 
 from .client import AgentUnavailable
 from .cmd_agent import add_connection_args, credentials_from_args
-from .cmd_tables import add_timing_args, default_db, export_cache
+from .cmd_tables import add_fleet_args, add_timing_args, default_db, export_cache, ssh_options
 from .progress import Progress
 from .search import DEFAULT_MODELS, NoFeasibleCandidate, Search, SearchConfig
 from .tables import LatencyDB
-from .targets import LOCAL, connect
+from .targets import LOCAL, connect, fleet_target
 
 EXIT_INFEASIBLE = 3
 
@@ -29,8 +29,10 @@ def add_search_command(sub) -> None:
                        "deployable model. With no options it runs the built-in demo: a local agent, the project's "
                        "own pretrained backbones and scikit-learn's handwritten digits. Exit code 3: no candidate "
                        "can meet the deadline.")
-    p.add_argument("--target", default=LOCAL, help="'local' (default: an agent started here) or a name with --agent")
+    p.add_argument("--target", default=LOCAL, help="'local' (default: an agent started here), a name with --agent, "
+                   "or a target of the fleet inventory")
     add_connection_args(p, required=False)
+    add_fleet_args(p)
     p.add_argument("--deadline", help="e.g. 30ms (required with your own data; the built-in demo picks one)")
     p.add_argument("--quantile", default="p99", help="latency quantile to meet: p50|median|p90|p95|p99 (default p99)")
     p.add_argument("--models", help="comma-separated networks (default: the built-in backbones for --data builtin, "
@@ -46,7 +48,7 @@ def add_search_command(sub) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (default: 30 for head, 5 for full)")
     p.add_argument("--device", default="auto", help="auto (default: a GPU when present), cpu or cuda")
     p.add_argument("--input-size", type=int, help="square input size (default: 32 for the built-in demo, else 224)")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads on the board (default: 1)")
+    p.add_argument("--threads", type=int, help="runtime threads on the board (default: the inventory target's, else 1)")
     p.add_argument("--margin", type=float, default=5.0, help="safety margin on estimates, in %% (default: 5)")
     p.add_argument("--db", type=Path, help="latency table file (default: the user's data dir)")
     p.add_argument("--out", type=Path, default=Path("netcut-out"), help="report folder (default: ./netcut-out)")
@@ -91,8 +93,13 @@ def cmd_search(args) -> int:
     progress = Progress(enabled=not args.json)
     say = (lambda s: (progress.done(), print(s, file=sys.stderr))) if not args.json else (lambda s: None)
     runtime = "onnxruntime"
+    ft = fleet_target(args.target, args.agent, args.fleet)
+    if ft is not None and ft.runtime != runtime:
+        raise NetcutError(f"target {ft.name} runs {ft.runtime}; search confirms on onnxruntime only so far")
+    threads = args.threads if args.threads is not None else (ft.threads if ft else 1)
     with LatencyDB(args.db or default_db()) as db, \
-            connect(args.target, args.agent, runtime, args.threads, credentials_from_args(args)) as target:
+            connect(args.target, args.agent, runtime, threads, credentials_from_args(args), args.fleet,
+                    ssh_options(args)) as target:
         search = Search(cfg, target, db, export_cache(), say, args.resume)
         try:
             outcome = search.run()

@@ -18,7 +18,7 @@ from .estimation import ESTIMATORS, analytical, empirical, fit, measured_models
 from .profiling import MODES, Job, ModelFiles, analyses_for, interleave, plan, round_robin, run
 from .progress import Progress, bar
 from .tables import STALE_DAYS, LatencyDB, RowKey, TableView, to_measurement
-from .targets import LOCAL, connect
+from .targets import LOCAL, connect, fleet_target
 
 
 def default_db() -> Path:
@@ -35,15 +35,18 @@ def export_cache() -> Path:
 
 def add_row_args(p: argparse.ArgumentParser, target_required: bool = False) -> None:
     p.add_argument("--target", default=None if target_required else LOCAL, required=target_required,
-                   help="target name: 'local' starts an agent here (default), any other name needs --agent")
+                   help="target name: 'local' starts an agent here (default); a name with --agent reaches that "
+                   "agent; any other name is a target of the fleet inventory")
     add_connection_args(p, required=False)
+    add_fleet_args(p)
     p.add_argument("--db", type=Path, help="latency table file (default: the user's data dir)")
     g = p.add_argument_group("what identifies a row")
     g.add_argument("--input-size", type=int, default=224, help="square input size (default: %(default)s)")
     g.add_argument("--batch", type=int, default=1, help="batch size (default: %(default)s)")
-    g.add_argument("--threads", type=int, default=1, help="runtime threads on the board (default: %(default)s)")
-    g.add_argument("--format", choices=["onnx", "tflite"], default="onnx", help="model format (default: onnx)")
-    g.add_argument("--runtime", choices=["onnxruntime", "litert"], help="default: the format's runtime")
+    g.add_argument("--threads", type=int, help="runtime threads on the board (default: the inventory target's, else 1)")
+    g.add_argument("--format", choices=["onnx", "tflite"], help="model format (default: the runtime's, else onnx)")
+    g.add_argument("--runtime", choices=["onnxruntime", "litert"],
+                   help="default: the format's runtime, else the inventory target's, else onnxruntime")
     g.add_argument("--classes", type=int, default=10, help="classes of the TRN head (default: %(default)s)")
     g.add_argument("--granularity", choices=["block", "layer"], default="block", help="cut granularity")
 
@@ -56,14 +59,31 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
         g.add_argument(flag, type=kind)
 
 
+def add_fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fleet", type=Path, help="fleet inventory (TOML) for named targets (default: the user's "
+                   "config dir, fleet.toml)")
+    p.add_argument("--known-hosts", type=Path, help="SSH known_hosts file (default: ~/.ssh/known_hosts)")
+
+
+def ssh_options(args):
+    from .fleet import SSHOptions
+
+    return SSHOptions(getattr(args, "known_hosts", None), getattr(args, "accept_new", False))
+
+
 def row_key(args) -> RowKey:
-    runtime = args.runtime or ("litert" if args.format == "tflite" else "onnxruntime")
-    if (runtime == "litert") != (args.format == "tflite"):
-        raise ValueError(f"--runtime {runtime} does not run --format {args.format}")
-    for name in ("input_size", "batch", "threads", "classes"):
-        if getattr(args, name) < (0 if name == "threads" else 1):
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    return RowKey(args.input_size, args.batch, args.format, runtime, args.threads, args.granularity, args.classes)
+    ft = fleet_target(args.target, args.agent, args.fleet)
+    fmt = args.format or ("tflite" if args.runtime == "litert" or (not args.runtime and ft and ft.runtime == "litert")
+                          else "onnx")
+    runtime = args.runtime or ("litert" if fmt == "tflite" else "onnxruntime")
+    threads = args.threads if args.threads is not None else (ft.threads if ft else 1)
+    if (runtime == "litert") != (fmt == "tflite"):
+        raise ValueError(f"--runtime {runtime} does not run --format {fmt}")
+    for name, value in (("input_size", args.input_size), ("batch", args.batch), ("threads", threads),
+                        ("classes", args.classes)):
+        if value < (0 if name == "threads" else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return RowKey(args.input_size, args.batch, fmt, runtime, threads, args.granularity, args.classes)
 
 
 def open_db(args) -> LatencyDB:
@@ -71,7 +91,8 @@ def open_db(args) -> LatencyDB:
 
 
 def connected(args, key: RowKey):
-    return connect(args.target, args.agent, key.runtime, key.threads, credentials_from_args(args))
+    return connect(args.target, args.agent, key.runtime, key.threads, credentials_from_args(args), args.fleet,
+                   ssh_options(args))
 
 
 def warn_other_identities(db: LatencyDB, name: str, identity: str) -> None:
@@ -106,17 +127,21 @@ def cmd_profile(args) -> int:
     with open_db(args) as db, connected(args, key) as target:
         warn_other_identities(db, target.name, target.target.identity)
         files = ModelFiles(export_cache(), key, analyses)
-        report = run(jobs, target, db, key, files, timing_pb(args), args.force, show)
+        report = run(jobs, target, db, key, files, timing_pb(args), args.force, show, agreement=args.agreement)
     progress.done()
     out = {"target": target.name, "identity": target.target.identity, "models": names, "mode": args.mode,
            "measured": len(report.measured), "skipped": report.skipped,
            "failed": [{"job": j.label(), "error": e} for j, e in report.failed],
-           "seconds": round(report.seconds, 2), "inference_seconds": round(report.inference_seconds, 2)}
+           "seconds": round(report.seconds, 2), "inference_seconds": round(report.inference_seconds, 2),
+           "boards": report.boards, "board_errors": report.board_errors, "reference_ms": report.reference_ms}
     if args.json:
         print(json.dumps(out, indent=1))
     else:
         print(f"{target.name}: measured {out['measured']}, already in the table {out['skipped']}, "
               f"failed {len(report.failed)} ({out['seconds']:.0f} s)")
+        if len(report.boards) > 1 or report.board_errors:
+            print("  per board: " + ", ".join(f"{b} {n}" for b, n in sorted(report.boards.items())) +
+                  "".join(f"; {b} failed: {e}" for b, e in report.board_errors.items()))
         for job, error in report.failed:
             print(f"  failed: {job.label()}: {error}", file=sys.stderr)
     return 2 if report.failed else 0
@@ -329,6 +354,9 @@ def add_table_commands(sub) -> None:
     p.add_argument("--cuts", default="all", help="all (default), or cut names / indices, comma-separated ('full' too)")
     p.add_argument("--mode", choices=MODES, default="layers", help="layers (default, cheapest), e2e, or both")
     p.add_argument("--force", action="store_true", help="measure again even if the table has the row")
+    p.add_argument("--agreement", type=float, default=0.2, metavar="FRACTION",
+                   help="fleet targets: a board whose reference time is off the boards' median by more than this "
+                   "is left out of the run (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_row_args(p)
     add_timing_args(p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .client import AgentCallError, AgentUnavailable
+from .client import AgentCallError
 from .local_agent import LocalAgentError
 
 EXIT_USAGE = 2
@@ -12,7 +12,8 @@ EXIT_USAGE = 2
 
 def report(exc: BaseException) -> int | None:
     """Print a one-line error and return the exit code, or None for a bug (let it raise)."""
-    user_errors = (ValueError, FileNotFoundError, PermissionError, AgentUnavailable, AgentCallError, LocalAgentError)  # TableError is a ValueError
+    # TableError and InventoryError are ValueErrors; BoardError (SSH) is a ConnectionError, as is AgentUnavailable.
+    user_errors = (ValueError, FileNotFoundError, PermissionError, ConnectionError, AgentCallError, LocalAgentError)
     if not isinstance(exc, user_errors):
         return None
     message = str(exc)

@@ -6,12 +6,17 @@ measurement is committed on its own: an interrupted run resumes where it stopped
 """
 from __future__ import annotations
 
+import collections
 import logging
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 from typing import Callable
 
+import grpc
 import torch
 
 from netcut import models
@@ -20,7 +25,9 @@ from netcut.export import export
 from netcut.trn import GlobalPoolLinear, build_trn, head_input_features
 from netcut_protos.agent.v1 import agent_pb2 as pb
 
-from .client import AgentCallError
+from .client import AgentCallError, AgentClient, AgentUnavailable
+from .fleet import AGREEMENT_TOLERANCE
+from .ssh import BoardError
 from .cmd_agent import result_dict
 from .tables import LatencyDB, Row, RowKey
 from .targets import ConnectedTarget
@@ -49,6 +56,9 @@ class ProfileReport:
     failed: list[tuple[Job, str]] = field(default_factory=list)
     seconds: float = 0.0
     inference_seconds: float = 0.0                         # time spent inside timed inference calls
+    boards: dict[str, int] = field(default_factory=dict)   # rows measured per board
+    board_errors: dict[str, str] = field(default_factory=dict)
+    reference_ms: dict[str, float] = field(default_factory=dict)   # fleets: each board's reference median
 
 
 def interleave(items: list) -> list:
@@ -144,42 +154,179 @@ def blocks_of(result: pb.BenchmarkResult) -> dict[str, float]:
 
 
 def store_result(db: LatencyDB, target: ConnectedTarget, key: RowKey, job: Job, result: pb.BenchmarkResult,
-                 blocks: dict[str, float] | None = None, replace: bool = False) -> int:
+                 blocks: dict[str, float] | None = None, replace: bool = False, board: str | None = None) -> int:
     """One benchmark result as one committed row of the target's table; returns the row id."""
+    measured = result_dict(result, job.model)
+    if board:
+        measured["fleet_board"] = board
     row = Row(target.name, target.target.identity, job.model, models.architecture_key(job.model), key, job.cut,
-              job.mode, result.runtime_version, result_dict(result, job.model), blocks or {})
+              job.mode, result.runtime_version, measured, blocks or {})
     return db.add(row, replace=replace)
+
+
+@dataclass
+class Worker:
+    """One board measuring jobs: its name and its agent client."""
+    name: str
+    client: AgentClient
+
+
+BOARD_FAILURES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                  grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+class _JobQueue:
+    """Jobs handed to boards one at a time; a job a board could not finish goes back for another board."""
+
+    def __init__(self, jobs: list[Job]):
+        self.pending = collections.deque(jobs)
+        self.in_flight = 0
+        self.cond = threading.Condition()
+
+    def take(self) -> Job | None:
+        with self.cond:
+            while not self.pending and self.in_flight:
+                self.cond.wait()        # a job in flight elsewhere may come back
+            if not self.pending:
+                return None
+            self.in_flight += 1
+            return self.pending.popleft()
+
+    def finish(self, job: Job, failed_board: bool = False) -> None:
+        with self.cond:
+            self.in_flight -= 1
+            if failed_board:
+                self.pending.appendleft(job)
+            self.cond.notify_all()
+
+
+def _measure(worker: Worker, job: Job, path: Path, key: RowKey, timing: pb.TimingConfig) -> pb.BenchmarkResult:
+    model_id = worker.client.upload(path, label=job.label())
+    request = pb.BenchmarkRequest(model_id=model_id, runtime=key.runtime, threads=key.threads,
+                                  timing=head_timing(timing) if job.mode == "head" else timing,
+                                  profile_layers=job.mode == "layers")
+    return worker.client.benchmark(request)
+
+
+def workers_of(target: ConnectedTarget) -> list[Worker]:
+    if target.links:
+        return [Worker(link.board.name, link.client) for link in target.links]
+    return [Worker(target.name, target.client)]
+
+
+REFERENCE = Job("mobilenet_v3_small", None, "reference")
+REFERENCE_TIMING = pb.TimingConfig(warmup_seconds=0.3, min_seconds=1.0)
+
+
+def reference_file(files: ModelFiles) -> Path:
+    """A fixed small network (seeded mobilenet_v3_small, 64 px) that every board of a target measures."""
+    path = files.cache / f"reference-64.{files.key.format}"
+    if not path.is_file():
+        torch.manual_seed(SEED)
+        tmp = path.with_suffix(".part" + path.suffix)
+        export(models.build(REFERENCE.model).eval(), tmp, (1, 3, 64, 64), files.key.format)
+        tmp.replace(path)
+    return path
+
+
+def agreeing(target: ConnectedTarget, files: ModelFiles, tolerance: float) -> tuple[list[Worker], dict[str, float]]:
+    """Measure the reference network on each board in turn; boards off the median by more than tolerance
+    are left out of this run (their rows would not be comparable) until they agree again."""
+    from .fleet import disagreeing
+
+    path = reference_file(files)
+    medians, workers = {}, workers_of(target)
+    for worker in workers:
+        try:
+            medians[worker.name] = _measure(worker, REFERENCE, path, files.key, REFERENCE_TIMING).stats.median_ms
+        except (AgentUnavailable, BoardError, AgentCallError) as exc:
+            log.warning("board %s: reference measurement failed: %s", worker.name, exc)
+    flagged = disagreeing(medians, tolerance)
+    for name, ratio in flagged.items():
+        print(f"netcut-host: board {name} disagrees with the other boards of {target.name}: reference network "
+              f"{medians[name]:.3f} ms, {ratio:.2f}x their median (tolerance {tolerance:.0%}; overheating? wrong "
+              "clock?); it measures nothing this run", file=sys.stderr)
+    return [w for w in workers if w.name in medians and w.name not in flagged], medians
 
 
 def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, files: ModelFiles,
         timing: pb.TimingConfig, force: bool = False,
-        progress: Callable[[int, int, Job], None] | None = None) -> ProfileReport:
+        progress: Callable[[int, int, Job], None] | None = None, workers: list[Worker] | None = None,
+        agreement: float | None = None) -> ProfileReport:
+    """Measure jobs on the target's boards in parallel (one job per board at a time) and store each result.
+
+    A board that fails (unreachable, tunnel or agent gone) stops taking jobs and its job goes to
+    another board; only this thread writes the database, so nothing is stored twice.
+    """
     report = ProfileReport()
     db.add_target(target.target)
     identity = target.target.identity
     todo = [j for j in jobs if force or not db.has(identity, models.architecture_key(j.model), key, j.cut, j.mode)]
     report.skipped = len(jobs) - len(todo)
     started = time.monotonic()
-    for i, job in enumerate(todo):
-        if progress:
-            progress(i, len(todo), job)
-        path = files.get(job)
-        try:
-            model_id = target.client.upload(path, label=job.label())
-            request = pb.BenchmarkRequest(model_id=model_id, runtime=key.runtime, threads=key.threads,
-                                          timing=head_timing(timing) if job.mode == "head" else timing,
-                                          profile_layers=job.mode == "layers")
-            result = target.client.benchmark(request)
-        except AgentCallError as exc:  # this model cannot run there: note it, carry on with the rest
-            report.failed.append((job, f"{exc} ({exc.code.name})"))
-            continue
-        blocks = blocks_of(result) if job.mode == "layers" else {}
-        if job.mode == "layers" and not blocks:
-            report.failed.append((job, result.layer_profile_note or "the agent returned no per-layer profile"))
-            continue
-        report.measured.append(store_result(db, target, key, job, result, blocks, replace=force))
-        report.inference_seconds += sum(result.samples_ms) * result.timing.runs_per_sample / 1000.0
+    if workers is None and len(target.links) > 1 and todo:
+        workers, report.reference_ms = agreeing(target, files, agreement or AGREEMENT_TOLERANCE)
+    workers = workers if workers is not None else workers_of(target)
+    queue, results = _JobQueue(todo), Queue()
+    export_lock = threading.Lock()
+
+    def work(worker: Worker) -> None:
+        while (job := queue.take()) is not None:
+            try:
+                with export_lock:
+                    path = files.get(job)
+                result = _measure(worker, job, path, key, timing)
+            except (AgentUnavailable, BoardError) as exc:
+                queue.finish(job, failed_board=True)
+                results.put(("board", worker, None, str(exc)))
+                return
+            except AgentCallError as exc:
+                if exc.code in BOARD_FAILURES:
+                    queue.finish(job, failed_board=True)
+                    results.put(("board", worker, None, f"{exc} ({exc.code.name})"))
+                    return
+                queue.finish(job)  # this model cannot run there: note it, carry on with the rest
+                results.put(("failed", worker, job, f"{exc} ({exc.code.name})"))
+                continue
+            queue.finish(job)
+            results.put(("done", worker, job, result))
+        results.put(("exit", worker, None, None))
+
+    threads = [threading.Thread(target=work, args=(w,), name=f"profile-{w.name}", daemon=True) for w in workers]
+    for t in threads:
+        t.start()
+    running, done, board_errors = len(threads), 0, {}
     if progress:
-        progress(len(todo), len(todo), None)
+        progress(0, len(todo), todo[0] if todo else None)
+    while running:
+        kind, worker, job, payload = results.get()
+        if kind in ("exit", "board"):
+            running -= 1
+            if kind == "board":
+                board_errors[worker.name] = payload
+                log.warning("board %s failed: %s", worker.name, payload)
+                if len(workers) > 1:
+                    print(f"netcut-host: board {worker.name} failed and is left out: {payload}", file=sys.stderr)
+            continue
+        done += 1
+        if kind == "failed":
+            report.failed.append((job, payload))
+        else:
+            blocks = blocks_of(payload) if job.mode == "layers" else {}
+            if job.mode == "layers" and not blocks:
+                report.failed.append((job, payload.layer_profile_note or "the agent returned no per-layer profile"))
+            else:
+                report.measured.append(store_result(db, target, key, job, payload, blocks, replace=force,
+                                                    board=worker.name if target.links else None))
+                report.boards[worker.name] = report.boards.get(worker.name, 0) + 1
+                report.inference_seconds += sum(payload.samples_ms) * payload.timing.runs_per_sample / 1000.0
+        if progress:
+            progress(done, len(todo), job)
     report.seconds = time.monotonic() - started
+    left = len(queue.pending)
+    if left:
+        why = "; ".join(f"{name}: {error}" for name, error in board_errors.items())
+        raise AgentUnavailable(f"every board of {target.name} failed with {left} measurements left ({why}); "
+                               f"the {len(report.measured)} measured are stored: rerun to continue")
+    report.board_errors = board_errors
     return report

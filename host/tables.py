@@ -198,7 +198,8 @@ class LatencyDB:
                   r["p95_ms"], r["p99_ms"], r["min_ms"], r["max_ms"], r["std_ms"], r["cv"],
                   json.dumps(r["samples_ms"]), json.dumps(row.blocks),
                   json.dumps([[l["node"], l["op_type"], l["block"], l["time_ms"]] for l in r.get("layers", [])]),
-                  json.dumps({"board": r.get("board", {}), "state_start": r.get("state_start", {}),
+                  json.dumps({"board": r.get("board", {}), "fleet_board": r.get("fleet_board"),
+                              "state_start": r.get("state_start", {}),
                               "state_end": r.get("state_end", {}), "warnings": r.get("warnings", [])}),
                   int(r["throttled"]), int(r["clock_dropped"]), r["model_id"], r.get("agent_version", ""),
                   row.measured_at or time.time())
