@@ -16,7 +16,7 @@ from typing import Callable, Iterator, TypeVar
 
 from netcut_protos.agent.v1 import agent_pb2 as pb
 
-from .client import AgentClient, AgentUnavailable, Credentials
+from .client import AgentCallError, AgentClient, AgentUnavailable, Credentials
 from .inventory import Board
 from .ssh import BoardError, SSHBoard
 
@@ -79,8 +79,10 @@ def each(boards: list[Board], work: Callable[[Board], T]) -> list[tuple[Board, T
     def one(board: Board):
         try:
             return board, work(board), None
-        except (BoardError, AgentUnavailable, ConnectionError, OSError, ValueError) as exc:
+        except (ConnectionError, OSError, ValueError) as exc:   # BoardError, AgentUnavailable included
             return board, None, str(exc)
+        except AgentCallError as exc:
+            return board, None, f"board {board.name}: the agent refused: {exc} ({exc.code.name})"
 
     if not boards:
         return []

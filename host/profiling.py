@@ -171,8 +171,9 @@ class Worker:
     client: AgentClient
 
 
+# Statuses that say the board (not the model) is the problem: its job goes to another board.
 BOARD_FAILURES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
-                  grpc.StatusCode.RESOURCE_EXHAUSTED)
+                  grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 class _JobQueue:

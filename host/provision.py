@@ -158,11 +158,14 @@ class Installation:
         return self.ssh.run(f"test -f {pid} && kill -0 \"$(cat {pid})\" 2>/dev/null")[0] == 0
 
     def start(self) -> None:
+        if self.running():
+            return
+        if self.ssh.port_in_use(self.board.agent_port):
+            raise BoardError(f"board {self.board.name}: port {self.board.agent_port} on the board is taken by another "
+                             "process (an agent of another install_dir?); stop it, or set agent_port for the board")
         if self.mode() == "systemd":
             self.ssh.check(f"systemctl --user daemon-reload && systemctl --user enable --now {UNIT}",
                            "starting the agent")
-            return
-        if self.running():
             return
         d = self.ssh.path(self.dir)
         # `;` not `&&`: only the supervisor goes to the background, holding none of the session's pipes.

@@ -186,6 +186,16 @@ class SSHBoard:
 
     # ------------------------------------------------------------ port forward
 
+    def port_in_use(self, port: int) -> bool:
+        """Whether something accepts connections on the board's 127.0.0.1:port."""
+        try:
+            channel = self.client.get_transport().open_channel("direct-tcpip", ("127.0.0.1", port),
+                                                               ("127.0.0.1", 0), timeout=5)
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+        channel.close()
+        return True
+
     @contextlib.contextmanager
     def tunnel(self, remote_port: int) -> Iterator[str]:
         """Forward a free local loopback port to the board's 127.0.0.1:remote_port; yields HOST:PORT."""

@@ -239,6 +239,13 @@ def test_profile_spreads_over_boards_and_survives_one_dying(provisioned, tmp_pat
     assert sum(report["boards"].values()) == jobs and set(boards) <= {b.name for b in lab.boards}
     assert set(report["reference_ms"]) == {b.name for b in lab.boards}
     assert victim.name in report["board_errors"] and f"board {victim.name} failed" in stderr  # its job moved on
+    # The fleet target answers estimates from the rows its boards measured.
+    out = run_cli("netcut-host", "estimate", "--target", TARGET, "--fleet", str(lab.fleet), "--known-hosts",
+                  str(lab.known_hosts), "--model", "mobilenet_v3_small", "--input-size", "32", "--db", str(db),
+                  "--json")
+    assert out.returncode == 0, out.stderr
+    estimates = json.loads(out.stdout)["estimates"]
+    assert len(estimates) == jobs and all(e["estimated_ms"] > 0 and "measured" in e["evidence"] for e in estimates)
     victim.start()           # the board comes back
     out = lab.fleet_cmd("start", victim.name)
     assert out.returncode == 0 and "running" in out.stdout, out.stdout + out.stderr
@@ -265,7 +272,7 @@ def test_stop_start_restart_logs_and_uninstall(provisioned):
 
 
 @needs_sshd
-def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, tmp_path):
+def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, wheels, tmp_path):
     lab = provisioned
     fake = tmp_path / "python38"
     fake.write_text('#!/bin/sh\necho \'{"python": [3, 8, 10], "machine": "armv7l", "libc": "glibc 2.28", '
@@ -282,6 +289,23 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, tmp_path):
     assert f"{b3.name}: FAILED: board {b3.name}: {fake} is Python 3.8.10; the agent needs 3.9+" in out.stdout
     assert re.search(rf"{b1.name}: (up to date|would install)", out.stdout), out.stdout
 
+    # A pip install that fails on the board shows the board's own error.
+    house = tmp_path / "house"
+    house.mkdir()
+    for wheel in wheels["house"].glob("platformdirs-*.whl"):
+        shutil.copy(wheel, house)
+    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, key=str(lab.root / "client_key"), install_dir="~/broken")
+    out = lab.fleet_cmd("provision", "--wheel", str(wheels["current"]), "--wheelhouse", str(house),
+                        fleet=write(tmp_path, text))
+    assert out.returncode == 2 and f"{b1.name}: FAILED: board {b1.name}: pip install failed" in out.stdout
+    assert "No matching distribution found" in out.stdout, out.stdout
+
+    # A second install on the board whose agent port is taken is refused rather than mistaken for the first.
+    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, key=str(lab.root / "client_key"), install_dir="~/other")
+    out = lab.fleet_cmd("provision", "--wheel", str(wheels["current"]), "--wheelhouse", str(wheels["house"]),
+                        fleet=write(tmp_path, text))
+    assert out.returncode == 2 and f"port {b1.agent_port} on the board is taken by another process" in out.stdout
+
     # A changed host key is refused, with or without --accept-new.
     b1.stop()
     b1.host_key.unlink()
@@ -291,3 +315,41 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, tmp_path):
     for extra in ([], ["--accept-new"]):
         out = lab.fleet_cmd("status", b1.name, *extra)
         assert out.returncode == 2 and "host key of" in out.stdout and "CHANGED" in out.stdout, out.stdout
+
+
+def test_direct_boards_are_reached_with_their_token(agent_factory, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("a-long-enough-s3cret-token\n")
+    agent = agent_factory("--token-file", str(token))
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-right-token-at-all\n")
+    text = (f'[targets.{TARGET}]\n\n[[targets.{TARGET}.boards]]\nname = "direct-1"\nagent = "{agent.address}"\n'
+            f'token_file = "{token}"\n\n[[targets.{TARGET}.boards]]\nname = "direct-2"\nagent = "{agent.address}"\n'
+            f'token_file = "{wrong}"\n')
+    fleet = write(tmp_path, text)
+    out = run_cli("netcut-host", "fleet", "status", "--json", "--fleet", str(fleet))
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert out.returncode == 2          # direct-2's token is refused
+    assert rows["direct-1"]["healthy"] and rows["direct-1"]["agent_version"]
+    assert not rows["direct-2"]["healthy"] and "UNAUTHENTICATED" in rows["direct-2"]["error"]
+    out = run_cli("netcut-host", "fleet", "provision", "direct-1", "--fleet", str(fleet), "--wheel",
+                  str(tmp_path / "none.whl"))
+    assert out.returncode == 2 and "no such wheel" in out.stderr
+
+
+def test_the_systemd_unit_from_deploy_runs_the_boards_agent_on_its_port():
+    from netcut_host.inventory import Board
+    from netcut_host.provision import Installation
+
+    class Paths:  # what Installation needs of an SSH connection to render the unit
+        board = Board("pi4-lab-1", "pi4", "pi.local", agent_port=50099, install_dir="~/netcut")
+
+        @staticmethod
+        def path(remote):
+            return remote.replace("~", "/home/pi", 1)
+
+    unit = Installation(Paths()).unit_text()
+    exec_start = [l for l in unit.splitlines() if l.startswith("ExecStart=")]
+    assert exec_start == ["ExecStart=/home/pi/netcut/venv/bin/netcut-agent serve --listen 127.0.0.1:50099 "
+                          "--store /home/pi/netcut/store"]
+    assert "Restart=on-failure" in unit and "WantedBy=default.target" in unit
