@@ -278,6 +278,10 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, wheels, tm
     fake.write_text('#!/bin/sh\necho \'{"python": [3, 8, 10], "machine": "armv7l", "libc": "glibc 2.28", '
                     '"free_mb": 9000}\'\n')
     fake.chmod(0o755)
+    full = tmp_path / "python-full-disk"
+    full.write_text('#!/bin/sh\necho \'{"python": [3, 11, 2], "machine": "aarch64", "libc": "glibc 2.36", '
+                    '"free_mb": 55}\'\n')
+    full.chmod(0o755)
     b1, b2, b3 = lab.boards
     text = (f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, key=str(lab.root / "client_key")) +
             b2.inventory(TARGET, key=str(lab.root / "client_key"), user="nobody-here") +
@@ -288,6 +292,10 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, wheels, tm
     assert f"{b2.name}: FAILED: board {b2.name}: authentication failed for nobody-here@127.0.0.1" in out.stdout
     assert f"{b3.name}: FAILED: board {b3.name}: {fake} is Python 3.8.10; the agent needs 3.9+" in out.stdout
     assert re.search(rf"{b1.name}: (up to date|would install)", out.stdout), out.stdout
+    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, key=str(lab.root / "client_key"), python=str(full),
+                                                     install_dir="~/elsewhere")
+    out = lab.fleet_cmd("provision", "--dry-run", "--wheel", str(wheels["current"]), fleet=write(tmp_path, text))
+    assert out.returncode == 2 and f"board {b1.name}: only 55 MB free under ~/elsewhere" in out.stdout, out.stdout
 
     # A pip install that fails on the board shows the board's own error.
     house = tmp_path / "house"
