@@ -49,6 +49,10 @@ def add_search_command(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default: a GPU when present), cpu or cuda")
     p.add_argument("--input-size", type=int, help="square input size (default: 32 for the built-in demo, else 224)")
     p.add_argument("--threads", type=int, help="runtime threads on the board (default: the inventory target's, else 1)")
+    p.add_argument("--runtime", choices=["onnxruntime", "litert"],
+                   help="the board's runtime: onnxruntime (ONNX) or litert (TFLite; needs the convert extra here and "
+                   "profiles every candidate end to end, as LiteRT has no per-layer profiler). Default: the "
+                   "inventory target's, else onnxruntime")
     p.add_argument("--margin", type=float, default=5.0, help="safety margin on estimates, in %% (default: 5)")
     p.add_argument("--db", type=Path, help="latency table file (default: the user's data dir)")
     p.add_argument("--out", type=Path, default=Path("netcut-out"), help="report folder (default: ./netcut-out)")
@@ -92,10 +96,8 @@ def cmd_search(args) -> int:
     cfg = config_from_args(args)
     progress = Progress(enabled=not args.json)
     say = (lambda s: (progress.done(), print(s, file=sys.stderr))) if not args.json else (lambda s: None)
-    runtime = "onnxruntime"
     ft = fleet_target(args.target, args.agent, args.fleet)
-    if ft is not None and ft.runtime != runtime:
-        raise NetcutError(f"target {ft.name} runs {ft.runtime}; search confirms on onnxruntime only so far")
+    runtime = args.runtime or (ft.runtime if ft else "onnxruntime")
     threads = args.threads if args.threads is not None else (ft.threads if ft else 1)
     with LatencyDB(args.db or default_db()) as db, \
             connect(args.target, args.agent, runtime, threads, credentials_from_args(args), args.fleet,

@@ -216,8 +216,10 @@ class Search:
     def _profile(self, names: list[str]) -> None:
         t0 = time.monotonic()
         analyses = {n: self.analyses[n] for n in names}
-        jobs = plan(analyses, "all", "layers")
-        self.say(f"profiling {', '.join(names)} on {self.target.name} ({len(jobs)} measurements, layers mode)")
+        # LiteRT has no per-layer profiler: every candidate is measured end to end there.
+        mode = "layers" if self.key.runtime == "onnxruntime" else "e2e"
+        jobs = plan(analyses, "all", mode)
+        self.say(f"profiling {', '.join(names)} on {self.target.name} ({len(jobs)} measurements, {mode} mode)")
         timing = pb.TimingConfig(**self.cfg.timing)
         files = ModelFiles(self.export_cache, self.key, analyses)
         report = run(jobs, self.target, self.db, self.key, files, timing,

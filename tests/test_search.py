@@ -201,3 +201,19 @@ def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, age
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "pick:" in result.stdout
+
+
+@pytest.mark.slow  # about 2 minutes: every candidate is converted with litert-torch and measured end to end
+def test_a_litert_target_is_searched_end_to_end_and_confirmed_in_tflite(tmp_path):
+    out, db = tmp_path / "out", tmp_path / "t.sqlite"
+    result = search("--runtime", "litert", "--models", "mobilenet_v3_small", out=out, db=db)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    sidecar = json.loads((out / "model.json").read_text())
+    assert report["pick"]["measured_ms"] <= report["deadline_ms"] and sidecar["format"] == "tflite"
+    assert all("measured end to end" in c["evidence"] for c in report["candidates"])
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(out / "model.tflite"))
+    interpreter.allocate_tensors()
+    assert list(interpreter.get_output_details()[0]["shape"]) == [1, 10]
