@@ -3,7 +3,7 @@
     python bench/estimators.py [--models mobilenet_v2,resnet18,efficientnet_b0,mnasnet1_0] [--input-size 224]
 
 For each network at 1 thread: profile in `layers` mode (full network + per-layer
-profile + heads), then at once in `e2e` mode (every TRN, cuts interleaved), timing each;
+profile + heads + 4 anchor TRNs), then at once in `e2e` mode (every TRN, cuts interleaved), timing each;
 the e2e measurements, taken right after the profile, are the fresh truth that scores
 - the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%), also
   with each network's estimates divided by its own drift (its full network measured in both phases),
@@ -21,7 +21,7 @@ from pathlib import Path
 from netcut.estimate import EmpiricalEstimator
 from netcut_host.cmd_tables import summary
 from netcut_host.estimation import analytical, fit
-from netcut_host.profiling import ModelFiles, analyses_for, plan, run
+from netcut_host.profiling import ModelFiles, analyses_for, anchor_cuts, plan, run
 from netcut_host.tables import LatencyDB, RowKey, TableView, to_measurement
 from netcut_host.targets import connect
 from netcut_protos.agent.v1 import agent_pb2 as pb
@@ -68,6 +68,7 @@ def main(argv=None) -> int:
             estimator = EmpiricalEstimator(TableView(db, target.target.identity, key, exclude_mode="e2e"))
             cost_model = fit(db, target.target.identity, key, exclude=name, analyses=analyses)
             cuts = [c.name for c in a.cuts]
+            anchors = set(anchor_cuts(cuts))
             for cut in cuts + [None]:
                 measured = fresh[(name, cut)].median_ms
                 emp = estimator.estimate(name, cuts, cut, "median").estimated_ms
@@ -76,10 +77,16 @@ def main(argv=None) -> int:
                 a_err = abs(ana - measured) / measured * 100
                 empirical_errors.append(e_err)
                 analytical_errors.append(a_err)
-                out["per_cut"].append({"model": name, "cut": cut, "measured_ms": round(measured, 4),
+                out["per_cut"].append({"model": name, "cut": cut, "anchor": cut in anchors,
+                                       "measured_ms": round(measured, 4),
                                        "empirical_ms": round(emp, 4), "analytical_lono_ms": round(ana, 4),
                                        "empirical_ape_pct": round(e_err, 2), "analytical_ape_pct": round(a_err, 2)})
         out["empirical"] = {**summary(empirical_errors), "goal": "median < 3%, p95 < 8%"}
+        # Cuts whose estimate is not simply their own anchor row (measured in the layers phase).
+        out["empirical_non_anchor_cuts"] = summary([r["empirical_ape_pct"] for r in out["per_cut"]
+                                                    if r["cut"] is not None and not r["anchor"]])
+        # The machine's repeatability: the same TRN measured in both phases (anchor row vs fresh row).
+        out["same_trn_measured_twice"] = summary([r["empirical_ape_pct"] for r in out["per_cut"] if r["anchor"]])
         # The same full network, profiled minutes before the fresh run, drifts with the machine; dividing
         # each network's estimates by its own drift separates the estimator's error from the machine's.
         drift = {r["model"]: r["measured_ms"] / r["empirical_ms"] for r in out["per_cut"] if r["cut"] is None}

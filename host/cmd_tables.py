@@ -15,7 +15,7 @@ from netcut.estimate import EmpiricalEstimator, quantile_level
 
 from .cmd_agent import add_connection_args, credentials_from_args, timing_pb
 from .estimation import ESTIMATORS, analytical, empirical, fit, measured_models
-from .profiling import MODES, Job, ModelFiles, analyses_for, interleave, plan, round_robin, run
+from .profiling import MODES, Job, ModelFiles, analyses_for, anchor_cuts, interleave, plan, round_robin, run
 from .progress import Progress, bar
 from .tables import STALE_DAYS, LatencyDB, RowKey, TableView, to_measurement
 from .targets import LOCAL, connect, fleet_target
@@ -275,7 +275,8 @@ def validate(db: LatencyDB, target, key: RowKey, names: list[str], per_model: in
     identity = target.target.identity
     jobs_per_model = []
     for name, a in analyses.items():
-        cuts = [c.name for c in a.cuts]
+        anchors = set(anchor_cuts([c.name for c in a.cuts]))   # measured in layers mode: not held out
+        cuts = [c.name for c in a.cuts if c.name not in anchors]
         step = max(1, len(cuts) // per_model)
         held = cuts[step // 2::step][:per_model] + [None]
         jobs_per_model.append([Job(name, c, "e2e") for c in interleave(held)])
@@ -349,7 +350,8 @@ def add_table_commands(sub) -> None:
                        description="Export what is needed, upload only what the agent lacks, benchmark and store "
                        "one row per measurement. Cuts are measured interleaved; rows already in the table are "
                        "skipped (unless --force), so an interrupted run resumes. `layers` measures the full network "
-                       "once with a per-layer profile (plus each cut's head alone); `e2e` measures every TRN.")
+                       "once with a per-layer profile, each cut's head alone, and 4 TRNs end to end that calibrate "
+                       "the profile; `e2e` measures every TRN.")
     p.add_argument("--model", required=True, help="network name(s), comma-separated")
     p.add_argument("--cuts", default="all", help="all (default), or cut names / indices, comma-separated ('full' too)")
     p.add_argument("--mode", choices=MODES, default="layers", help="layers (default, cheapest), e2e, or both")

@@ -21,6 +21,7 @@ import torch
 
 from netcut import models
 from netcut.cuts import NetworkAnalysis, analyse
+from netcut.estimate import ANCHOR
 from netcut.export import export
 from netcut.trn import GlobalPoolLinear, build_trn, head_input_features
 from netcut_protos.agent.v1 import agent_pb2 as pb
@@ -42,7 +43,8 @@ SEED = 0
 class Job:
     model: str
     cut: str | None      # None: the full network
-    mode: str            # e2e, layers (full network, per-layer profile), head (the head alone, for layers mode)
+    mode: str            # e2e; layers (full network, per-layer profile), head (the head alone) and anchor
+                         # (a TRN end to end) for layers mode
 
     def label(self) -> str:
         what = "full network" if self.cut is None else f"cut {self.cut}"
@@ -95,8 +97,20 @@ def plan(analyses: dict[str, NetworkAnalysis], cuts: str, mode: str) -> list[Job
             jobs += [Job(name, c, "e2e") for c in interleave(chosen)]
         if mode in ("layers", "both"):
             jobs += [Job(name, None, "layers")] + [Job(name, c, "head") for c in interleave(chosen) if c is not None]
+        if mode == "layers":  # a few TRNs end to end calibrate the profile's prefix sums
+            jobs += [Job(name, c, ANCHOR) for c in anchor_cuts([c for c in chosen if c is not None])]
         per_model.append(jobs)
     return round_robin(per_model)
+
+
+ANCHORS = 4
+
+
+def anchor_cuts(cuts: list[str], k: int = ANCHORS) -> list[str]:
+    """k cuts spread from the first to three quarters of the way (the full network closes the curve)."""
+    if not cuts:
+        return []
+    return [cuts[i] for i in sorted({round(j * (len(cuts) - 1) / k) for j in range(k)})]
 
 
 def round_robin(lists: list[list]) -> list:

@@ -44,7 +44,7 @@ MIGRATIONS = {
         runtime TEXT NOT NULL,
         runtime_version TEXT NOT NULL,
         threads INTEGER NOT NULL,
-        mode TEXT NOT NULL,                 -- e2e, layers (full network + per-block profile), head
+        mode TEXT NOT NULL,                 -- e2e, layers (full network + per-block profile), head, anchor
         classes INTEGER NOT NULL,
         timing TEXT NOT NULL,               -- JSON: the timing config the agent used
         n INTEGER NOT NULL,

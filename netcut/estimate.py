@@ -26,6 +26,10 @@ from .features import FEATURES
 QUANTILES = {"p50": 0.5, "median": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 STAT_OF = {0.5: "median_ms", 0.9: "p90_ms", 0.95: "p95_ms", 0.99: "p99_ms"}
 E2E, LAYERS, HEAD = "e2e", "layers", "head"
+# A few TRNs measured end to end alongside a per-layer profile: they calibrate the profile's prefix sums
+# (a block runs faster in a short TRN, whose weights stay cached, than inside the full network).
+ANCHOR = "anchor"
+MEASURED_TRN = (E2E, ANCHOR)
 
 
 def quantile_level(name: str) -> float:
@@ -41,7 +45,7 @@ class Measurement:
     id: int
     model: str
     cut: str | None          # None: the full network
-    mode: str                # e2e, layers (full network with per-block times), head
+    mode: str                # e2e, anchor (a TRN measured end to end in layers mode), layers, head
     n: int
     median_ms: float
     p90_ms: float
@@ -93,9 +97,9 @@ class EmpiricalEstimator:
         """cuts: the model's cut names in execution order (the profile's block labels)."""
         q = quantile_level(quantile)
         rows = self.table.measurements(model)
-        e2e = [r for r in rows if r.mode == E2E and r.cut == cut]
-        if e2e:
-            r = max(e2e, key=lambda r: r.id)
+        measured = [r for r in rows if r.mode in MEASURED_TRN and r.cut == cut]
+        if measured:
+            r = max(measured, key=lambda r: r.id)
             return Estimate(cut, r.at(q), quantile_uncertainty(r.samples_ms, q),
                             f"measured end to end (row {r.id}, n={r.n})", [r.id])
         layers = [r for r in rows if r.mode == LAYERS]
@@ -107,25 +111,45 @@ class EmpiricalEstimator:
                             f"full network measured with its per-layer profile (row {full.id}, n={full.n})", [full.id])
         if cut not in cuts:
             raise NetcutError(f"{cut!r} is not a cut of {model}")
-        labels = cuts[: cuts.index(cut) + 1]
-        missing = [b for b in labels if b not in full.blocks]
+        missing = [b for b in cuts[: cuts.index(cut) + 1] if b not in full.blocks]
         if missing:
             return Estimate(cut, None, None, f"the per-layer profile (row {full.id}) lacks blocks {missing[:3]}: "
                             "profile again at the same granularity")
-        heads = [r for r in rows if r.mode == HEAD and r.cut == cut]
-        if not heads:
+        heads = {r.cut: r for r in sorted(rows, key=lambda r: r.id) if r.mode == HEAD}
+        if cut not in heads:
             return Estimate(cut, None, None, f"no measured head for {cut}: profile with --mode layers")
-        head = max(heads, key=lambda r: r.id)
-        prefix_median = sum(full.blocks[b] for b in labels)
-        # The profile is normalised to the clean median; tails scale like the full network's.
-        scale = full.at(q) / full.median_ms if full.median_ms > 0 else 1.0
-        prefix = prefix_median * scale
-        fraction = prefix_median / full.median_ms if full.median_ms > 0 else 1.0
+        head = heads[cut]
+        value, fraction = self._from_profile(full, head, cuts, cut, q)
         u_prefix = quantile_uncertainty(full.samples_ms, q) * fraction
         u_head = quantile_uncertainty(head.samples_ms, q)
-        return Estimate(cut, prefix + head.at(q), math.hypot(u_prefix, u_head),
-                        f"per-layer profile of the full network (row {full.id}) summed to the cut "
-                        f"+ measured head (row {head.id})", [full.id, head.id])
+        evidence = f"per-layer profile of the full network (row {full.id}) summed to the cut + measured head " \
+                   f"(row {head.id})"
+        ids = [full.id, head.id]
+        # Measured TRNs of this network correct the profile: their measured/estimated ratios, interpolated
+        # along the network (by the profile's cumulative time), with 1 at the full network's end.
+        points = {}
+        for r in sorted(rows, key=lambda r: r.id):
+            if r.mode in MEASURED_TRN and r.cut in heads and r.cut in cuts and r.cut != cut and \
+                    all(b in full.blocks for b in cuts[: cuts.index(r.cut) + 1]):
+                est, frac = self._from_profile(full, heads[r.cut], cuts, r.cut, 0.5)
+                points[frac] = (r.median_ms / est if est > 0 else 1.0, r.id)
+        if points:
+            fracs = sorted(points)
+            ratio = float(np.interp(fraction, fracs + [1.0], [points[f][0] for f in fracs] + [1.0]))
+            value *= ratio
+            ids += [points[f][1] for f in fracs]
+            evidence += f", corrected x{ratio:.3f} by {len(fracs)} TRNs measured end to end " \
+                        f"(rows {', '.join(str(points[f][1]) for f in fracs)})"
+        return Estimate(cut, value, math.hypot(u_prefix, u_head), evidence, ids)
+
+    @staticmethod
+    def _from_profile(full: Measurement, head: Measurement, cuts: list[str], cut: str, q: float) -> tuple[float, float]:
+        """The profile's prefix to `cut` plus the head, at quantile q; and the prefix's share of the network."""
+        prefix_median = sum(full.blocks[b] for b in cuts[: cuts.index(cut) + 1])
+        # The profile is normalised to the clean median; tails scale like the full network's.
+        scale = full.at(q) / full.median_ms if full.median_ms > 0 else 1.0
+        fraction = prefix_median / full.median_ms if full.median_ms > 0 else 1.0
+        return prefix_median * scale + head.at(q), fraction
 
 
 # ------------------------------------------------------------------ analytical
@@ -227,6 +251,6 @@ def calibration_points(model: str, rows: list[Measurement], segments: dict[str, 
             f = head[r.cut].copy()
             f[runs] = 1.0
             points.append(CalibrationPoint(model, f, r.median_ms, ratios))
-        elif r.mode == E2E and r.cut in whole:
+        elif r.mode in MEASURED_TRN and r.cut in whole:
             points.append(CalibrationPoint(model, whole[r.cut], r.median_ms, ratios))
     return points

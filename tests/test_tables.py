@@ -15,10 +15,12 @@ from conftest import BIN, run_cli
 from netcut.estimate import (CalibrationPoint, CostModel, EmpiricalEstimator, Measurement, fit_cost_model,
                              nonnegative_least_squares, quantile_uncertainty)
 from netcut.features import FEATURES
+from netcut_host.profiling import anchor_cuts
 from netcut_host.tables import SCHEMA_VERSION, LatencyDB, Row, RowKey, TableError, Target
 
 FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
 SMALL = ["--input-size", "32"]
+RESNET18_CUTS = ["maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "avgpool"]
 
 
 def host(*argv, db, timeout=600, **kw):
@@ -61,6 +63,8 @@ def test_profile_stores_a_row_per_measurement(profiled):
         assert sum(blocks.values()) == pytest.approx(r["median_ms"], rel=1e-6)
     heads = [r for r in rows if r["mode"] == "head" and r["model"] == "resnet18"]
     assert len(heads) == 9  # one per cut of resnet18
+    anchors = [r["cut"] for r in rows if r["mode"] == "anchor" and r["model"] == "resnet18"]
+    assert sorted(anchors) == sorted(anchor_cuts(RESNET18_CUTS)) and len(anchors) == 4  # TRNs end to end
 
 
 def test_profile_again_skips_what_is_measured(profiled):
@@ -68,7 +72,7 @@ def test_profile_again_skips_what_is_measured(profiled):
     out = host("profile", "--model", "resnet18", *SMALL, *FAST, "--json", db=db)
     assert out.returncode == 0, out.stderr
     again = json.loads(out.stdout)
-    assert again["measured"] == 0 and again["skipped"] == 10
+    assert again["measured"] == 0 and again["skipped"] == 1 + 9 + 4   # profile, heads, anchors
 
 
 def test_empirical_estimate_every_cut_from_the_profile(profiled):
@@ -80,9 +84,13 @@ def test_empirical_estimate_every_cut_from_the_profile(profiled):
     cuts = [e["cut"] for e in data["estimates"]]
     assert cuts[0] == "maxpool" and cuts[-1] is None and len(cuts) == 10
     values = [e["estimated_ms"] for e in data["estimates"]]
-    assert all(v > 0 for v in values)
-    assert values[:-1] == sorted(values[:-1])  # deeper prefixes take longer
-    assert "per-layer profile" in data["estimates"][0]["evidence"]
+    assert all(v > 0 for v in values) and values[-2] > values[0]  # the deepest cut takes longer than the first
+    anchors = set(anchor_cuts(RESNET18_CUTS))
+    for e in data["estimates"][:-1]:
+        if e["cut"] in anchors:
+            assert "measured end to end" in e["evidence"]
+        else:  # the profile summed to the cut, corrected by the anchors around it
+            assert "per-layer profile" in e["evidence"] and "corrected" in e["evidence"] and "4 TRNs" in e["evidence"]
     assert all(e["uncertainty_ms"] >= 0 for e in data["estimates"])
     p50 = json.loads(host("estimate", "--model", "resnet18", *SMALL, "--quantile", "p50", "--json", db=db).stdout)
     assert all(a["estimated_ms"] <= b["estimated_ms"] for a, b in zip(p50["estimates"], data["estimates"]))
@@ -284,3 +292,17 @@ def test_empirical_estimator_explains_what_it_lacks():
     missing = estimator.estimate("m", ["a", "b"], "b", "median")
     assert missing.estimated_ms is None and "no measured head" in missing.evidence
     assert EmpiricalEstimator(Table([])).estimate("m", ["a"], "a").estimated_ms is None
+
+    # Anchors (TRNs measured end to end) correct the profile: ratio measured/profile-estimate, interpolated
+    # along the profile's cumulative share, with 1 at the full network.
+    blocks = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
+    full = Measurement(1, "m", None, "layers", 3, 4.0, 4.0, 4.0, 4.0, (4.0,) * 3, blocks)
+    heads = [Measurement(10 + i, "m", c, "head", 3, 0.0, 0.0, 0.0, 0.0, (0.0,) * 3) for i, c in enumerate("abcd")]
+    anchor = Measurement(20, "m", "a", "anchor", 3, 0.8, 0.8, 0.8, 0.8, (0.8,) * 3)   # 0.8x the profile's 1.0
+    estimator = EmpiricalEstimator(Table([full, anchor, *heads]))
+    cuts = list("abcd")
+    a = estimator.estimate("m", cuts, "a", "median")
+    assert a.estimated_ms == 0.8 and "measured end to end" in a.evidence
+    b = estimator.estimate("m", cuts, "b", "median")   # share 0.5, between 0.8 at 0.25 and 1 at 1.0
+    assert b.estimated_ms == pytest.approx(2.0 * (0.8 + (1.0 - 0.8) * (0.5 - 0.25) / 0.75))
+    assert "corrected" in b.evidence and 20 in b.rows
