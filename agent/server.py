@@ -134,7 +134,10 @@ def start(listen: str, store: ModelStore, security: Security | None = None, max_
         interceptors=interceptors,
         options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                  ("grpc.max_send_message_length", MAX_SEND_BYTES),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", 0),
+                 # Hosts ping every 10 s during long benchmarks to notice a dead link; allow it.
+                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+                 ("grpc.http2.max_ping_strikes", 0)],
         maximum_concurrent_rpcs=max_waiting + 6,
     )
     pb_grpc.add_AgentServicer_to_server(

@@ -96,7 +96,13 @@ def _connect_fleet(ft: inventory.FleetTarget, runtime: str, threads: int, ssh) -
                                   "(netcut-host fleet status)")
         identities = {}
         for link in links:
-            identities[link.board.name] = identity_description(link.info, runtime, threads)
+            try:
+                identities[link.board.name] = identity_description(link.info, runtime, threads)
+            except ValueError as exc:  # this board lacks the runtime: the others carry on
+                print(f"netcut-host: board {link.board.name} left out: {exc}", file=sys.stderr)
+        links = [l for l in links if l.board.name in identities]
+        if not links:
+            raise ValueError(f"no board of target {ft.name} can run {runtime} (netcut-host fleet status)")
         first = links[0]
         described = identities[first.board.name]
         for link in links[1:]:

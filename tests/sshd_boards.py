@@ -99,6 +99,17 @@ LogLevel ERROR
             self.proc.kill()
             self.proc.wait()
 
+    def signal_all(self, sig: int) -> None:
+        """Signal the board's SSH sessions (not its listener) and its agent's process group."""
+        for pid in descendants(self.proc.pid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        pid = self.agent_pid()
+        if pid:
+            os.killpg(pid, sig)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -210,7 +211,7 @@ def test_profile_spreads_over_boards_and_survives_one_dying(provisioned, tmp_pat
            str(lab.known_hosts), "--model", "mobilenet_v3_small", "--cuts", "all", "--mode", "e2e",
            "--input-size", "32", "--db", str(db), "--json", *FAST]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = lab.boards[2]
+    victim, frozen = lab.boards[2], lab.boards[1]
 
     def rows() -> int:
         if not db.exists():
@@ -226,7 +227,12 @@ def test_profile_spreads_over_boards_and_survives_one_dying(provisioned, tmp_pat
         time.sleep(0.1)
     victim.kill_agent()      # the board's agent and its sshd die mid-run: it drops off the network
     victim.kill()
-    stdout, stderr = proc.communicate(timeout=600)
+    frozen.signal_all(signal.SIGSTOP)   # this one hangs without closing anything (power cut, cable pulled)
+    at_failure = rows()
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        frozen.signal_all(signal.SIGCONT)
     assert proc.returncode == 0, stderr
     report = json.loads(stdout)
     with sqlite3.connect(db) as conn:
@@ -235,10 +241,12 @@ def test_profile_spreads_over_boards_and_survives_one_dying(provisioned, tmp_pat
     jobs = len(keys)
     assert report["measured"] == jobs and report["failed"] == [] and len(set(keys)) == jobs  # each row once
     assert jobs == len(analyse(models.build("mobilenet_v3_small"), "m", 32).cuts) + 1             # none lost
-    assert set(report["boards"]) >= {lab.boards[0].name, lab.boards[1].name}
     assert sum(report["boards"].values()) == jobs and set(boards) <= {b.name for b in lab.boards}
+    # The healthy board took over the rest (the others may each have finished the job in flight).
+    assert report["boards"][lab.boards[0].name] >= jobs - at_failure - 2
     assert set(report["reference_ms"]) == {b.name for b in lab.boards}
-    assert victim.name in report["board_errors"] and f"board {victim.name} failed" in stderr  # its job moved on
+    for failed in (victim, frozen):  # each one's job moved on
+        assert failed.name in report["board_errors"] and f"board {failed.name} failed" in stderr
     # The fleet target answers estimates from the rows its boards measured.
     out = run_cli("netcut-host", "estimate", "--target", TARGET, "--fleet", str(lab.fleet), "--known-hosts",
                   str(lab.known_hosts), "--model", "mobilenet_v3_small", "--input-size", "32", "--db", str(db),
