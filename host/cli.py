@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if args.verbose else
+                        "netcut-host: %(message)s")
+    # paramiko logs a refused port forward (an agent not up yet) as an ERROR; netcut reports what matters.
+    logging.getLogger("paramiko.transport").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     from .errors import report
 
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -258,9 +257,9 @@ def agreeing(target: ConnectedTarget, files: ModelFiles, tolerance: float) -> tu
             log.warning("board %s: reference measurement failed: %s", worker.name, exc)
     flagged = disagreeing(medians, tolerance)
     for name, ratio in flagged.items():
-        print(f"netcut-host: board {name} disagrees with the other boards of {target.name}: reference network "
-              f"{medians[name]:.3f} ms, {ratio:.2f}x their median (tolerance {tolerance:.0%}; overheating? wrong "
-              "clock?); it measures nothing this run", file=sys.stderr)
+        log.warning("board %s disagrees with the other boards of %s: reference network %.3f ms, %.2fx their "
+                    "median (tolerance %.0f%%; overheating? wrong clock?); it measures nothing this run",
+                    name, target.name, medians[name], ratio, tolerance * 100)
     return [w for w in workers if w.name in medians and w.name not in flagged], medians
 
 
@@ -319,9 +318,7 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
             running -= 1
             if kind == "board":
                 board_errors[worker.name] = payload
-                log.warning("board %s failed: %s", worker.name, payload)
-                if len(workers) > 1:
-                    print(f"netcut-host: board {worker.name} failed and is left out: {payload}", file=sys.stderr)
+                log.warning("board %s failed and is left out: %s", worker.name, payload)
             continue
         done += 1
         if kind == "failed":

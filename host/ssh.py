@@ -24,8 +24,6 @@ import paramiko
 from .inventory import Board
 
 log = logging.getLogger(__name__)
-# paramiko logs a refused port-forward (an agent not up yet) as an ERROR; we report what matters ourselves.
-logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 CONNECT_TIMEOUT_S = 10.0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -90,7 +89,6 @@ def _connect_fleet(ft: inventory.FleetTarget, runtime: str, threads: int, ssh) -
     with open_links(ft.boards, ssh or SSHOptions()) as (links, errors):
         for board, why in errors.items():
             log.warning("board %s left out: %s", board, why)
-            print(f"netcut-host: board {board} left out: {why}", file=sys.stderr)
         if not links:
             raise ConnectionError(f"no board of target {ft.name} can be reached; fix one and retry "
                                   "(netcut-host fleet status)")
@@ -99,7 +97,7 @@ def _connect_fleet(ft: inventory.FleetTarget, runtime: str, threads: int, ssh) -
             try:
                 identities[link.board.name] = identity_description(link.info, runtime, threads)
             except ValueError as exc:  # this board lacks the runtime: the others carry on
-                print(f"netcut-host: board {link.board.name} left out: {exc}", file=sys.stderr)
+                log.warning("board %s left out: %s", link.board.name, exc)
         links = [l for l in links if l.board.name in identities]
         if not links:
             raise ValueError(f"no board of target {ft.name} can run {runtime} (netcut-host fleet status)")
@@ -107,7 +105,7 @@ def _connect_fleet(ft: inventory.FleetTarget, runtime: str, threads: int, ssh) -
         described = identities[first.board.name]
         for link in links[1:]:
             if identities[link.board.name] != described:
-                print(f"netcut-host: board {link.board.name} differs from {first.board.name} "
-                      f"({identities[link.board.name]} vs {described}); it is left out", file=sys.stderr)
+                log.warning("board %s differs from %s (%s vs %s); it is left out", link.board.name,
+                            first.board.name, identities[link.board.name], described)
         same = [l for l in links if identities[l.board.name] == described]
         yield ConnectedTarget(Target(ft.name, described), first.client, first.info, runtime, threads, same)

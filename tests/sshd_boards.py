@@ -46,12 +46,13 @@ def keygen(path: Path) -> Path:
 
 
 class SSHDBoard:
-    def __init__(self, root: Path, name: str, client_key: Path):
+    def __init__(self, root: Path, name: str):
         self.name, self.dir = name, root / name
         self.home = self.dir / "home"
         self.home.mkdir(parents=True)
         self.host_key = keygen(self.dir / "host_key")
-        (self.dir / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
+        self.client_key = keygen(self.dir / "client_key")      # only this board accepts it
+        (self.dir / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
         self.port = free_port()
         self.agent_port = free_port()
         self.config = self.dir / "sshd_config"
@@ -127,7 +128,7 @@ LogLevel ERROR
     def inventory(self, target: str, **overrides) -> str:
         values = {"name": self.name, "host": "127.0.0.1", "port": self.port, "user": getpass.getuser(), "agent_port": self.agent_port,
                   "python": overrides.pop("python", sys._base_executable),
-                  "install_dir": "~/agent", **overrides}
+                  "install_dir": "~/agent", "key": str(self.client_key), **overrides}
         lines = [f"[[targets.{target}.boards]]"]
         for k, v in values.items():
             lines.append(f"{k} = {v}" if isinstance(v, int) else f'{k} = "{v}"')

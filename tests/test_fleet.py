@@ -141,11 +141,10 @@ def lab(tmp_path_factory):
     if not have_sshd():
         pytest.fail("sshd is missing: apt-get install openssh-server")
     root = tmp_path_factory.mktemp("lab")
-    key = keygen(root / "client_key")
-    boards = [SSHDBoard(root, f"board-{i}", key).start() for i in (1, 2, 3)]
+    boards = [SSHDBoard(root, f"board-{i}").start() for i in (1, 2, 3)]
     header = f'[targets.{TARGET}]\nruntime = "onnxruntime"\nthreads = 1\n\n'
     fleet = root / "fleet.toml"
-    fleet.write_text(header + "\n".join(b.inventory(TARGET, key=str(key)) for b in boards))
+    fleet.write_text(header + "\n".join(b.inventory(TARGET) for b in boards))
     lab = Lab(root, boards, fleet, root / "known_hosts")
     yield lab
     for b in boards:
@@ -272,6 +271,16 @@ def test_stop_start_restart_logs_and_uninstall(provisioned):
     assert lab.fleet_cmd("restart", b.name).returncode == 0 and b.agent_pid() != before
     out = lab.fleet_cmd("logs", b.name, "-n", "5")
     assert out.returncode == 0 and "listening on 127.0.0.1:" in out.stdout
+    # A board whose sshd is gone is reported unreachable; the others answer.
+    lab.boards[2].stop()
+    try:
+        out = lab.fleet_cmd("status", "--json")
+        rows = {r["name"]: r for r in json.loads(out.stdout)}
+        assert out.returncode == 2 and not rows[lab.boards[2].name]["reachable"]
+        assert "cannot reach" in rows[lab.boards[2].name]["error"]
+        assert rows[lab.boards[0].name]["healthy"] and rows[lab.boards[1].name]["healthy"]
+    finally:
+        lab.boards[2].start()
     out = lab.fleet_cmd("uninstall", lab.boards[1].name)
     assert out.returncode == 0 and "uninstalled" in out.stdout
     assert not (lab.boards[1].home / "agent").exists()
@@ -291,17 +300,17 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, wheels, tm
                     '"free_mb": 55}\'\n')
     full.chmod(0o755)
     b1, b2, b3 = lab.boards
-    text = (f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, key=str(lab.root / "client_key")) +
-            b2.inventory(TARGET, key=str(lab.root / "client_key"), user="nobody-here") +
-            b3.inventory(TARGET, key=str(lab.root / "client_key"), python=str(fake)))
+    text = (f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET) + b2.inventory(TARGET, user="nobody-here") +
+            b3.inventory(TARGET, python=str(fake)) +
+            b1.inventory(TARGET, name="board-1-wrong-key", key=str(b2.client_key)))
     fleet = write(tmp_path, text)
     out = lab.fleet_cmd("provision", "--dry-run", fleet=fleet)
     assert out.returncode == 2
     assert f"{b2.name}: FAILED: board {b2.name}: authentication failed for nobody-here@127.0.0.1" in out.stdout
     assert f"{b3.name}: FAILED: board {b3.name}: {fake} is Python 3.8.10; the agent needs 3.9+" in out.stdout
+    assert "board-1-wrong-key: FAILED: board board-1-wrong-key: authentication failed for" in out.stdout
     assert re.search(rf"{b1.name}: (up to date|would install)", out.stdout), out.stdout
-    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, key=str(lab.root / "client_key"), python=str(full),
-                                                     install_dir="~/elsewhere")
+    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, python=str(full), install_dir="~/elsewhere")
     out = lab.fleet_cmd("provision", "--dry-run", "--wheel", str(wheels["current"]), fleet=write(tmp_path, text))
     assert out.returncode == 2 and f"board {b1.name}: only 55 MB free under ~/elsewhere" in out.stdout, out.stdout
 
@@ -310,14 +319,14 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, wheels, tm
     house.mkdir()
     for wheel in wheels["house"].glob("platformdirs-*.whl"):
         shutil.copy(wheel, house)
-    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, key=str(lab.root / "client_key"), install_dir="~/broken")
+    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, install_dir="~/broken")
     out = lab.fleet_cmd("provision", "--wheel", str(wheels["current"]), "--wheelhouse", str(house),
                         fleet=write(tmp_path, text))
     assert out.returncode == 2 and f"{b1.name}: FAILED: board {b1.name}: pip install failed" in out.stdout
     assert "No matching distribution found" in out.stdout, out.stdout
 
     # A second install on the board whose agent port is taken is refused rather than mistaken for the first.
-    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, key=str(lab.root / "client_key"), install_dir="~/other")
+    text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, install_dir="~/other")
     out = lab.fleet_cmd("provision", "--wheel", str(wheels["current"]), "--wheelhouse", str(wheels["house"]),
                         fleet=write(tmp_path, text))
     assert out.returncode == 2 and f"port {b1.agent_port} on the board is taken by another process" in out.stdout
