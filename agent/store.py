@@ -196,6 +196,9 @@ class ModelStore:
         if size_bytes > self.cap_bytes:
             raise ResourceExhausted(f"the model ({size_bytes / 1e6:.1f} MB) is larger than the whole store "
                                     f"({self.cap_bytes / 1e6:.0f} MB); raise --store-cap-mb")
+        # Recreated if someone removed the store under a running agent.
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
         tmp = Path(tmp_name)
         try:

@@ -176,6 +176,17 @@ def test_hash_mismatch_is_refused(agent, client, stored, tiny_onnx):
     assert_healthy(client, ids)
 
 
+def test_a_store_removed_under_a_running_agent_is_recreated(agent_factory, tiny_onnx, tmp_path):
+    import shutil
+
+    a = agent_factory(store=tmp_path / "store")
+    shutil.rmtree(tmp_path / "store")
+    with AgentClient(a.address) as c:
+        model_id = c.upload(tiny_onnx)
+        assert c.has_model(model_id) and [m.model_id for m in c.list_models().models] == [model_id]
+    assert a.alive
+
+
 def test_upload_shorter_than_announced_is_refused(agent, client, stored, tiny_onnx):
     ids, _ = stored
     data = tiny_onnx.read_bytes()
