@@ -37,7 +37,6 @@ class BoardLink:
     board: Board
     client: AgentClient
     info: pb.InfoResponse
-    ssh: SSHBoard | None = None        # None in direct mode
 
 
 def direct_credentials(board: Board) -> Credentials:
@@ -58,8 +57,7 @@ def open_link(board: Board, ssh: SSHOptions) -> Iterator[BoardLink]:
     """SSH + tunnel + client to one board's agent (or a direct client); raises BoardError/AgentUnavailable."""
     with contextlib.ExitStack() as stack:
         if board.direct:
-            conn, address = None, board.agent
-            credentials = direct_credentials(board)
+            address, credentials = board.agent, direct_credentials(board)
         else:
             conn = stack.enter_context(SSHBoard(board, ssh.known_hosts, ssh.accept_new))
             address = stack.enter_context(conn.tunnel(board.agent_port))
@@ -71,7 +69,7 @@ def open_link(board: Board, ssh: SSHOptions) -> Iterator[BoardLink]:
             raise AgentUnavailable(f"board {board.name}: no agent answers on its port {board.agent_port}"
                                    f"{'' if board.direct else ' (through SSH)'}: run `netcut-host fleet provision "
                                    f"{board.name}` or `fleet start {board.name}`") from None
-        yield BoardLink(board, client, info, conn)
+        yield BoardLink(board, client, info)
 
 
 def each(boards: list[Board], work: Callable[[Board], T]) -> list[tuple[Board, T | None, str | None]]:

@@ -26,7 +26,7 @@ from netcut.trn import GlobalPoolLinear, build_trn, head_input_features
 from netcut_protos.agent.v1 import agent_pb2 as pb
 
 from .client import AgentCallError, AgentClient, AgentUnavailable
-from .fleet import AGREEMENT_TOLERANCE
+from .fleet import AGREEMENT_TOLERANCE, disagreeing
 from .ssh import BoardError
 from .cmd_agent import result_dict
 from .tables import LatencyDB, Row, RowKey
@@ -143,10 +143,15 @@ class ModelFiles:
             module = build_trn(a, job.cut, self.key.classes)
             shape = a.input_shape
         metadata = {"netcut.model": job.model, "netcut.cut": job.cut or "", "netcut.mode": job.mode}
-        tmp = path.with_suffix(".part" + path.suffix)
-        export(module, tmp, shape, self.key.format, metadata if self.key.format == "onnx" else None)
-        tmp.replace(path)
-        return path
+        return export_whole(module, path, shape, self.key.format, metadata if self.key.format == "onnx" else None)
+
+
+def export_whole(module, path: Path, shape, fmt: str, metadata: dict | None = None) -> Path:
+    """Export through a temporary name, so the cache never holds half a file."""
+    tmp = path.with_suffix(".part" + path.suffix)
+    export(module, tmp, shape, fmt, metadata)
+    tmp.replace(path)
+    return path
 
 
 def head_timing(timing: pb.TimingConfig) -> pb.TimingConfig:
@@ -237,17 +242,13 @@ def reference_file(files: ModelFiles) -> Path:
     path = files.cache / f"reference-64.{files.key.format}"
     if not path.is_file():
         torch.manual_seed(SEED)
-        tmp = path.with_suffix(".part" + path.suffix)
-        export(models.build(REFERENCE.model).eval(), tmp, (1, 3, 64, 64), files.key.format)
-        tmp.replace(path)
+        export_whole(models.build(REFERENCE.model).eval(), path, (1, 3, 64, 64), files.key.format)
     return path
 
 
 def agreeing(target: ConnectedTarget, files: ModelFiles, tolerance: float) -> tuple[list[Worker], dict[str, float]]:
     """Measure the reference network on each board in turn; boards off the median by more than tolerance
     are left out of this run (their rows would not be comparable) until they agree again."""
-    from .fleet import disagreeing
-
     path = reference_file(files)
     medians, workers = {}, workers_of(target)
     for worker in workers:

@@ -113,11 +113,6 @@ class SSHBoard:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def alive(self) -> bool:
-        transport = self.client.get_transport()
-        return transport is not None and transport.is_active()
-
     # ------------------------------------------------------------ commands and files
 
     def run(self, command: str, timeout: float = 600.0) -> tuple[int, str, str]:
