@@ -84,7 +84,7 @@ def config_from_args(args):
                         args.data, args.estimator, args.policy, args.finetune,
                         args.epochs or (30 if args.finetune == "head" else 5), resolve_device(args.device),
                         input_size, args.margin, args.out, timing,
-                        None if args.classes == "auto" else int(args.classes))
+                        None if args.classes == "auto" else int(args.classes), args.rounds)
 
 
 def cmd_search(args) -> int:

@@ -15,9 +15,9 @@ from netcut.estimate import EmpiricalEstimator, quantile_level
 
 from .cmd_agent import add_connection_args, credentials_from_args, timing_pb
 from .estimation import ESTIMATORS, analytical, empirical, fit, measured_models
-from .profiling import MODES, Job, ModelFiles, analyses_for, anchor_cuts, interleave, plan, round_robin, run
+from .profiling import DEFAULT_ROUNDS, MODES, Job, ModelFiles, analyses_for, anchor_cuts, interleave, plan, round_robin, run
 from .progress import Progress, bar
-from .tables import STALE_DAYS, LatencyDB, RowKey, TableView, to_measurement
+from .tables import STALE_DAYS, LatencyDB, RowKey, TableView, fresh_measurements
 from .targets import LOCAL, connect, fleet_target
 
 
@@ -57,6 +57,21 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
     for flag, kind in (("--warmup-runs", int), ("--warmup-seconds", float), ("--min-runs", int),
                        ("--min-seconds", float), ("--max-seconds", float)):
         g.add_argument(flag, type=kind)
+    g.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS, metavar="N",
+                   help="split each measurement into N windows taken in N passes over all measurements (every "
+                        "other pass in reverse), so a slow drift of the board (heat, neighbours) averages out "
+                        "instead of biasing whichever measurements it caught; the windows add up to the timing "
+                        "above (default: %(default)s)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_fleet_args(p: argparse.ArgumentParser) -> None:
@@ -127,7 +142,8 @@ def cmd_profile(args) -> int:
     with open_db(args) as db, connected(args, key) as target:
         warn_other_identities(db, target.name, target.target.identity)
         files = ModelFiles(export_cache(), key, analyses)
-        report = run(jobs, target, db, key, files, timing_pb(args), args.force, show, agreement=args.agreement)
+        report = run(jobs, target, db, key, files, timing_pb(args), args.force, show, agreement=args.agreement,
+                     rounds=args.rounds)
     progress.done()
     out = {"target": target.name, "identity": target.target.identity, "models": names, "mode": args.mode,
            "measured": len(report.measured), "skipped": report.skipped,
@@ -269,7 +285,7 @@ def summary(errors: list[float]) -> dict:
 
 
 def validate(db: LatencyDB, target, key: RowKey, names: list[str], per_model: int, quantile: str, timing,
-             progress=None) -> dict:
+             progress=None, rounds: int = 1) -> dict:
     """Measure held-out cuts afresh (interleaved) and score both estimators against them."""
     analyses = analyses_for(names, key)
     identity = target.target.identity
@@ -282,9 +298,8 @@ def validate(db: LatencyDB, target, key: RowKey, names: list[str], per_model: in
         jobs_per_model.append([Job(name, c, "e2e") for c in interleave(held)])
     jobs = round_robin(jobs_per_model)
     files = ModelFiles(export_cache(), key, analyses)
-    report = run(jobs, target, db, key, files, timing, force=True, progress=progress)
-    fresh = {(r["arch"], r["cut"] or None): to_measurement(r) for r in db.rows(identity=identity, key=key)
-             if r["id"] in set(report.measured)}
+    report = run(jobs, target, db, key, files, timing, force=True, progress=progress, rounds=rounds)
+    fresh = fresh_measurements(db, identity, key, report.measured)
     q = quantile_level(quantile)
     results = {"empirical": [], "analytical": []}
     per_network = {}
@@ -326,7 +341,8 @@ def cmd_validate(args) -> int:
             raise ValueError(f"nothing to validate: the table has no rows for {target.name} with these options; "
                              "profile some networks first (--mode layers)")
         out = validate(db, target, key, names, args.cuts_per_model, args.quantile, timing_pb(args),
-                       lambda d, t, j: progress.show(f"{bar(d, t, started)} {j.label() if j else ''}"))
+                       lambda d, t, j: progress.show(f"{bar(d, t, started)} {j.label() if j else ''}"),
+                       rounds=args.rounds)
     progress.done()
     if args.json:
         print(json.dumps(out, indent=1))

@@ -10,7 +10,7 @@ from netcut.estimate import (CalibrationPoint, CostModel, EmpiricalEstimator, Es
 from netcut.features import head_features, segment_features, trn_features
 
 from .profiling import analyses_for
-from .tables import LatencyDB, RowKey, TableView, to_measurement
+from .tables import LatencyDB, RowKey, TableView
 
 log = logging.getLogger(__name__)
 ESTIMATORS = ("empirical", "analytical")
@@ -32,7 +32,7 @@ def empirical(db: LatencyDB, identity: str, key: RowKey, a: NetworkAnalysis, qua
 def points_for(db: LatencyDB, identity: str, key: RowKey, analyses: dict[str, NetworkAnalysis]) -> list[CalibrationPoint]:
     points = []
     for name, a in analyses.items():
-        rows = [to_measurement(r) for r in db.rows(identity=identity, arch=models.architecture_key(name), key=key)]
+        rows = TableView(db, identity, key).measurements(models.architecture_key(name))
         whole = {cut: trn_features(a, cut, key.classes) for cut in candidates(a)}
         heads = {c.name: head_features(c.output_shape, key.classes) for c in a.cuts}
         points += calibration_points(name, rows, segment_features(a), whole, heads)

@@ -7,7 +7,9 @@ measurement is committed on its own: an interrupted run resumes where it stopped
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from netcut.cuts import NetworkAnalysis, analyse
 from netcut.estimate import ANCHOR
 from netcut.export import export
 from netcut.trn import GlobalPoolLinear, build_trn, head_input_features
+from netcut_agent.measure import TimingConfig as AgentTiming
 from netcut_protos.agent.v1 import agent_pb2 as pb
 
 from .client import AgentCallError, AgentClient, AgentUnavailable
@@ -35,6 +38,7 @@ from .targets import ConnectedTarget
 log = logging.getLogger(__name__)
 
 MODES = ("e2e", "layers", "both")
+DEFAULT_ROUNDS = 1
 SEED = 0
 
 
@@ -44,10 +48,11 @@ class Job:
     cut: str | None      # None: the full network
     mode: str            # e2e; layers (full network, per-layer profile), head (the head alone) and anchor
                          # (a TRN end to end) for layers mode
+    round: int = 0       # measurements taken in rounds: which window (0 = the first)
 
     def label(self) -> str:
         what = "full network" if self.cut is None else f"cut {self.cut}"
-        return f"{self.model} {what} ({self.mode})"
+        return f"{self.model} {what} ({self.mode}{f', round {self.round + 1}' if self.round else ''})"
 
 
 @dataclass
@@ -57,6 +62,7 @@ class ProfileReport:
     failed: list[tuple[Job, str]] = field(default_factory=list)
     seconds: float = 0.0
     inference_seconds: float = 0.0                         # time spent inside timed inference calls
+    by_mode: dict[str, dict[str, float]] = field(default_factory=dict)   # job mode -> wall_s, inference_s
     boards: dict[str, int] = field(default_factory=dict)   # rows measured per board
     board_errors: dict[str, str] = field(default_factory=dict)
     reference_ms: dict[str, float] = field(default_factory=dict)   # fleets: each board's reference median
@@ -154,13 +160,26 @@ def export_whole(module, path: Path, shape, fmt: str, metadata: dict | None = No
     return path
 
 
-def head_timing(timing: pb.TimingConfig) -> pb.TimingConfig:
-    """Heads run in microseconds: half a second of samples is plenty."""
-    short = pb.TimingConfig()
-    short.CopyFrom(timing)
-    short.warmup_seconds = min(timing.warmup_seconds if timing.HasField("warmup_seconds") else 1.0, 0.2)
-    short.min_seconds = min(timing.min_seconds if timing.HasField("min_seconds") else 2.0, 0.5)
-    return short
+def round_timing(timing: pb.TimingConfig, rounds: int = 1, head: bool = False) -> pb.TimingConfig:
+    """One round's share of a measurement: the windows of its rounds add up to `timing` (the agent's
+    defaults where unset). Heads run in microseconds: half a second of samples is plenty."""
+    defaults = AgentTiming()
+
+    def get(name):
+        return getattr(timing, name) if timing.HasField(name) else getattr(defaults, name)
+
+    out = pb.TimingConfig()
+    out.CopyFrom(timing)
+    warmup_seconds, min_seconds = get("warmup_seconds"), get("min_seconds")
+    if head:
+        warmup_seconds, min_seconds = min(warmup_seconds, 0.2), min(min_seconds, 0.5)
+    if head or rounds > 1:
+        out.warmup_seconds, out.min_seconds = warmup_seconds / rounds, min_seconds / rounds
+    if rounds > 1:
+        # Each round runs after other models: a few warm-up runs refill the caches.
+        out.warmup_runs = max(3, math.ceil(get("warmup_runs") / rounds))
+        out.min_runs = max(1, math.ceil(get("min_runs") / rounds))
+    return out
 
 
 def blocks_of(result: pb.BenchmarkResult) -> dict[str, float]:
@@ -172,14 +191,16 @@ def blocks_of(result: pb.BenchmarkResult) -> dict[str, float]:
 
 
 def store_result(db: LatencyDB, target: ConnectedTarget, key: RowKey, job: Job, result: pb.BenchmarkResult,
-                 blocks: dict[str, float] | None = None, replace: bool = False, board: str | None = None) -> int:
-    """One benchmark result as one committed row of the target's table; returns the row id."""
+                 blocks: dict[str, float] | None = None, replace: bool = False, board: str | None = None,
+                 rounds: int | None = None) -> int:
+    """One benchmark result (one round of a measurement) as one committed row of the target's table;
+    returns the row id. replace: drop the old row of this round (and rounds beyond `rounds`)."""
     measured = result_dict(result, job.model)
     if board:
         measured["fleet_board"] = board
     row = Row(target.name, target.target.identity, job.model, models.architecture_key(job.model), key, job.cut,
-              job.mode, result.runtime_version, measured, blocks or {})
-    return db.add(row, replace=replace)
+              job.mode, result.runtime_version, measured, blocks or {}, round=job.round)
+    return db.add(row, replace=replace, rounds=rounds)
 
 
 @dataclass
@@ -219,10 +240,11 @@ class _JobQueue:
             self.cond.notify_all()
 
 
-def _measure(worker: Worker, job: Job, path: Path, key: RowKey, timing: pb.TimingConfig) -> pb.BenchmarkResult:
+def _measure(worker: Worker, job: Job, path: Path, key: RowKey, timing: pb.TimingConfig,
+             rounds: int = 1) -> pb.BenchmarkResult:
     model_id = worker.client.upload(path, label=job.label())
     request = pb.BenchmarkRequest(model_id=model_id, runtime=key.runtime, threads=key.threads,
-                                  timing=head_timing(timing) if job.mode == "head" else timing,
+                                  timing=round_timing(timing, rounds, head=job.mode == "head"),
                                   profile_layers=job.mode == "layers")
     return worker.client.benchmark(request)
 
@@ -267,8 +289,12 @@ def agreeing(target: ConnectedTarget, files: ModelFiles, tolerance: float) -> tu
 def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, files: ModelFiles,
         timing: pb.TimingConfig, force: bool = False,
         progress: Callable[[int, int, Job], None] | None = None, workers: list[Worker] | None = None,
-        agreement: float | None = None) -> ProfileReport:
+        agreement: float | None = None, rounds: int = 1) -> ProfileReport:
     """Measure jobs on the target's boards in parallel (one job per board at a time) and store each result.
+
+    rounds > 1 splits each measurement's timing into that many windows, taken in as many passes over
+    all jobs (every other pass in reverse order), so a drift of the board averages out instead of
+    biasing whichever jobs it caught; each round is its own row and the estimators pool them.
 
     A board that fails (unreachable, tunnel or agent gone) stops taking jobs and its job goes to
     another board; only this thread writes the database, so nothing is stored twice.
@@ -276,8 +302,15 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
     report = ProfileReport()
     db.add_target(target.target)
     identity = target.target.identity
-    todo = [j for j in jobs if force or not db.has(identity, models.architecture_key(j.model), key, j.cut, j.mode)]
-    report.skipped = len(jobs) - len(todo)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    have = {j: set() if force else db.rounds(identity, models.architecture_key(j.model), key, j.cut, j.mode)
+            for j in jobs}
+    todo = []
+    for r in range(rounds):
+        todo_r = [dataclasses.replace(j, round=r) for j in jobs if r not in have[j]]
+        todo += todo_r if r % 2 == 0 else todo_r[::-1]
+    report.skipped = sum(1 for j in jobs if have[j] >= set(range(rounds)))
     started = time.monotonic()
     if workers is None and len(target.links) > 1 and todo:
         workers, report.reference_ms = agreeing(target, files, agreement or AGREEMENT_TOLERANCE)
@@ -287,10 +320,11 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
 
     def work(worker: Worker) -> None:
         while (job := queue.take()) is not None:
+            job_started = time.monotonic()
             try:
                 with export_lock:
                     path = files.get(job)
-                result = _measure(worker, job, path, key, timing)
+                result = _measure(worker, job, path, key, timing, rounds)
             except (AgentUnavailable, BoardError) as exc:
                 queue.finish(job, failed_board=True)
                 results.put(("board", worker, None, str(exc)))
@@ -304,7 +338,7 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
                 results.put(("failed", worker, job, f"{exc} ({exc.code.name})"))
                 continue
             queue.finish(job)
-            results.put(("done", worker, job, result))
+            results.put(("done", worker, job, (result, time.monotonic() - job_started)))
         results.put(("exit", worker, None, None))
 
     threads = [threading.Thread(target=work, args=(w,), name=f"profile-{w.name}", daemon=True) for w in workers]
@@ -325,14 +359,19 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
         if kind == "failed":
             report.failed.append((job, payload))
         else:
+            payload, wall = payload
             blocks = blocks_of(payload) if job.mode == "layers" else {}
             if job.mode == "layers" and not blocks:
                 report.failed.append((job, payload.layer_profile_note or "the agent returned no per-layer profile"))
             else:
                 report.measured.append(store_result(db, target, key, job, payload, blocks, replace=force,
-                                                    board=worker.name if target.links else None))
+                                                    board=worker.name if target.links else None, rounds=rounds))
                 report.boards[worker.name] = report.boards.get(worker.name, 0) + 1
-                report.inference_seconds += sum(payload.samples_ms) * payload.timing.runs_per_sample / 1000.0
+                inference = sum(payload.samples_ms) * payload.timing.runs_per_sample / 1000.0
+                report.inference_seconds += inference
+                spent = report.by_mode.setdefault(job.mode, {"wall_s": 0.0, "inference_s": 0.0})
+                spent["wall_s"] += wall
+                spent["inference_s"] += inference
         if progress:
             progress(done, len(todo), job)
     report.seconds = time.monotonic() - started

@@ -60,6 +60,7 @@ class SearchConfig:
     out: Path = Path("netcut-out")
     timing: dict = field(default_factory=dict)
     expected_classes: int | None = None   # --classes N: checked against the data before any work
+    rounds: int = 1                        # profiling: windows per measurement (netcut_host.profiling.run)
 
     def identity(self) -> dict:
         """What must match for --resume to continue a search."""
@@ -222,7 +223,7 @@ class Search:
         self.say(f"profiling {', '.join(names)} on {self.target.name} ({len(jobs)} measurements, {mode} mode)")
         timing = pb.TimingConfig(**self.cfg.timing)
         files = ModelFiles(self.export_cache, self.key, analyses)
-        report = run(jobs, self.target, self.db, self.key, files, timing,
+        report = run(jobs, self.target, self.db, self.key, files, timing, rounds=self.cfg.rounds,
                      progress=lambda d, t, j: self.say(f"  [{d}/{t}] {j.label()}") if j else None)
         for job, error in report.failed:
             self.notes.append(f"could not measure {job.label()}: {error}")
@@ -297,7 +298,8 @@ class Search:
             model_id = self.target.client.upload(path, label=c.key)
             result = self.target.client.benchmark(pb.BenchmarkRequest(
                 model_id=model_id, runtime=self.key.runtime, threads=self.key.threads, timing=timing))
-            store_result(self.db, self.target, self.key, Job(c.model, c.cut, "e2e"), result, replace=True)
+            store_result(self.db, self.target, self.key, Job(c.model, c.cut, "e2e"), result, replace=True,
+                         rounds=1)
             data = result_dict(result, c.model)
             c.measured_ms = data[STAT_OF[quantile_level(self.cfg.quantile)]]
             if c.measured_ms <= self.cfg.deadline_ms:

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from netcut.estimate import Measurement
+from netcut.estimate import Measurement, pool_rounds
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS = {
     1: """
     CREATE TABLE targets (
@@ -70,8 +70,51 @@ MIGRATIONS = {
         PRIMARY KEY (identity, row_key)
     );
     """,
+    # A measurement may be taken in rounds (windows spread over the run, so a drift of the board averages
+    # out): one row per round. SQLite cannot change a UNIQUE constraint in place: rebuild the table.
+    2: """
+    CREATE TABLE measurements_v2 (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        identity TEXT NOT NULL REFERENCES targets(identity),
+        model TEXT NOT NULL,
+        arch TEXT NOT NULL,
+        input_size INTEGER NOT NULL,
+        batch INTEGER NOT NULL,
+        cut TEXT NOT NULL,
+        granularity TEXT NOT NULL,
+        format TEXT NOT NULL,
+        runtime TEXT NOT NULL,
+        runtime_version TEXT NOT NULL,
+        threads INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        classes INTEGER NOT NULL,
+        timing TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        median_ms REAL NOT NULL, mean_ms REAL NOT NULL, p90_ms REAL NOT NULL, p95_ms REAL NOT NULL,
+        p99_ms REAL NOT NULL, min_ms REAL NOT NULL, max_ms REAL NOT NULL, std_ms REAL NOT NULL, cv REAL NOT NULL,
+        samples TEXT NOT NULL,
+        blocks TEXT NOT NULL,
+        layers TEXT NOT NULL,
+        board TEXT NOT NULL,
+        throttled INTEGER NOT NULL,
+        clock_dropped INTEGER NOT NULL,
+        model_id TEXT NOT NULL,
+        agent_version TEXT NOT NULL,
+        measured_at REAL NOT NULL,
+        round INTEGER NOT NULL DEFAULT 0,   -- which window of a measurement taken in rounds (0 = the first)
+        UNIQUE (identity, arch, input_size, batch, cut, granularity, format, threads, mode, classes, round)
+    );
+    INSERT INTO measurements_v2 SELECT *, 0 FROM measurements;
+    DROP TABLE measurements;
+    ALTER TABLE measurements_v2 RENAME TO measurements;
+    CREATE INDEX measurements_lookup ON measurements (target, arch, input_size, batch, format, threads);
+    """,
 }
 STALE_DAYS = 30
+# The columns that name one measurement (all its rounds).
+JOB_KEY = "identity=? AND arch=? AND input_size=? AND batch=? AND cut=? AND granularity=? AND format=? AND threads=? " \
+          "AND mode=? AND classes=?"
 
 
 class TableError(ValueError):
@@ -115,6 +158,7 @@ class Row:
     result: dict                      # netcut_host.cmd_agent.result_dict of the benchmark
     blocks: dict = field(default_factory=dict)
     measured_at: float = 0.0
+    round: int = 0                    # which window of a measurement taken in rounds
 
 
 def _friendly(exc: sqlite3.Error, path: Path) -> TableError:
@@ -189,8 +233,11 @@ class LatencyDB:
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
 
-    def add(self, row: Row, replace: bool = False) -> int:
-        """Store one measurement in its own transaction; returns its id."""
+    def add(self, row: Row, replace: bool = False, rounds: int | None = None) -> int:
+        """Store one measurement (or one round of it) in its own transaction; returns its id.
+
+        replace: measured again, so the row of the same round goes, and with `rounds` (how many the
+        measurement now has) the rounds beyond those too."""
         r = row.result
         values = (row.target, row.identity, row.model, row.arch, row.key.input_size, row.key.batch, row.cut or "",
                   row.key.granularity, row.key.format, row.key.runtime, row.runtime_version, row.key.threads, row.mode,
@@ -202,15 +249,20 @@ class LatencyDB:
                               "state_start": r.get("state_start", {}),
                               "state_end": r.get("state_end", {}), "warnings": r.get("warnings", [])}),
                   int(r["throttled"]), int(r["clock_dropped"]), r["model_id"], r.get("agent_version", ""),
-                  row.measured_at or time.time())
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
+                  row.measured_at or time.time(), row.round)
         try:
             with self.transaction():
-                cursor = self.conn.execute(f"{verb} INTO measurements (target, identity, model, arch, input_size, "
+                if replace:
+                    beyond = rounds if rounds is not None else -1  # -1: no round is beyond
+                    self.conn.execute(f"DELETE FROM measurements WHERE {JOB_KEY} AND (round=? OR "
+                                      "(? >= 0 AND round>=?))",
+                                      self._job_params(row.identity, row.arch, row.key, row.cut, row.mode) +
+                                      (row.round, beyond, beyond))
+                cursor = self.conn.execute("INSERT INTO measurements (target, identity, model, arch, input_size, "
                                            "batch, cut, granularity, format, runtime, runtime_version, threads, mode, "
                                            "classes, timing, n, median_ms, mean_ms, p90_ms, p95_ms, p99_ms, min_ms, "
                                            "max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
-                                           "clock_dropped, model_id, agent_version, measured_at) VALUES "
+                                           "clock_dropped, model_id, agent_version, measured_at, round) VALUES "
                                            f"({', '.join('?' * len(values))})", values)
             return cursor.lastrowid
         except sqlite3.IntegrityError:
@@ -232,12 +284,21 @@ class LatencyDB:
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
 
+    @staticmethod
+    def _job_params(identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> tuple:
+        return (identity, arch, key.input_size, key.batch, cut or "", key.granularity, key.format, key.threads, mode,
+                key.classes)
+
+    def rounds(self, identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> set[int]:
+        """The rounds of this measurement already in the table (empty: never measured)."""
+        try:
+            return {r[0] for r in self.conn.execute(f"SELECT round FROM measurements WHERE {JOB_KEY}",
+                                                     self._job_params(identity, arch, key, cut, mode))}
+        except sqlite3.Error as exc:
+            raise _friendly(exc, self.path) from None
+
     def has(self, identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> bool:
-        return bool(self._scalar("SELECT EXISTS (SELECT 1 FROM measurements WHERE identity=? AND arch=? AND "
-                                 "input_size=? AND batch=? AND cut=? AND granularity=? AND format=? AND threads=? "
-                                 "AND mode=? AND classes=?)",
-                                 (identity, arch, key.input_size, key.batch, cut or "", key.granularity, key.format,
-                                  key.threads, mode, key.classes)))
+        return bool(self.rounds(identity, arch, key, cut, mode))
 
     def count(self, identity: str, older_than: float | None = None) -> int:
         return self._scalar("SELECT COUNT(*) FROM measurements WHERE identity=? AND measured_at < ?",
@@ -319,6 +380,13 @@ def to_measurement(r: sqlite3.Row) -> Measurement:
                        r["p95_ms"], r["p99_ms"], tuple(json.loads(r["samples"])), json.loads(r["blocks"]))
 
 
+def fresh_measurements(db: LatencyDB, identity: str, key: RowKey, row_ids, mode: str = "e2e") -> dict[tuple, Measurement]:
+    """The `mode` rows among those a run just measured, by (arch, cut), with the rounds of each pooled."""
+    ids = set(row_ids)
+    rows = [to_measurement(r) for r in db.rows(identity=identity, key=key) if r["id"] in ids and r["mode"] == mode]
+    return {(m.model, m.cut): m for m in pool_rounds(rows)}
+
+
 class TableView:
     """netcut.estimate.LatencyTable over the rows of one identity and row key.
 
@@ -334,6 +402,6 @@ class TableView:
         if model not in self._cache:
             rows = self.db.rows(identity=self.identity, arch=model, key=self.key)
             # Head and e2e rows depend on the head's class count; layers rows do not.
-            self._cache[model] = [to_measurement(r) for r in rows if r["mode"] != self.exclude_mode and
-                                  (r["mode"] == "layers" or r["classes"] == self.key.classes)]
+            self._cache[model] = pool_rounds([to_measurement(r) for r in rows if r["mode"] != self.exclude_mode and
+                                              (r["mode"] == "layers" or r["classes"] == self.key.classes)])
         return self._cache[model]

@@ -53,11 +53,49 @@ class Measurement:
     p99_ms: float
     samples_ms: tuple[float, ...] = ()
     blocks: dict[str, float] = field(default_factory=dict)   # layers mode: block -> ms, summing to the median
+    row_ids: tuple[int, ...] = ()                             # the rows pooled into this one (default: id)
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.row_ids or (self.id,)
+
+    def rows_text(self) -> str:
+        return f"row {self.id}" if len(self.ids) == 1 else f"rows {', '.join(map(str, self.ids))}"
 
     def at(self, q: float) -> float:
         if q in STAT_OF:
             return getattr(self, STAT_OF[q])
         return float(np.quantile(self.samples_ms, q))
+
+
+def pooled(rows: list[Measurement]) -> Measurement:
+    """Rows of one measurement taken in rounds (or of one TRN measured more than once) as one: samples
+    pooled, statistics recomputed, per-block times averaged and scaled to sum to the pooled median."""
+    if len(rows) == 1:
+        return rows[0]
+    samples = np.concatenate([np.asarray(r.samples_ms, dtype=float) for r in rows])
+    if not samples.size:  # rows without raw samples: the median of their statistics
+        stat = {f: float(np.median([getattr(r, f) for r in rows])) for f in STAT_OF.values()}
+    else:
+        stat = {f: float(np.quantile(samples, q)) for q, f in STAT_OF.items()}
+    blocks = {}
+    with_blocks = [r for r in rows if r.blocks]
+    if with_blocks:
+        scale = stat["median_ms"] / float(np.mean([r.median_ms for r in with_blocks]))
+        names = dict.fromkeys(b for r in with_blocks for b in r.blocks)
+        blocks = {b: float(np.mean([r.blocks.get(b, 0.0) for r in with_blocks])) * scale for b in names}
+    last = max(rows, key=lambda r: r.id)
+    return Measurement(last.id, last.model, last.cut, last.mode, sum(r.n for r in rows), stat["median_ms"],
+                       stat["p90_ms"], stat["p95_ms"], stat["p99_ms"], tuple(samples.tolist()), blocks,
+                       tuple(sorted(i for r in rows for i in r.ids)))
+
+
+def pool_rounds(rows: list[Measurement]) -> list[Measurement]:
+    """One Measurement per (model, cut, mode), pooling the rounds; in the order of each group's last row."""
+    groups: dict[tuple, list[Measurement]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.cut, r.mode), []).append(r)
+    return sorted((pooled(g) for g in groups.values()), key=lambda m: m.id)
 
 
 class LatencyTable(Protocol):
@@ -99,21 +137,22 @@ class EmpiricalEstimator:
         rows = self.table.measurements(model)
         measured = [r for r in rows if r.mode in MEASURED_TRN and r.cut == cut]
         if measured:
-            r = max(measured, key=lambda r: r.id)
+            r = pooled(measured)
             return Estimate(cut, r.at(q), quantile_uncertainty(r.samples_ms, q),
-                            f"measured end to end (row {r.id}, n={r.n})", [r.id])
+                            f"measured end to end ({r.rows_text()}, n={r.n})", list(r.ids))
         layers = [r for r in rows if r.mode == LAYERS]
         if not layers:
             return Estimate(cut, None, None, "no measurement: profile this model on the target")
         full = max(layers, key=lambda r: r.id)
         if cut is None:
             return Estimate(cut, full.at(q), quantile_uncertainty(full.samples_ms, q),
-                            f"full network measured with its per-layer profile (row {full.id}, n={full.n})", [full.id])
+                            f"full network measured with its per-layer profile ({full.rows_text()}, n={full.n})",
+                            list(full.ids))
         if cut not in cuts:
             raise NetcutError(f"{cut!r} is not a cut of {model}")
         missing = [b for b in cuts[: cuts.index(cut) + 1] if b not in full.blocks]
         if missing:
-            return Estimate(cut, None, None, f"the per-layer profile (row {full.id}) lacks blocks {missing[:3]}: "
+            return Estimate(cut, None, None, f"the per-layer profile ({full.rows_text()}) lacks blocks {missing[:3]}: "
                             "profile again at the same granularity")
         heads = {r.cut: r for r in sorted(rows, key=lambda r: r.id) if r.mode == HEAD}
         if cut not in heads:
@@ -122,9 +161,9 @@ class EmpiricalEstimator:
         value, fraction = self._from_profile(full, head, cuts, cut, q)
         u_prefix = quantile_uncertainty(full.samples_ms, q) * fraction
         u_head = quantile_uncertainty(head.samples_ms, q)
-        evidence = f"per-layer profile of the full network (row {full.id}) summed to the cut + measured head " \
-                   f"(row {head.id})"
-        ids = [full.id, head.id]
+        evidence = f"per-layer profile of the full network ({full.rows_text()}) summed to the cut + measured head " \
+                   f"({head.rows_text()})"
+        ids = list(full.ids) + list(head.ids)
         # Measured TRNs of this network correct the profile: their measured/estimated ratios, interpolated
         # along the network (by the profile's cumulative time), with 1 at the full network's end.
         points = {}
@@ -132,14 +171,14 @@ class EmpiricalEstimator:
             if r.mode in MEASURED_TRN and r.cut in heads and r.cut in cuts and r.cut != cut and \
                     all(b in full.blocks for b in cuts[: cuts.index(r.cut) + 1]):
                 est, frac = self._from_profile(full, heads[r.cut], cuts, r.cut, 0.5)
-                points[frac] = (r.median_ms / est if est > 0 else 1.0, r.id)
+                points[frac] = (r.median_ms / est if est > 0 else 1.0, r)
         if points:
             fracs = sorted(points)
             ratio = float(np.interp(fraction, fracs + [1.0], [points[f][0] for f in fracs] + [1.0]))
             value *= ratio
-            ids += [points[f][1] for f in fracs]
+            ids += [i for f in fracs for i in points[f][1].ids]
             evidence += f", corrected x{ratio:.3f} by {len(fracs)} TRNs measured end to end " \
-                        f"(rows {', '.join(str(points[f][1]) for f in fracs)})"
+                        f"({'; '.join(points[f][1].rows_text() for f in fracs)})"
         return Estimate(cut, value, math.hypot(u_prefix, u_head), evidence, ids)
 
     @staticmethod

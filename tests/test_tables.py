@@ -13,10 +13,11 @@ import pytest
 
 from conftest import BIN, run_cli
 from netcut.estimate import (CalibrationPoint, CostModel, EmpiricalEstimator, Measurement, fit_cost_model,
-                             nonnegative_least_squares, quantile_uncertainty)
+                             nonnegative_least_squares, pooled, quantile_uncertainty)
 from netcut.features import FEATURES
-from netcut_host.profiling import anchor_cuts
-from netcut_host.tables import SCHEMA_VERSION, LatencyDB, Row, RowKey, TableError, Target
+from netcut_host.profiling import anchor_cuts, round_timing
+from netcut_host.tables import MIGRATIONS, SCHEMA_VERSION, LatencyDB, Row, RowKey, TableError, Target
+from netcut_protos.agent.v1 import agent_pb2 as pb
 
 FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
 SMALL = ["--input-size", "32"]
@@ -202,6 +203,88 @@ def test_killed_profile_keeps_committed_rows_and_resumes(tmp_path):
     with sqlite3.connect(db) as conn:
         keys = conn.execute("SELECT cut FROM measurements").fetchall()
     assert len(keys) == len(set(keys)) == 10  # every TRN once, none twice
+
+
+def job_rounds(db) -> dict:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT cut, mode, round FROM measurements").fetchall()
+    out = {}
+    for cut, mode, r in rows:
+        out.setdefault((cut, mode), []).append(r)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_rounds_split_measurements_pool_and_resume(tmp_path):
+    db = tmp_path / "rounds.sqlite"
+    what = ["--model", "mobilenet_v3_small", "--cuts", "features.1,features.3", "--mode", "both", *SMALL, *FAST, "--json"]
+    out = host("profile", *what, "--rounds", "2", db=db)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["measured"] == 10      # (2 e2e + layers + 2 heads) x 2 rounds
+    rounds = job_rounds(db)
+    assert len(rounds) == 5 and all(r == [0, 1] for r in rounds.values())
+    with sqlite3.connect(db) as conn:
+        timing = [json.loads(t) for (t,) in conn.execute("SELECT timing FROM measurements WHERE mode='e2e'")]
+        e2e = conn.execute("SELECT id, n, samples FROM measurements WHERE mode='e2e' AND cut=? ORDER BY round",
+                           (anchor_cut := "features.3",)).fetchall()
+    assert all(t["min_runs"] == 5 for t in timing)        # each round is half of --min-runs 10
+    # The estimate pools both rounds: every sample of both rows.
+    out = host("estimate", "--model", "mobilenet_v3_small", "--cut", anchor_cut, *SMALL, "--quantile", "p50",
+               "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    estimate = json.loads(out.stdout)["estimates"][0]
+    samples = [x for _, _, s in e2e for x in json.loads(s)]
+    assert estimate["estimated_ms"] == pytest.approx(float(np.quantile(samples, 0.5)))
+    assert f"rows {e2e[0][0]}, {e2e[1][0]}, n={sum(n for _, n, _ in e2e)}" in estimate["evidence"]
+    # More rounds later: only the missing round is measured; fewer with --force: the extra rounds go.
+    out = host("profile", *what, "--rounds", "3", db=db)
+    assert json.loads(out.stdout)["measured"] == 5 and all(r == [0, 1, 2] for r in job_rounds(db).values())
+    out = host("profile", *what, "--rounds", "3", db=db)
+    assert json.loads(out.stdout)["measured"] == 0 and json.loads(out.stdout)["skipped"] == 5
+    out = host("profile", *what, "--force", db=db)
+    assert json.loads(out.stdout)["measured"] == 5 and all(r == [0] for r in job_rounds(db).values())
+    out = host("profile", *what, "--rounds", "0", db=db)
+    assert out.returncode == 2 and "--rounds" in out.stderr and "at least 1" in out.stderr
+
+
+def test_round_timing_splits_the_windows():
+    whole = pb.TimingConfig(min_seconds=6.0, min_runs=50)
+    third = round_timing(whole, 3)
+    assert (third.min_seconds, third.min_runs, third.warmup_seconds, third.warmup_runs) == \
+        (pytest.approx(2.0), 17, pytest.approx(1.0 / 3), 4)                   # warm-up: the agent's 1 s, 10 runs
+    assert round_timing(whole, 1) == whole
+    head = round_timing(whole, 2, head=True)
+    assert head.min_seconds == pytest.approx(0.25) and head.warmup_seconds == pytest.approx(0.1)
+
+
+def test_pooled_rounds_recompute_statistics_and_blocks():
+    a = Measurement(1, "m", None, "layers", 3, 2.0, 2.0, 2.0, 2.0, (1.0, 2.0, 3.0), {"x": 1.0, "y": 1.0})
+    b = Measurement(2, "m", None, "layers", 3, 5.0, 5.0, 5.0, 5.0, (4.0, 5.0, 6.0), {"x": 3.0, "y": 2.0})
+    p = pooled([a, b])
+    assert p.n == 6 and p.ids == (1, 2) and p.median_ms == pytest.approx(3.5)
+    assert p.p99_ms == pytest.approx(float(np.quantile([1, 2, 3, 4, 5, 6], 0.99)))
+    # Blocks averaged (x 2.0, y 1.5), then scaled to sum to the pooled median.
+    assert p.blocks == {"x": pytest.approx(2.0 * 3.5 / 3.5), "y": pytest.approx(1.5 * 3.5 / 3.5)}
+    assert sum(p.blocks.values()) == pytest.approx(3.5)
+    assert pooled([a]) is a and a.rows_text() == "row 1" and p.rows_text() == "rows 1, 2"
+
+
+def test_a_schema_1_table_migrates_keeping_its_rows(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(MIGRATIONS[1] + "; PRAGMA user_version = 1;")
+        conn.execute("INSERT INTO targets VALUES ('abc', 'pi4', '{}', 0)")
+        conn.execute("INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, granularity, "
+                     "format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, mean_ms, "
+                     "p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
+                     "clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', 'm', 'm', 32, 1, "
+                     "'a', 'block', 'onnx', 'onnxruntime', '1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, "
+                     "1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, 'x', '0', 0)")
+    with LatencyDB(path) as db:
+        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        rows = db.rows()
+        assert len(rows) == 1 and rows[0]["round"] == 0 and rows[0]["median_ms"] == 1.5
+        assert db.rounds("abc", "m", RowKey(input_size=32), "a", "e2e") == {0}
+        assert db.integrity() == "ok"
 
 
 def test_bad_databases_are_refused_and_left_intact(tmp_path):
