@@ -6,6 +6,7 @@ figures do; element-wise ops, normalisation and pooling count zero.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ class NodeCost:
     output_bytes: int
     kind: str = "other"       # conv, dwconv (grouped), linear, other: they run at different speeds
     extra_passes: int = 0     # unfusable activations inside a composite leaf: each re-reads the output
+    kernel_area: int = 1      # convolutions: the kernel's spatial size (9 for 3x3)
 
 
 def _target_name(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -75,7 +77,7 @@ def node_costs(traced, input_shape: tuple[int, ...]) -> tuple[list[NodeCost], di
         nbytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
         cost = NodeCost(traced.names.get(node, node.name), node.op, _target_name(gm, node), traced.block_of(node),
                         int(interp.macs.get(node, 0)), params, shape, nbytes, _kind(gm, node),
-                        _extra_passes(gm, node))
+                        _extra_passes(gm, node), _kernel_area(gm, node))
         costs.append(cost)
         by_node[node] = cost
     return costs, by_node
@@ -107,6 +109,14 @@ def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
         if name in ("linear", "matmul", "bmm", "addmm", "mm", "einsum", "scaled_dot_product_attention"):
             return "linear"
     return "other"
+
+
+def _kernel_area(gm: fx.GraphModule, node: fx.Node) -> int:
+    if node.op == "call_module":
+        for module in gm.get_submodule(node.target).modules():
+            if isinstance(module, nn.modules.conv._ConvNd):
+                return int(math.prod(module.kernel_size))
+    return 1
 
 
 def _safe_attr(gm: fx.GraphModule, target: str):
