@@ -119,27 +119,53 @@ def _fetch_torchvision_weights(weights) -> dict[str, torch.Tensor]:
 
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
+# More backbones made by scripts/pretrain_builtin.py --out DIR: folders, separated like PATH.
+BUILTIN_PATH_VAR = "NETCUT_BUILTIN_PATH"
+
+
+def builtin_dirs() -> list[Path]:
+    """Where built-in backbones are looked for: the package's own folder, then NETCUT_BUILTIN_PATH's."""
+    extra = [Path(p).expanduser() for p in os.environ.get(BUILTIN_PATH_VAR, "").split(os.pathsep) if p]
+    return [BUILTIN_DIR] + extra
+
+
+def _builtin_entries() -> dict[str, tuple[dict, Path]]:
+    """name -> (its manifest entry, its weights file); the first folder that has a network wins."""
+    found: dict[str, tuple[dict, Path]] = {}
+    for folder in builtin_dirs():
+        path = folder / "manifest.json"
+        if not path.is_file():
+            continue
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise NetcutError(f"{path} is not a readable backbone manifest ({exc}); remake it with "
+                              "scripts/pretrain_builtin.py --out") from None
+        for name, meta in manifest.items():
+            if name not in found and (folder / f"{name}.pt").is_file():
+                found[name] = (meta, folder / f"{name}.pt")
+    return found
 
 
 def builtin_manifest() -> dict:
-    path = BUILTIN_DIR / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return {name: meta for name, (meta, _) in _builtin_entries().items()}
 
 
 def builtin_models() -> list[str]:
-    return sorted(m for m in builtin_manifest() if (BUILTIN_DIR / f"{m}.pt").is_file())
+    return sorted(_builtin_entries())
 
 
 def _builtin(name: str) -> nn.Module:
     """Backbones the project pretrained itself (scripts/pretrain_builtin.py), shipped in the package."""
     if ":" not in name and name not in torchvision_models():
         raise _unknown_model(name)
-    meta = builtin_manifest().get(name)
-    if meta is None or not (BUILTIN_DIR / f"{name}.pt").is_file():
+    entry = _builtin_entries().get(name)
+    if entry is None:
         raise NetcutError(f"no built-in weights for {name!r}; built-in models: {', '.join(builtin_models()) or 'none'} "
-                          "(make more with scripts/pretrain_builtin.py)")
+                          f"(make more with scripts/pretrain_builtin.py --out DIR and add DIR to {BUILTIN_PATH_VAR})")
+    meta, path = entry
     model = torchvision.models.get_model(name, weights=None, num_classes=meta["num_classes"])
-    state = torch.load(BUILTIN_DIR / f"{name}.pt", map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, f"built-in {name}")
     return model.eval()
 

@@ -1,9 +1,12 @@
 """Pretrain the built-in backbones on the procedural glyph task (reproducible, CPU is enough).
 
     python scripts/pretrain_builtin.py [--steps 1200] [--models mobilenet_v3_small,mnasnet0_5,squeezenet1_1]
+                                       [--out DIR]
 
 Writes netcut/builtin/<model>.pt (float16 state_dict, with the source task's classifier)
 and netcut/builtin/manifest.json (how each was made, and its accuracy on held-out glyphs).
+With --out DIR it writes there instead: backbones kept out of the package (bench/search.py
+uses some), found by NetCut when DIR is in NETCUT_BUILTIN_PATH.
 These weights are what `netcut-host search --data builtin` transfers from: real transfer
 learning offline, without downloading ImageNet weights. Seeds fix everything but the
 thread scheduling of the CPU kernels.
@@ -54,7 +57,7 @@ def batches(data, steps, seed):
         yield (x - MEAN) / STD, labels[idx]
 
 
-def train(name: str, steps: int, train_data, held_out) -> dict:
+def train(name: str, steps: int, train_data, held_out, out: Path = OUT) -> dict:
     torch.manual_seed(SEED)
     model = torchvision.models.get_model(name, weights=None, num_classes=CLASSES)
     lr = LEARNING_RATE.get(name, 3e-3)
@@ -79,27 +82,29 @@ def train(name: str, steps: int, train_data, held_out) -> dict:
             correct += (model(x).argmax(1) == labels[i:i + 512]).sum().item()
             total += len(labels[i:i + 512])
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save(state, OUT / f"{name}.pt")
+    torch.save(state, out / f"{name}.pt")
     return {"model": name, "source_task": f"procedural glyphs, {CLASSES} classes, {SIZE}x{SIZE}",
             "num_classes": CLASSES, "input_size": SIZE, "normalization": {"mean": [MEAN] * 3, "std": [STD] * 3},
             "steps": steps, "batch": BATCH, "images": IMAGES, "learning_rate": lr, "seed": SEED, "held_out_accuracy": round(correct / total, 4),
             "train_seconds": round(time.time() - started, 1), "torch": torch.__version__,
-            "file_bytes": (OUT / f"{name}.pt").stat().st_size}
+            "file_bytes": (out / f"{name}.pt").stat().st_size}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--models", default="mobilenet_v3_small,shufflenet_v2_x0_5,resnet18")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the weights and manifest.json "
+                        "(default: the package's netcut/builtin)")
     args = parser.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
-    manifest_path = OUT / "manifest.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     started = time.time()
     train_data, held_out = dataset(IMAGES, SEED + 10), dataset(2048, SEED + 20)
     print(f"rendered {IMAGES} + 2048 glyph images in {time.time() - started:.0f} s", flush=True)
     for name in args.models.split(","):
-        manifest[name] = train(name, args.steps, train_data, held_out)
+        manifest[name] = train(name, args.steps, train_data, held_out, args.out)
         manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
         print(json.dumps(manifest[name]), flush=True)
     return 0

@@ -170,6 +170,25 @@ def test_torchvision_weights_name_loads_from_the_cache(tmp_path, monkeypatch):
     assert torch.equal(model.classifier[1].bias, made.classifier[1].bias)
 
 
+def test_backbones_kept_outside_the_package_are_found_on_the_builtin_path(tmp_path, monkeypatch):
+    made = torchvision.models.squeezenet1_1(num_classes=7)
+    torch.nn.init.constant_(made.classifier[1].bias, 0.5)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in made.state_dict().items()},
+               tmp_path / "squeezenet1_1.pt")
+    (tmp_path / "manifest.json").write_text(json.dumps({"squeezenet1_1": {"num_classes": 7, "input_size": 32}}))
+    assert "squeezenet1_1" not in models.builtin_models()
+    with pytest.raises(NetcutError, match="NETCUT_BUILTIN_PATH"):
+        models.build("squeezenet1_1", "builtin")
+    monkeypatch.setenv("NETCUT_BUILTIN_PATH", os.pathsep.join([str(tmp_path / "absent"), str(tmp_path)]))
+    shipped = set(models.builtin_models()) - {"squeezenet1_1"}
+    assert "squeezenet1_1" in models.builtin_models() and shipped   # the package's own stay
+    loaded = models.build("squeezenet1_1", "builtin")
+    assert torch.equal(loaded.classifier[1].bias, torch.full((7,), 0.5))
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(NetcutError, match="not a readable backbone manifest"):
+        models.builtin_models()
+
+
 def test_offline_weights_say_how_to_pass_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("NETCUT_OFFLINE", "1")
