@@ -1,10 +1,13 @@
 """Estimator accuracy and profiling cost on --target local. Prints JSON.
 
-    python bench/estimators.py [--models mobilenet_v2,resnet18,efficientnet_b0,mnasnet1_0] [--input-size 224]
+    python bench/estimators.py [--models LIST] [--input-size 224] [--min-seconds 5] [--rounds 3] [--db F]
 
-For each network at 1 thread: profile in `layers` mode (full network + per-layer
-profile + heads + 4 anchor TRNs), then at once in `e2e` mode (every TRN, cuts interleaved), timing each;
-the e2e measurements, taken right after the profile, are the fresh truth that scores
+--models defaults to the networks a search profiles by default (netcut_host.search.DEFAULT_MODELS)
+plus mnasnet1_0: leave-one-network-out is only fair when a held-out network has relatives.
+
+For each network at 1 thread, in one run: the `layers` mode jobs (full network + per-layer
+profile + heads + 4 anchor TRNs) alternating with `e2e` mode (every TRN), in --rounds passes,
+timing each job; the e2e measurements, taken alongside the profile, are the fresh truth that scores
 - the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%), also
   with each network's estimates divided by its own drift (its full network measured in both phases),
 - the analytical estimator leave-one-network-out (goal: median APE < 10%),
@@ -21,17 +24,20 @@ from pathlib import Path
 from netcut.estimate import EmpiricalEstimator
 from netcut_host.cmd_tables import summary
 from netcut_host.estimation import analytical, fit
-from netcut_host.profiling import ModelFiles, analyses_for, anchor_cuts, plan, run
-from netcut_host.tables import LatencyDB, RowKey, TableView, to_measurement
+from netcut_host.search import DEFAULT_MODELS
+from netcut_host.profiling import ModelFiles, analyses_for, anchor_cuts, plan, round_robin, run
+from netcut_host.tables import LatencyDB, RowKey, TableView, fresh_measurements
 from netcut_host.targets import connect
 from netcut_protos.agent.v1 import agent_pb2 as pb
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="mobilenet_v2,resnet18,efficientnet_b0,mnasnet1_0")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS + ["mnasnet1_0"]))
     parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--min-seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="windows per measurement, in passes over the network's jobs (profile --rounds)")
     parser.add_argument("--db", type=Path, help="keep the measurements in this table (default: a temporary one)")
     parser.add_argument("--rescore", action="store_true",
                         help="measure nothing: score the estimators on the rows an earlier run left in --db")
@@ -42,7 +48,8 @@ def main(argv=None) -> int:
     key = RowKey(input_size=args.input_size, threads=1)
     timing = pb.TimingConfig(min_seconds=args.min_seconds)
     analyses = analyses_for(names, key)
-    out = {"input_size": args.input_size, "threads": 1, "profiling": {}, "per_cut": []}
+    out = {"input_size": args.input_size, "threads": 1, "min_seconds": args.min_seconds, "rounds": args.rounds,
+           "profiling": {}, "per_cut": []}
     with tempfile.TemporaryDirectory() as tmp, LatencyDB(args.db or Path(tmp) / "t.sqlite") as db, \
             connect("local", None, "onnxruntime", 1) as target:
         files = ModelFiles(Path(tmp) / "exports", key, analyses)
@@ -50,24 +57,26 @@ def main(argv=None) -> int:
         for name in names if not args.rescore else []:
             for job in plan({name: analyses[name]}, "all", "both"):
                 files.get(job)
-        # Per network: the per-layer profile, then at once every TRN end to end (interleaved cuts). The
-        # e2e run is both the e2e profiling cost and the fresh truth, about a minute after the profile:
-        # measuring everything first and re-measuring later puts minutes of machine drift in the error.
+        # Per network, one run: the layers-mode jobs (per-layer profile, heads, anchor TRNs) and every TRN end
+        # to end (the fresh truth), alternating, in --rounds passes. Estimate and truth then see the same
+        # machine: measured one after the other, a level shift of this shared machine between the two
+        # phases (seen: 13% for minutes) lands in the error whatever the estimator does.
         empirical_errors, analytical_errors, fresh = [], [], {}
         if args.rescore:
-            fresh = {(r["arch"], r["cut"] or None): to_measurement(r)
-                     for r in db.rows(identity=target.target.identity, key=key) if r["mode"] == "e2e"}
+            fresh = fresh_measurements(db, target.target.identity, key,
+                                       [r["id"] for r in db.rows(identity=target.target.identity, key=key)
+                                        if r["mode"] == "e2e"])
         for name in names if not args.rescore else []:
+            one = {name: analyses[name]}
+            jobs = round_robin([plan(one, "all", "layers"), plan(one, "all", "e2e")])
+            report = run(jobs, target, db, key, files, timing, force=True, rounds=args.rounds)
+            fresh.update(fresh_measurements(db, target.target.identity, key, report.measured))
             cost = {}
-            for mode in ("layers", "e2e"):
-                report = run(plan({name: analyses[name]}, "all", mode), target, db, key, files, timing, force=True)
-                cost[mode] = {"wall_s": round(report.seconds, 2), "inference_s": round(report.inference_seconds, 2),
-                              "overhead_ratio": round(report.seconds / max(report.inference_seconds, 1e-9), 2),
-                              "measurements": len(report.measured)}
-                if mode == "e2e":
-                    fresh.update({(r["arch"], r["cut"] or None): to_measurement(r)
-                                  for r in db.rows(identity=target.target.identity)
-                                  if r["id"] in set(report.measured)})
+            for mode, parts in (("layers", ("layers", "head", "anchor")), ("e2e", ("e2e",))):
+                wall = sum(report.by_mode.get(p, {}).get("wall_s", 0.0) for p in parts)
+                inference = sum(report.by_mode.get(p, {}).get("inference_s", 0.0) for p in parts)
+                cost[mode] = {"wall_s": round(wall, 2), "inference_s": round(inference, 2),
+                              "overhead_ratio": round(wall / max(inference, 1e-9), 2)}
             cost["layers_vs_e2e_wall"] = round(cost["layers"]["wall_s"] / cost["e2e"]["wall_s"], 3)
             out["profiling"][name] = cost
             print(json.dumps({name: cost}), file=sys.stderr)
