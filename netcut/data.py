@@ -50,8 +50,11 @@ class _Augmented(Dataset):
 
 
 def _shift(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
-    """Digits augmentation: a small random translation (no flips: a flipped 2 is no 2)."""
-    dx, dy = random.randint(-pixels, pixels), random.randint(-pixels, pixels)
+    """Digits augmentation: a small random translation (no flips: a flipped 2 is no 2).
+
+    Drawn from torch's generator, which training seeds per candidate (like torchvision's
+    transforms): a candidate trains the same whichever candidates trained before it."""
+    dy, dx = (int(v) for v in torch.randint(-pixels, pixels + 1, (2,)))
     return torch.roll(x, shifts=(dy, dx), dims=(1, 2))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import time
@@ -10,8 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import torch
+
 from conftest import BIN, run_cli
 from netcut import models
+from netcut.cuts import analyse
+from netcut.data import digits
+from netcut.training import TrainConfig, train_full
+from netcut.trn import build_trn
 
 FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
 
@@ -204,6 +211,28 @@ def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, age
 
 
 @pytest.mark.slow  # about 2 minutes: every candidate is converted with litert-torch and measured end to end
+def test_a_candidate_trains_the_same_whatever_trained_before():
+    """Policies compare picks by accuracy: the same candidate must not train differently because other
+    candidates consumed random numbers first (the digits shift once drew from Python's global random)."""
+    name = "shufflenet_v2_x0_5"
+    task = digits(32, {"mean": [0.5] * 3, "std": [0.5] * 3})
+    a = analyse(models.build(name, "builtin"), name, 32)
+    cfg = TrainConfig("full", 1, seed=0)
+
+    def once():
+        torch.manual_seed(0)
+        trn, result = train_full(build_trn(a, a.cuts[3].name, 10), task.train, task.val, cfg)
+        return trn.state_dict(), result.accuracy
+
+    first, accuracy = once()
+    random.random(), torch.rand(7)  # what training other candidates in between does to both generators
+    second, again = once()
+    assert accuracy == again and all(torch.equal(first[k], second[k]) for k in first)
+    # The augmentation does move the digits: otherwise this test would prove nothing.
+    x0 = task.train_plain[0][0]
+    assert any(not torch.equal(task.train[0][0], x0) for _ in range(10))
+
+
 def test_a_litert_target_is_searched_end_to_end_and_confirmed_in_tflite(tmp_path):
     out, db = tmp_path / "out", tmp_path / "t.sqlite"
     result = search("--runtime", "litert", "--models", "mobilenet_v3_small", out=out, db=db)
