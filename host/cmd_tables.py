@@ -260,9 +260,11 @@ def cmd_table(args) -> int:
                   f"{d.get('runtime', '')} {d.get('runtime_version', '')}, {d.get('threads', '?')} threads"
                   + (f"  ({'; '.join(flags)})" if flags else ""))
             for r in group:
+                round_note = f" round {r['round'] + 1}" if r["round"] else ""
                 print(f"  {r['id']:>5} {r['model']:<22} {r['cut'] or '(full)':<30} {r['mode']:<6} "
                       f"{r['input_size']:>4}px b{r['batch']} {r['format']:<6} median {r['median_ms']:9.3f} ms "
-                      f"p99 {r['p99_ms']:9.3f} ms n {r['n']:<5}{' THROTTLED' if r['throttled'] else ''}")
+                      f"p99 {r['p99_ms']:9.3f} ms n {r['n']:<5}{round_note}"
+                      f"{' THROTTLED' if r['throttled'] else ''}")
         if not rows:
             print("no rows" + (f" for target {args.target}" if args.target else ""))
     return 0

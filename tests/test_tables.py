@@ -227,6 +227,8 @@ def test_rounds_split_measurements_pool_and_resume(tmp_path):
         e2e = conn.execute("SELECT id, n, samples FROM measurements WHERE mode='e2e' AND cut=? ORDER BY round",
                            (anchor_cut := "features.3",)).fetchall()
     assert all(t["min_runs"] == 5 for t in timing)        # each round is half of --min-runs 10
+    shown = host("table", "--model", "mobilenet_v3_small", db=db).stdout
+    assert shown.count(" round 2") == 5 and len([l for l in shown.splitlines() if " onnx " in l]) == 10
     # The estimate pools both rounds: every sample of both rows.
     out = host("estimate", "--model", "mobilenet_v3_small", "--cut", anchor_cut, *SMALL, "--quantile", "p50",
                "--json", db=db)
