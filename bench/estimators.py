@@ -9,7 +9,7 @@ For each network at 1 thread, in one run: the `layers` mode jobs (full network +
 profile + heads + 4 anchor TRNs) alternating with `e2e` mode (every TRN), in --rounds passes,
 timing each job; the e2e measurements, taken alongside the profile, are the fresh truth that scores
 - the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%), also
-  with each network's estimates divided by its own drift (its full network measured in both phases),
+  with each network's estimates divided by its own drift (its full network measured in both modes),
 - the analytical estimator leave-one-network-out (goal: median APE < 10%),
 and report each mode's profiling wall time against the pure inference time it contains.
 """
@@ -99,13 +99,13 @@ def main(argv=None) -> int:
                                        "empirical_ms": round(emp, 4), "analytical_lono_ms": round(ana, 4),
                                        "empirical_ape_pct": round(e_err, 2), "analytical_ape_pct": round(a_err, 2)})
         out["empirical"] = {**summary(empirical_errors), "goal": "median < 3%, p95 < 8%"}
-        # Cuts whose estimate is not simply their own anchor row (measured in the layers phase).
+        # Cuts whose estimate is not simply their own anchor row.
         out["empirical_non_anchor_cuts"] = summary([r["empirical_ape_pct"] for r in out["per_cut"]
                                                     if r["cut"] is not None and not r["anchor"]])
-        # The machine's repeatability: the same TRN measured in both phases (anchor row vs fresh row).
+        # The machine's repeatability: the same TRN measured twice in the run (anchor row vs e2e row).
         out["same_trn_measured_twice"] = summary([r["empirical_ape_pct"] for r in out["per_cut"] if r["anchor"]])
-        # The same full network, profiled minutes before the fresh run, drifts with the machine; dividing
-        # each network's estimates by its own drift separates the estimator's error from the machine's.
+        # The same full network, measured with its profile and end to end, differs by what the profile
+        # costs it and by noise; dividing each network's estimates by that ratio leaves the cuts' own error.
         drift = {r["model"]: r["measured_ms"] / r["empirical_ms"] for r in out["per_cut"] if r["cut"] is None}
         normalised = [abs(r["empirical_ms"] * drift[r["model"]] - r["measured_ms"]) / r["measured_ms"] * 100
                       for r in out["per_cut"] if r["cut"] is not None]

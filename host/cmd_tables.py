@@ -287,7 +287,7 @@ def summary(errors: list[float]) -> dict:
 
 
 def validate(db: LatencyDB, target, key: RowKey, names: list[str], per_model: int, quantile: str, timing,
-             progress=None, rounds: int = 1) -> dict:
+             progress=None, rounds: int = DEFAULT_ROUNDS) -> dict:
     """Measure held-out cuts afresh (interleaved) and score both estimators against them."""
     analyses = analyses_for(names, key)
     identity = target.target.identity

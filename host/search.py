@@ -29,7 +29,7 @@ from netcut_protos.agent.v1 import agent_pb2 as pb
 
 from .cmd_agent import result_dict
 from .estimation import analytical, empirical, fit
-from .profiling import SEED, Job, ModelFiles, plan, run, store_result
+from .profiling import DEFAULT_ROUNDS, SEED, Job, ModelFiles, plan, run, store_result
 from .tables import LatencyDB, RowKey
 from .targets import ConnectedTarget
 
@@ -60,7 +60,7 @@ class SearchConfig:
     out: Path = Path("netcut-out")
     timing: dict = field(default_factory=dict)
     expected_classes: int | None = None   # --classes N: checked against the data before any work
-    rounds: int = 1                        # profiling: windows per measurement (netcut_host.profiling.run)
+    rounds: int = DEFAULT_ROUNDS           # profiling: windows per measurement (netcut_host.profiling.run)
 
     def identity(self) -> dict:
         """What must match for --resume to continue a search."""

@@ -253,11 +253,10 @@ class LatencyDB:
         try:
             with self.transaction():
                 if replace:
-                    beyond = rounds if rounds is not None else -1  # -1: no round is beyond
-                    self.conn.execute(f"DELETE FROM measurements WHERE {JOB_KEY} AND (round=? OR "
-                                      "(? >= 0 AND round>=?))",
-                                      self._job_params(row.identity, row.arch, row.key, row.cut, row.mode) +
-                                      (row.round, beyond, beyond))
+                    which, extra = ("(round=? OR round>=?)", (row.round, rounds)) if rounds is not None else \
+                        ("round=?", (row.round,))
+                    self.conn.execute(f"DELETE FROM measurements WHERE {JOB_KEY} AND {which}",
+                                      self._job_params(row.identity, row.arch, row.key, row.cut, row.mode) + extra)
                 cursor = self.conn.execute("INSERT INTO measurements (target, identity, model, arch, input_size, "
                                            "batch, cut, granularity, format, runtime, runtime_version, threads, mode, "
                                            "classes, timing, n, median_ms, mean_ms, p90_ms, p95_ms, p99_ms, min_ms, "
@@ -296,9 +295,6 @@ class LatencyDB:
                                                      self._job_params(identity, arch, key, cut, mode))}
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
-
-    def has(self, identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> bool:
-        return bool(self.rounds(identity, arch, key, cut, mode))
 
     def count(self, identity: str, older_than: float | None = None) -> int:
         return self._scalar("SELECT COUNT(*) FROM measurements WHERE identity=? AND measured_at < ?",

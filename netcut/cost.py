@@ -93,15 +93,23 @@ def _extra_passes(gm: fx.GraphModule, node: fx.Node) -> int:
     return sum(isinstance(m, _UNFUSED) for m in module.modules() if m is not module)
 
 
+def _main_layer(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The first convolution or linear layer of a leaf module. Leaves can be composites
+    (torchvision.ops.Conv2dNormActivation is conv + norm + activation): look inside."""
+    if node.op == "call_module":
+        for module in gm.get_submodule(node.target).modules():
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)):
+                return module
+    return None
+
+
 def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
-        # Leaves can be composites (torchvision.ops.Conv2dNormActivation is conv + norm + activation):
-        # classify by the layers inside.
-        for module in gm.get_submodule(node.target).modules():
-            if isinstance(module, nn.modules.conv._ConvNd):
-                return "dwconv" if module.groups > 1 else "conv"
-            if isinstance(module, (nn.Linear, nn.MultiheadAttention)):
-                return "linear"
+        module = _main_layer(gm, node)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return "dwconv" if module.groups > 1 else "conv"
+        if module is not None:
+            return "linear"
     if node.op == "call_function":
         name = getattr(node.target, "__name__", "")
         if "conv" in name:
@@ -112,11 +120,8 @@ def _kind(gm: fx.GraphModule, node: fx.Node) -> str:
 
 
 def _kernel_area(gm: fx.GraphModule, node: fx.Node) -> int:
-    if node.op == "call_module":
-        for module in gm.get_submodule(node.target).modules():
-            if isinstance(module, nn.modules.conv._ConvNd):
-                return int(math.prod(module.kernel_size))
-    return 1
+    module = _main_layer(gm, node)
+    return int(math.prod(module.kernel_size)) if isinstance(module, nn.modules.conv._ConvNd) else 1
 
 
 def _safe_attr(gm: fx.GraphModule, target: str):

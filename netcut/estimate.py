@@ -74,10 +74,7 @@ def pooled(rows: list[Measurement]) -> Measurement:
     if len(rows) == 1:
         return rows[0]
     samples = np.concatenate([np.asarray(r.samples_ms, dtype=float) for r in rows])
-    if not samples.size:  # rows without raw samples: the median of their statistics
-        stat = {f: float(np.median([getattr(r, f) for r in rows])) for f in STAT_OF.values()}
-    else:
-        stat = {f: float(np.quantile(samples, q)) for q, f in STAT_OF.items()}
+    stat = {f: float(np.quantile(samples, q)) for q, f in STAT_OF.items()}
     blocks = {}
     with_blocks = [r for r in rows if r.blocks]
     if with_blocks:
