@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cost import NodeCost
+from .cost import CLIP_PASS, NodeCost
 from .cuts import NetworkAnalysis
 from .trn import head_input_features
 
@@ -18,15 +18,20 @@ FULL = "classifier"  # the label of the segment after the last cut (see netcut.t
 
 # Operations that inference runtimes fuse into the preceding convolution or elide: they move
 # no activation through memory of their own, so they count as neither traffic nor an op.
-# (onnxruntime fuses Conv+BatchNorm and Conv+Relu/Clip; SiLU, Hardswish and gates are passes of their own.)
-FUSED = {"BatchNorm1d", "BatchNorm2d", "ReLU", "ReLU6", "Dropout", "Identity", "Flatten", "relu", "relu6",
-         "dropout", "flatten", "getattr", "getitem", "size", "view", "reshape", "contiguous", "x", "output"}
+# (onnxruntime fuses Conv+BatchNorm and Conv+Relu; a clip is a cheap pass (netcut.cost.PASS_COST); SiLU,
+# Hardswish and gates are passes of their own.)
+CLIPS = {"ReLU6", "Hardtanh", "relu6", "hardtanh"}
+FUSED = {"BatchNorm1d", "BatchNorm2d", "ReLU", "Dropout", "Identity", "Flatten", "relu", "dropout", "flatten",
+         "getattr", "getitem", "size", "view", "reshape", "contiguous", "x", "output"}
 
 
 def _piece(costs: list[NodeCost]) -> np.ndarray:
     v = np.zeros(len(FEATURES))
     for c in costs:
         if c.target in FUSED or c.target.startswith("<built-in"):
+            continue
+        if c.target in CLIPS:
+            v[3] += c.output_bytes * CLIP_PASS / 1e6
             continue
         if c.kind == "conv":
             v[0] += c.macs / 1e9

@@ -99,6 +99,33 @@ def test_macs_match_torchvision_published_figures(analysed):
         "googlenet", "inception_v3")  # their auxiliary heads hold parameters the eval graph never runs
 
 
+def _activation_traffic(*layers) -> float:
+    from netcut.cost import node_costs
+    from netcut.features import FEATURES, _piece
+    from netcut.graph import trace
+
+    costs, _ = node_costs(trace(torch.nn.Sequential(*layers).eval()), (1, 3, 16, 16))
+    return float(_piece(costs)[FEATURES.index("act_mb")])
+
+
+def test_activations_are_charged_by_the_pass_they_cost():
+    """ReLU folds into the convolution; a clip (ReLU6) is a cheap pass over its output; SiLU a full one."""
+    from torchvision.ops import Conv2dNormActivation
+
+    out_mb = 8 * 16 * 16 * 4 / 1e6
+    acts = (None, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU)
+    composite = {act: _activation_traffic(Conv2dNormActivation(3, 8, activation_layer=act)) for act in acts}
+    assert composite[torch.nn.ReLU] == pytest.approx(composite[None])
+    assert composite[torch.nn.ReLU6] - composite[None] == pytest.approx(out_mb * 0.4)
+    assert composite[torch.nn.SiLU] - composite[None] == pytest.approx(out_mb)
+    # The same activations as modules of their own are charged alike.
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    alone = {act: _activation_traffic(conv, *([act()] if act else [])) for act in acts}
+    assert alone[torch.nn.ReLU] == pytest.approx(alone[None])
+    assert alone[torch.nn.ReLU6] - alone[None] == pytest.approx(out_mb * 0.4)
+    assert alone[torch.nn.SiLU] - alone[None] == pytest.approx(out_mb)
+
+
 def test_layer_granularity_is_finer_and_still_ordered():
     model = models.build("mobilenet_v2")
     block = analyse(model, "mobilenet_v2", 64, "block")
