@@ -63,9 +63,7 @@ def main(argv=None) -> int:
         # phases (seen: 13% for minutes) lands in the error whatever the estimator does.
         empirical_errors, analytical_errors, fresh = [], [], {}
         if args.rescore:
-            fresh = fresh_measurements(db, target.target.identity, key,
-                                       [r["id"] for r in db.rows(identity=target.target.identity, key=key)
-                                        if r["mode"] == "e2e"])
+            fresh = fresh_measurements(db, target.target.identity, key)
         for name in names if not args.rescore else []:
             one = {name: analyses[name]}
             jobs = round_robin([plan(one, "all", "layers"), plan(one, "all", "e2e")])

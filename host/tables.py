@@ -376,10 +376,13 @@ def to_measurement(r: sqlite3.Row) -> Measurement:
                        r["p95_ms"], r["p99_ms"], tuple(json.loads(r["samples"])), json.loads(r["blocks"]))
 
 
-def fresh_measurements(db: LatencyDB, identity: str, key: RowKey, row_ids, mode: str = "e2e") -> dict[tuple, Measurement]:
-    """The `mode` rows among those a run just measured, by (arch, cut), with the rounds of each pooled."""
-    ids = set(row_ids)
-    rows = [to_measurement(r) for r in db.rows(identity=identity, key=key) if r["id"] in ids and r["mode"] == mode]
+def fresh_measurements(db: LatencyDB, identity: str, key: RowKey, row_ids=None,
+                       mode: str = "e2e") -> dict[tuple, Measurement]:
+    """The `mode` rows among those a run just measured (row_ids; None: all of them), by (arch, cut), with
+    the rounds of each pooled."""
+    ids = None if row_ids is None else set(row_ids)
+    rows = [to_measurement(r) for r in db.rows(identity=identity, key=key)
+            if r["mode"] == mode and (ids is None or r["id"] in ids)]
     return {(m.model, m.cut): m for m in pool_rounds(rows)}
 
 

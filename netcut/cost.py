@@ -90,8 +90,9 @@ def node_costs(traced, input_shape: tuple[int, ...]) -> tuple[list[NodeCost], di
 # overestimate mobilenet_v2 by ~20%; uncounted (fused, like ReLU), underestimate it by ~11%.
 # ReLU itself is folded into the convolution's kernel and costs nothing.
 CLIP_PASS = 0.4
+CLIPS = (nn.ReLU6, nn.Hardtanh)
 PASS_COST = {nn.SiLU: 1.0, nn.Hardswish: 1.0, nn.Hardsigmoid: 1.0, nn.Sigmoid: 1.0, nn.GELU: 1.0, nn.Mish: 1.0,
-             nn.ReLU6: CLIP_PASS, nn.Hardtanh: CLIP_PASS}
+             **{clip: CLIP_PASS for clip in CLIPS}}
 
 
 def _extra_passes(gm: fx.GraphModule, node: fx.Node) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cost import CLIP_PASS, NodeCost
+from .cost import CLIP_PASS, CLIPS, NodeCost
 from .cuts import NetworkAnalysis
 from .trn import head_input_features
 
@@ -20,7 +20,7 @@ FULL = "classifier"  # the label of the segment after the last cut (see netcut.t
 # no activation through memory of their own, so they count as neither traffic nor an op.
 # (onnxruntime fuses Conv+BatchNorm and Conv+Relu; a clip is a cheap pass (netcut.cost.PASS_COST); SiLU,
 # Hardswish and gates are passes of their own.)
-CLIPS = {"ReLU6", "Hardtanh", "relu6", "hardtanh"}
+CLIP_TARGETS = {name for clip in CLIPS for name in (clip.__name__, clip.__name__.lower())}   # modules, functions
 FUSED = {"BatchNorm1d", "BatchNorm2d", "ReLU", "Dropout", "Identity", "Flatten", "relu", "dropout", "flatten",
          "getattr", "getitem", "size", "view", "reshape", "contiguous", "x", "output"}
 
@@ -30,7 +30,7 @@ def _piece(costs: list[NodeCost]) -> np.ndarray:
     for c in costs:
         if c.target in FUSED or c.target.startswith("<built-in"):
             continue
-        if c.target in CLIPS:
+        if c.target in CLIP_TARGETS:
             v[3] += c.output_bytes * CLIP_PASS / 1e6
             continue
         if c.kind == "conv":
