@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from .trn import HEAD_NAME, TrimmedNetwork, build_trn, global_pool
 
 log = logging.getLogger(__name__)
 FINETUNE = ("head", "full")
+T = TypeVar("T")
 
 
 @dataclass
@@ -125,6 +126,21 @@ def install_head(trn: TrimmedNetwork, a: NetworkAnalysis, linear: nn.Linear) -> 
         target.bias.copy_(linear.bias)
 
 
+def with_smaller_batch_on_oom(run: Callable[[int], T], batch: int) -> T:
+    """run(batch); on a CUDA out-of-memory error, once more with half the batch, then a clear error."""
+    for attempt in range(2):
+        try:
+            return run(batch)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if attempt:
+                raise NetcutError(f"out of GPU memory even at batch size {batch}; use --device cpu, a smaller "
+                                  "--input-size, or fewer/lighter models") from None
+            batch = max(1, batch // 2)
+            log.warning("out of GPU memory; retrying with batch size %d", batch)
+    raise AssertionError("unreachable")
+
+
 def train_heads(a: NetworkAnalysis, cuts: list[str | None], train_set: Dataset, val_set: Dataset, classes: int,
                 cfg: TrainConfig, progress: Callable[[str], None] | None = None
                 ) -> dict[str | None, tuple[TrimmedNetwork, TrainResult]]:
@@ -132,8 +148,12 @@ def train_heads(a: NetworkAnalysis, cuts: list[str | None], train_set: Dataset, 
     full = build_trn(a, None, classes)
     if progress:
         progress(f"{a.model_name}: features at {len(cuts)} cuts (one pass)")
-    train_f, train_y = cached_features(a, full, train_set, cuts, cfg.device)
-    val_f, val_y = cached_features(a, full, val_set, cuts, cfg.device)
+
+    def features(batch: int):
+        return (cached_features(a, full, train_set, cuts, cfg.device, batch),
+                cached_features(a, full, val_set, cuts, cfg.device, batch))
+
+    (train_f, train_y), (val_f, val_y) = with_smaller_batch_on_oom(features, 2 * cfg.batch_size)
     feature_seconds = time.perf_counter() - started
     results = {}
     for cut in cuts:
@@ -160,18 +180,13 @@ def evaluate(model: nn.Module, dataset: Dataset, device: str, batch_size: int = 
 def train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
                progress: Callable[[str], None] | None = None) -> tuple[TrimmedNetwork, TrainResult]:
     """Fine-tune everything; on a CUDA out-of-memory error retry once with half the batch."""
-    batch = cfg.batch_size
-    for attempt in range(2):
-        try:
-            return _train_full(trn, train_set, val_set, cfg, batch, progress)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if attempt:
-                raise NetcutError(f"out of GPU memory even at batch size {batch}; use --device cpu, a smaller "
-                                  "--input-size, or fewer/lighter models") from None
-            batch = max(1, batch // 2)
-            log.warning("out of GPU memory; retrying with batch size %d", batch)
-    raise AssertionError("unreachable")
+    initial = {k: v.detach().clone() for k, v in trn.state_dict().items()}
+
+    def attempt(batch: int):
+        trn.load_state_dict(initial)  # a retry starts from the pretrained weights, not a half-trained state
+        return _train_full(trn, train_set, val_set, cfg, batch, progress)
+
+    return with_smaller_batch_on_oom(attempt, cfg.batch_size)
 
 
 def _train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: TrainConfig, batch: int,
