@@ -88,8 +88,9 @@ def normalization_for(weights: str) -> dict:
 
 class Search:
     def __init__(self, cfg: SearchConfig, target: ConnectedTarget, db: LatencyDB, export_cache: Path,
-                 say: Callable[[str], None] = lambda s: None, resume: bool = False):
+                 say: Callable[[str], None] = lambda s: None, resume: bool = False, task: TaskData | None = None):
         self.cfg, self.target, self.db, self.say = cfg, target, db, say
+        self.task = task  # given: used instead of loading cfg.data (bench/search.py holds a test split out)
         self.policy, self.k = parse_policy(cfg.policy)
         self.phases = {"estimation": 0.0, "profiling": 0.0, "training": 0.0, "confirmation": 0.0}
         self.notes: list[str] = []
@@ -126,7 +127,7 @@ class Search:
 
     def run(self) -> SearchOutcome:
         cfg = self.cfg
-        task = load_task(cfg.data, cfg.input_size, normalization_for(cfg.weights), SEED)
+        task = self.task or load_task(cfg.data, cfg.input_size, normalization_for(cfg.weights), SEED)
         classes = len(task.classes)
         if cfg.expected_classes is not None and cfg.expected_classes != classes:
             raise NetcutError(f"--classes {cfg.expected_classes}, but {task.source} has {classes} classes "
@@ -276,7 +277,8 @@ class Search:
         self.say(f"  {c.key}: validation accuracy {result.accuracy:.3f}")
         self.save(candidates)
 
-    def _trained_trn(self, c: Candidate, classes: int):
+    def trained_trn(self, c: Candidate, classes: int):
+        """A trained candidate, from its checkpoint."""
         trn = build_trn(self.analyses[c.model], c.cut, classes)
         trn.load_state_dict(torch.load(self._checkpoint(c), map_location="cpu", weights_only=True))
         return trn.eval()
@@ -291,7 +293,7 @@ class Search:
         pick, artefact, sidecar = None, None, None
         for c in ranked_for_confirmation(candidates):
             path = confirm_dir / f"{self._stem(c)}.{fmt}"
-            trn = self._trained_trn(c, classes)
+            trn = self.trained_trn(c, classes)
             export(trn, path, self.analyses[c.model].input_shape, fmt,
                    {"netcut.model": c.model, "netcut.cut": c.cut or ""} if fmt == "onnx" else None)
             self.say(f"confirming {c.key} on {self.target.name}")

@@ -35,6 +35,7 @@ class TaskData:
     source: str
     skipped: int = 0
     counts: dict = field(default_factory=dict)
+    test: Dataset | None = None   # held out from training and from selection (benches only)
 
 
 class _Augmented(Dataset):
@@ -58,7 +59,8 @@ def _shift(x: torch.Tensor, pixels: int = 2) -> torch.Tensor:
     return torch.roll(x, shifts=(dy, dx), dims=(1, 2))
 
 
-def stratified_split(labels: list[int], seed: int) -> tuple[list[int], list[int]]:
+def stratified_split(labels: list[int], seed: int, fraction: float = VAL_FRACTION) -> tuple[list[int], list[int]]:
+    """Indices (kept, held out): `fraction` of each class held out, at least one image of a class of two or more."""
     rng = random.Random(seed)
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
@@ -66,13 +68,15 @@ def stratified_split(labels: list[int], seed: int) -> tuple[list[int], list[int]
     train, val = [], []
     for y, idx in sorted(by_class.items()):
         rng.shuffle(idx)
-        cut = max(1, int(round(len(idx) * VAL_FRACTION))) if len(idx) > 1 else 0
+        cut = max(1, int(round(len(idx) * fraction))) if len(idx) > 1 else 0
         val += idx[:cut]
         train += idx[cut:]
     return sorted(train), sorted(val)
 
 
-def digits(input_size: int, normalization: dict, seed: int = 0) -> TaskData:
+def digits(input_size: int, normalization: dict, seed: int = 0, test_fraction: float = 0.0) -> TaskData:
+    """The built-in task. With test_fraction, that part of each class is set aside first as `test`, which
+    neither training nor the choice between candidates sees (bench/search.py compares picks on it)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -84,13 +88,17 @@ def digits(input_size: int, normalization: dict, seed: int = 0) -> TaskData:
     std = torch.tensor(normalization["std"]).view(1, 3, 1, 1)
     x = (x.repeat(1, 3, 1, 1) - mean) / std
     y = torch.tensor(bunch.target, dtype=torch.long)
-    train_idx, val_idx = stratified_split(y.tolist(), seed)
     full = TensorDataset(x, y)
+    kept, test_idx = (stratified_split(y.tolist(), seed + 1, test_fraction) if test_fraction
+                      else (list(range(len(y))), []))
+    train_pos, val_pos = stratified_split([int(y[i]) for i in kept], seed)
+    train_idx, val_idx = [kept[i] for i in train_pos], [kept[i] for i in val_pos]
     plain = Subset(full, train_idx)
     pixels = max(1, input_size // 16)
+    counts = {"train": len(train_idx), "val": len(val_idx), **({"test": len(test_idx)} if test_idx else {})}
     return TaskData([str(d) for d in range(10)], _Augmented(plain, lambda t: _shift(t, pixels)), plain,
                     Subset(full, val_idx), normalization, "builtin: scikit-learn handwritten digits (8x8 scans)",
-                    counts={"train": len(train_idx), "val": len(val_idx)})
+                    counts=counts, test=Subset(full, test_idx) if test_idx else None)
 
 
 def _readable(paths: list[str]) -> tuple[set[str], int]:
