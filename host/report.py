@@ -39,8 +39,10 @@ def write_markdown(path: Path, data: dict) -> None:
         lat = off["measured_ms"] if off["measured_ms"] is not None else off["estimated_ms"]
         lines.append(f"Best off-the-shelf network within the deadline: {off['model']}, {lat:.3f} ms, "
                      f"accuracy {off['accuracy']:.1%}.")
-    lines += ["", f"Target: {t.get('cpu_model', '')} {t.get('board_model', '')}, {t.get('runtime')} "
-              f"{t.get('runtime_version')}, {t.get('threads')} threads (identity {t['identity']}).",
+    machine = " ".join(p for p in (t.get("board_model"), t.get("cpu_model")) if p) or "unknown machine"
+    threads = t.get("threads")
+    lines += ["", f"Target: {machine}, {t.get('runtime')} {t.get('runtime_version')}, "
+              f"{threads} thread{'' if threads == 1 else 's'} (identity {t['identity']}).",
               f"Task: {data['task']['source']}, {len(data['task']['classes'])} classes, "
               f"{data['task'].get('train', '?')} training / {data['task'].get('val', '?')} validation images.",
               f"Estimator: {data['estimator']} (margin {data['margin_pct']:g}%), policy {data['policy']}, "

@@ -133,7 +133,7 @@ class Search:
             raise NetcutError(f"--classes {cfg.expected_classes}, but {task.source} has {classes} classes "
                               f"({', '.join(task.classes[:10])}); use --classes auto")
         if task.skipped:
-            self.notes.append(f"skipped {task.skipped} unreadable images")
+            self.notes.append(f"skipped {task.skipped} unreadable image{'s' if task.skipped > 1 else ''}")
         self.key = RowKey(cfg.input_size, 1, "onnx" if self.target.runtime == "onnxruntime" else "tflite",
                           self.target.runtime, self.target.threads, "block", classes)
         self.analyses = {m: self._analyse(m) for m in cfg.models}

@@ -166,7 +166,7 @@ def image_folder(root: Path, input_size: int, normalization: dict, seed: int = 0
         names = [base.classes[i] for i in absent]
         raise NetcutError(f"classes {names[:5]} have no validation images; give each class at least 2 images")
     if skipped:
-        log.warning("skipped %d unreadable images", skipped)
+        log.warning("skipped %d unreadable image%s", skipped, "s" if skipped > 1 else "")
     return TaskData(list(base.classes), train_aug, train_plain, val_set, normalization, str(root), skipped,
                     {"train": len(train_plain), "val": len(val_set)})
 
