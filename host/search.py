@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from netcut import __version__, models
-from netcut.cuts import NetworkAnalysis, analyse
+from netcut.cuts import NetworkAnalysis, analyse, check_input_size
 from netcut.data import BUILTIN_NORMALIZATION, IMAGENET, TaskData, load_task
 from netcut.errors import NetcutError
 from netcut.estimate import STAT_OF, quantile_level
@@ -127,6 +127,9 @@ class Search:
 
     def run(self) -> SearchOutcome:
         cfg = self.cfg
+        check_input_size(cfg.input_size)  # mistakes in the options are told before the data is read
+        for name in cfg.models:
+            models.check(name, cfg.weights)
         task = self.task or load_task(cfg.data, cfg.input_size, normalization_for(cfg.weights), SEED)
         classes = len(task.classes)
         if cfg.expected_classes is not None and cfg.expected_classes != classes:
@@ -147,8 +150,8 @@ class Search:
         if not feasible:
             known = [c for c in candidates if c.estimated_ms is not None]
             fastest = min(known, key=lambda c: c.estimated_ms, default=None)
-            hint = (f"; the fastest candidate, {fastest.key}, is estimated at {fastest.estimated_ms:.3f} ms "
-                    f"(+{fastest.margin_ms:.3f} ms margin)") if fastest else ""
+            hint = (f"; the fastest candidate, {fastest.key}, is estimated at {fastest.estimated_ms:.3g} ms "
+                    f"(+{fastest.margin_ms:.2g} ms margin)") if fastest else ""
             raise NoFeasibleCandidate(f"no candidate can meet {cfg.deadline_ms:g} ms at {cfg.quantile}{hint}")
         chosen = choose(candidates, self.policy, self.k)
         self.say(f"{len(feasible)} of {len(candidates)} candidates are feasible; retraining {len(chosen)} "

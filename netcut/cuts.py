@@ -76,12 +76,16 @@ def _logits_node(gm: fx.GraphModule) -> fx.Node | None:
     return last
 
 
+def check_input_size(input_size: int) -> None:
+    if not 8 <= input_size <= 4096:
+        raise NetcutError(f"input size {input_size} is out of range (8..4096 pixels)")
+
+
 def analyse(model: nn.Module, model_name: str, input_size: int = 224, granularity: str = "block",
             batch: int = 1) -> NetworkAnalysis:
     if granularity not in GRANULARITIES:
         raise NetcutError(f"unknown granularity {granularity!r}; use one of: {', '.join(GRANULARITIES)}")
-    if not 8 <= input_size <= 4096:
-        raise NetcutError(f"input size {input_size} is out of range (8..4096 pixels)")
+    check_input_size(input_size)
     traced = trace(model)
     input_shape = (batch, 3, input_size, input_size)
     try:

@@ -156,14 +156,9 @@ def builtin_models() -> list[str]:
 
 
 def _builtin(name: str) -> nn.Module:
-    """Backbones the project pretrained itself (scripts/pretrain_builtin.py), shipped in the package."""
-    if ":" not in name and name not in torchvision_models():
-        raise _unknown_model(name)
-    entry = _builtin_entries().get(name)
-    if entry is None:
-        raise NetcutError(f"no built-in weights for {name!r}; built-in models: {', '.join(builtin_models()) or 'none'} "
-                          f"(make more with scripts/pretrain_builtin.py --out DIR and add DIR to {BUILTIN_PATH_VAR})")
-    meta, path = entry
+    """Backbones the project pretrained itself (scripts/pretrain_builtin.py), shipped in the package.
+    build() has checked that `name` has built-in weights."""
+    meta, path = _builtin_entries()[name]
     model = torchvision.models.get_model(name, weights=None, num_classes=meta["num_classes"])
     state = torch.load(path, map_location="cpu", weights_only=True)
     load_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, f"built-in {name}")
@@ -173,21 +168,17 @@ def _builtin(name: str) -> nn.Module:
 def build(name: str, weights: str = "none", num_classes: int | None = None) -> nn.Module:
     """The network, in eval mode, with the requested weights (none, builtin, a torchvision name, a file)."""
     weights = weights or "none"
+    check(name, weights)
     if weights == "builtin":
         return _builtin(name)
     if ":" in name:
-        factory = _custom_factory(name)
-        model = factory()
+        model = _custom_factory(name)()
         if not isinstance(model, nn.Module):
             raise NetcutError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
         if weights.lower() != "none":
-            if not Path(weights).is_file():
-                raise NetcutError(f"custom models take weights from a file; {weights!r} is not a file")
             load_state(model, _checkpoint_state(Path(weights)), weights)
         return model.eval()
-    if name not in torchvision_models():
-        raise _unknown_model(name)
-    is_file = Path(weights).exists() or weights.endswith((".pt", ".pth", ".ckpt", ".bin"))
+    is_file = _is_weights_file(weights)
     if weights.lower() != "none" and not is_file:
         tv_weights = _torchvision_weights(name, weights)
         _fetch_torchvision_weights(tv_weights)  # a clear error when offline and not cached
@@ -198,10 +189,36 @@ def build(name: str, weights: str = "none", num_classes: int | None = None) -> n
         warnings.simplefilter("ignore", UserWarning)
         model = torchvision.models.get_model(name, weights=None, **kwargs)
     if is_file:
-        if not Path(weights).is_file():
-            raise NetcutError(f"weights file {weights} does not exist")
         load_state(model, _checkpoint_state(Path(weights)), weights)
     return model.eval()
+
+
+def _is_weights_file(weights: str) -> bool:
+    return Path(weights).exists() or weights.endswith((".pt", ".pth", ".ckpt", ".bin"))
+
+
+def check(name: str, weights: str = "none") -> None:
+    """What build() would refuse, found without building, loading or downloading anything: an unknown
+    network, missing built-in weights, a torchvision weights name the network lacks, a missing file."""
+    weights = weights or "none"
+    if ":" in name:
+        _custom_factory(name)
+        if weights.lower() != "none" and not Path(weights).is_file():
+            raise NetcutError(f"custom models take weights from a file; {weights!r} is not a file")
+        return
+    if name not in torchvision_models():
+        raise _unknown_model(name)
+    if weights == "builtin":
+        if name not in _builtin_entries():
+            raise NetcutError(f"no built-in weights for {name!r}; built-in models: "
+                              f"{', '.join(builtin_models()) or 'none'} (make more with "
+                              f"scripts/pretrain_builtin.py --out DIR and add DIR to {BUILTIN_PATH_VAR})")
+    elif weights.lower() != "none":
+        if _is_weights_file(weights):
+            if not Path(weights).is_file():
+                raise NetcutError(f"weights file {weights} does not exist")
+        else:
+            _torchvision_weights(name, weights)
 
 
 def default_input_size(name: str) -> int:

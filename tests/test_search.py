@@ -180,6 +180,20 @@ def test_bad_options_exit_2(argv, words, tmp_path):
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--models", "mobilenet_v9"], "Did you mean"),
+    (["--models", "mnasnet0_5", "--weights", "builtin"], "no built-in weights for 'mnasnet0_5'"),
+    (["--models", "resnet18", "--weights", "IMAGENET1K_V9"], "unknown weights"),
+    (["--input-size", "4"], "out of range"),
+])
+def test_mistaken_options_are_told_before_the_data_is_read(argv, words, tmp_path):
+    """A user's folder can take minutes to read; a typo in --models must not wait for it."""
+    data = write_folder(tmp_path / "data", corrupt=1)
+    result = search("--data", str(data), "--deadline", "5ms", *argv, out=tmp_path / "o", db=tmp_path / "t.sqlite")
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert "unreadable" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, agent_factory, tmp_path):
     db = tmp_path / "dies.sqlite"
     a = agent_factory()
