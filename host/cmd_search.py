@@ -74,6 +74,9 @@ def config_from_args(args):
     parse_policy(args.policy)
     if args.epochs is not None and args.epochs < 1:
         raise NetcutError("--epochs must be at least 1")
+    if not 0 <= args.margin < 100:
+        raise NetcutError(f"--margin {args.margin:g}% is out of range: give a percentage from 0 (trust the "
+                          "estimates as they are) to below 100 (default 5)")
     input_size = args.input_size or (models.builtin_manifest().get(names[0], {}).get("input_size", 32)
                                      if weights == "builtin" else 224)
     timing = {k: getattr(args, k) for k in ("warmup_runs", "warmup_seconds", "min_runs", "min_seconds", "max_seconds")

@@ -105,6 +105,14 @@ def choose(candidates: list[Candidate], policy: str, k: int = 0, with_baselines:
     return picked
 
 
+def next_shallower(candidates: list[Candidate], missed: Candidate) -> Candidate | None:
+    """The cut to retrain when `missed`, a network's retrained candidate, missed the deadline on the board:
+    the deepest feasible candidate of the same network that is shallower and not trained yet."""
+    pool = [c for c in candidates if c.model == missed.model and c.feasible and not c.trained
+            and c.depth < missed.depth]
+    return max(pool, key=lambda c: c.depth, default=None)
+
+
 def pareto_front(points: list[Candidate]) -> list[Candidate]:
     """Trained candidates that no other beats on both latency and accuracy (latency ascending)."""
     trained = [c for c in points if c.accuracy is not None and latency_of(c) is not None]

@@ -170,6 +170,7 @@ def test_bad_datasets_exit_2(layout, words, builtin_run, tmp_path):
     (["--data", "/nonexistent/folder", "--deadline", "5ms"], "is not a folder"),
     (["--classes", "7"], "has 10 classes"),
     (["--classes", "many"], "--classes must be"),
+    (["--margin", "-5"], "--margin -5% is out of range"),
 ])
 def test_bad_options_exit_2(argv, words, tmp_path):
     import torch
@@ -192,6 +193,45 @@ def test_mistaken_options_are_told_before_the_data_is_read(argv, words, tmp_path
     result = search("--data", str(data), "--deadline", "5ms", *argv, out=tmp_path / "o", db=tmp_path / "t.sqlite")
     assert result.returncode == 2 and words in result.stderr, result.stderr
     assert "unreadable" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one(tmp_path):
+    """A table that thinks the board is twice as fast as it is (an old profile, a board now hotter):
+    the deepest 'feasible' cut misses on the board, and instead of giving up on the network, the
+    search retrains its next shallower cut, until one meets the deadline when measured."""
+    from netcut.search import mark_feasible
+    from netcut_host.search import Search, SearchConfig
+    from netcut_host.tables import LatencyDB
+    from netcut_host.targets import connect
+
+    class StaleTable(Search):
+        def _estimate(self, candidates):
+            super()._estimate(candidates)
+            for c in candidates:  # twice as fast, and sure of it
+                c.estimated_ms, c.uncertainty_ms = c.estimated_ms / 2, None
+            mark_feasible(candidates, self.cfg.deadline_ms, self.cfg.margin_pct)
+
+    name = "mobilenet_v3_small"
+    timing = {"min_seconds": 0.05, "warmup_seconds": 0, "warmup_runs": 2, "min_runs": 10}
+    with LatencyDB(tmp_path / "t.sqlite") as db, connect("local", None, "onnxruntime", 1) as target:
+        true = Search(SearchConfig(1000.0, models=[name], timing=timing, out=tmp_path / "true"), target, db,
+                      tmp_path / "exports").run()
+        by_cut = {c.cut: c.estimated_ms for c in true.candidates}
+        # Between the true estimates of the 6th and the 8th cut: with halved estimates, deeper cuts look feasible.
+        deadline = (by_cut["features.5"] + by_cut["features.7"]) / 2
+        outcome = StaleTable(SearchConfig(deadline, models=[name], timing=timing, out=tmp_path / "stale"), target,
+                             db, tmp_path / "exports").run()
+    missed = [c for c in outcome.candidates if c.confirmation.startswith("missed")]
+    assert missed, "the halved estimates should have sent a too-deep cut to the board"
+    assert all(not c.feasible and c.measured_ms > deadline for c in missed)
+    pick = outcome.pick
+    assert pick.model == name and pick.measured_ms <= deadline
+    assert pick.depth < min(c.depth for c in missed)
+    # Every cut between the pick and the shallowest miss was retrained and measured in turn.
+    assert [c.depth for c in outcome.candidates if c.trained] == list(range(pick.depth, max(c.depth for c in missed) + 1))
+    assert any("in its place" in n for n in outcome.notes)
+    report = json.loads((tmp_path / "stale" / "state.json").read_text())
+    assert report["pick"] == pick.key
 
 
 def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, agent_factory, tmp_path):

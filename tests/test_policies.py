@@ -1,0 +1,67 @@
+"""The search's decisions as pure functions: feasibility, what each policy retrains, the stand-in for a miss."""
+from __future__ import annotations
+
+import pytest
+
+from netcut.search import Candidate, choose, mark_feasible, next_shallower, ranked_for_confirmation
+
+
+def network(model: str, latencies: list[float]) -> list[Candidate]:
+    """Cuts 0..n-2 and the full network last (cut None), with these estimated latencies."""
+    n = len(latencies)
+    return [Candidate(model, None if i == n - 1 else f"block{i}", i, 0, 0, estimated_ms=ms)
+            for i, ms in enumerate(latencies)]
+
+
+@pytest.fixture
+def candidates() -> list[Candidate]:
+    cs = network("a", [1, 2, 3, 4, 5]) + network("b", [2, 4, 6, 8])
+    mark_feasible(cs, deadline_ms=4.2, margin_pct=5)   # a: 1..4 (4.2 = 4 + 5%); b: 2 and 4
+    return cs
+
+
+def keys(cs):
+    return sorted(c.key for c in cs)
+
+
+def test_feasible_is_the_estimate_plus_its_margin_within_the_deadline(candidates):
+    assert keys(c for c in candidates if c.feasible) == ["a@block0", "a@block1", "a@block2", "a@block3",
+                                                         "b@block0", "b@block1"]
+    c = Candidate("c", "x", 0, 0, 0, estimated_ms=4.0, uncertainty_ms=0.5)
+    mark_feasible([c], 4.2, 5)
+    assert not c.feasible and c.margin_ms == 0.5   # the uncertainty, when it is larger than the percentage
+
+
+@pytest.mark.parametrize("policy, k, expected", [
+    ("deepest", 0, ["a@block3", "b@block1"]),
+    ("deepest+K", 1, ["a@block2", "a@block3", "b@block0", "b@block1"]),
+    ("feasible", 0, ["a@block0", "a@block1", "a@block2", "a@block3", "b@block0", "b@block1"]),
+])
+def test_each_policy_retrains_what_it_says(candidates, policy, k, expected):
+    assert keys(choose(candidates, policy, k)) == expected
+
+
+def test_exhaustive_retrains_everything_and_deepest_adds_feasible_full_networks():
+    cs = network("a", [1, 2, 3])
+    mark_feasible(cs, 10, 5)
+    assert keys(choose(cs, "deepest")) == ["a@full"]     # the full network is the deepest feasible
+    assert len(choose(network("a", [1, 2, 30]), "exhaustive")) == 3
+
+
+def test_a_miss_is_replaced_by_the_deepest_untrained_feasible_cut_below_it(candidates):
+    by_key = {c.key: c for c in candidates}
+    missed = by_key["a@block3"]
+    missed.trained = True
+    by_key["a@block2"].trained = True                  # already trained (deepest+1): not a stand-in
+    assert next_shallower(candidates, missed).key == "a@block1"
+    assert next_shallower(candidates, by_key["b@block0"]) is None   # nothing shallower
+    by_key["a@block1"].trained = by_key["a@block0"].trained = True
+    assert next_shallower(candidates, missed) is None
+
+
+def test_confirmation_tries_the_most_accurate_first_and_the_faster_of_a_tie(candidates):
+    by_key = {c.key: c for c in candidates}
+    for key, accuracy in (("a@block3", 0.9), ("b@block1", 0.95), ("a@block1", 0.95), ("a@full", 0.99)):
+        by_key[key].trained, by_key[key].accuracy = True, accuracy
+    # a@full is not feasible, so never confirmed; b@block1 and a@block1 tie: the faster estimate first.
+    assert [c.key for c in ranked_for_confirmation(candidates)] == ["a@block1", "b@block1", "a@block3"]
