@@ -131,7 +131,8 @@ class Search:
         check_input_size(cfg.input_size)  # mistakes in the options are told before the data is read
         for name in cfg.models:
             models.check(name, cfg.weights)
-        task = self.task or load_task(cfg.data, cfg.input_size, normalization_for(cfg.weights), SEED)
+        task = self.task if self.task is not None else load_task(cfg.data, cfg.input_size,
+                                                                 normalization_for(cfg.weights), SEED)
         classes = len(task.classes)
         if cfg.expected_classes is not None and cfg.expected_classes != classes:
             raise NetcutError(f"--classes {cfg.expected_classes}, but {task.source} has {classes} classes "

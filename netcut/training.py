@@ -181,9 +181,13 @@ def train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: T
                progress: Callable[[str], None] | None = None) -> tuple[TrimmedNetwork, TrainResult]:
     """Fine-tune everything; on a CUDA out-of-memory error retry once with half the batch."""
     initial = {k: v.detach().clone() for k, v in trn.state_dict().items()}
+    attempts = 0
 
     def attempt(batch: int):
-        trn.load_state_dict(initial)  # a retry starts from the pretrained weights, not a half-trained state
+        nonlocal attempts
+        if attempts:
+            trn.load_state_dict(initial)  # a retry starts from the pretrained weights, not a half-trained state
+        attempts += 1
         return _train_full(trn, train_set, val_set, cfg, batch, progress)
 
     return with_smaller_batch_on_oom(attempt, cfg.batch_size)
