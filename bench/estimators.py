@@ -2,7 +2,7 @@
 
     python bench/estimators.py [--models LIST] [--input-size 224] [--min-seconds 5] [--rounds 3] [--db F]
 
---models defaults to the networks a search profiles by default (netcut_host.search.DEFAULT_MODELS)
+--models defaults to the networks a search profiles by default (netcut_host.choices.DEFAULT_MODELS)
 plus mnasnet1_0: leave-one-network-out is only fair when a held-out network has relatives.
 
 For each network at 1 thread, in one run: the `layers` mode jobs (full network + per-layer
@@ -22,18 +22,18 @@ import tempfile
 from pathlib import Path
 
 from netcut.estimate import EmpiricalEstimator
-from netcut_host.cmd_tables import summary
 from netcut_host.estimation import analytical, fit
-from netcut_host.search import DEFAULT_MODELS
+from netcut_host.choices import DEFAULT_MODELS
+from netcut_host.records import Timing
 from netcut_host.profiling import ModelFiles, analyses_for, anchor_cuts, plan, round_robin, run
 from netcut_host.tables import LatencyDB, RowKey, TableView, fresh_measurements
 from netcut_host.targets import connect
-from netcut_protos.agent.v1 import agent_pb2 as pb
+from netcut_host.validation import summary
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS + ["mnasnet1_0"]))
+    parser.add_argument("--models", default=",".join([*DEFAULT_MODELS, "mnasnet1_0"]))
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--min-seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3,
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         parser.error("--rescore needs --db FILE from an earlier run")
     names = args.models.split(",")
     key = RowKey(input_size=args.input_size, threads=1)
-    timing = pb.TimingConfig(min_seconds=args.min_seconds)
+    timing = Timing(min_seconds=args.min_seconds)
     analyses = analyses_for(names, key)
     out = {"input_size": args.input_size, "threads": 1, "min_seconds": args.min_seconds, "rounds": args.rounds,
            "profiling": {}, "per_cut": []}
@@ -63,12 +63,12 @@ def main(argv=None) -> int:
         # phases (seen: 13% for minutes) lands in the error whatever the estimator does.
         empirical_errors, analytical_errors, fresh = [], [], {}
         if args.rescore:
-            fresh = fresh_measurements(db, target.target.identity, key)
+            fresh = fresh_measurements(db, target.identity.key, key)
         for name in names if not args.rescore else []:
             one = {name: analyses[name]}
             jobs = round_robin([plan(one, "all", "layers"), plan(one, "all", "e2e")])
             report = run(jobs, target, db, key, files, timing, force=True, rounds=args.rounds)
-            fresh.update(fresh_measurements(db, target.target.identity, key, report.measured))
+            fresh.update(fresh_measurements(db, target.identity.key, key, report.measured))
             cost = {}
             for mode, parts in (("layers", ("layers", "head", "anchor")), ("e2e", ("e2e",))):
                 wall = sum(report.by_mode.get(p, {}).get("wall_s", 0.0) for p in parts)
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
             print(json.dumps({name: cost}), file=sys.stderr)
         for name in names:
             a = analyses[name]
-            estimator = EmpiricalEstimator(TableView(db, target.target.identity, key, exclude_mode="e2e"))
-            cost_model = fit(db, target.target.identity, key, exclude=name, analyses=analyses)
+            estimator = EmpiricalEstimator(TableView(db, target.identity.key, key, exclude_mode="e2e"))
+            cost_model = fit(db, target.identity.key, key, exclude=name, analyses=analyses)
             cuts = [c.name for c in a.cuts]
             anchors = set(anchor_cuts(cuts))
             for cut in cuts + [None]:

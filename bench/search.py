@@ -18,6 +18,7 @@ training throughput (images/s) for head and full.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -30,11 +31,13 @@ import torch
 
 from netcut import models
 from netcut.data import digits
-from netcut.search import parse_deadline, ranked_for_confirmation
+from netcut.policy import Policy, parse_deadline, ranked_for_confirmation
 from netcut.training import TrainConfig, evaluate, train_full, train_heads
 from netcut.trn import build_trn
 from netcut_host.profiling import SEED
-from netcut_host.search import NoFeasibleCandidate, Search, SearchConfig, normalization_for
+from netcut_host.errors import NoFeasibleCandidate
+from netcut_host.records import Timing
+from netcut_host.search import Search, SearchConfig, normalization_for
 from netcut_host.tables import LatencyDB
 from netcut_host.targets import connect
 
@@ -44,7 +47,7 @@ GOAL_SPEEDUP = 27.0
 
 
 def run_policy(policy: str, base: SearchConfig, out: Path, target, db, cache, task) -> tuple[dict, Search, list]:
-    cfg = SearchConfig(**{**vars(base), "policy": policy, "out": out})
+    cfg = dataclasses.replace(base, policy=Policy.parse(policy), out=out)
     started = time.monotonic()
     search = Search(cfg, target, db, cache, task=task)
     outcome = search.run()
@@ -111,8 +114,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp, LatencyDB(Path(tmp) / "t.sqlite") as db, \
             connect("local", None, "onnxruntime", 1) as target:
         cache = Path(tmp) / "exports"
-        base = SearchConfig(None, models=names, finetune=args.finetune, epochs=args.epochs,
-                            timing={"min_seconds": 0.5}, out=Path(tmp) / "warm")
+        base = SearchConfig(models=tuple(names), finetune=args.finetune, epochs=args.epochs,
+                            timing=Timing(min_seconds=0.5), out=Path(tmp) / "warm")
         task = digits(base.input_size, normalization_for(base.weights), SEED, test_fraction=TEST_FRACTION)
         out["images"] = task.counts
         test_accuracy = TestAccuracy(task)
@@ -122,16 +125,16 @@ def main(argv=None) -> int:
         val_images = warmed.task["val"]
         out["table_fill_s"] = round(time.monotonic() - warm_start, 2)
         estimates = [c.estimated_ms for c in warmed.candidates if c.estimated_ms is not None]
-        deadlines = [deadline_from(s, warm.cfg.deadline_ms, estimates) for s in args.deadlines.split(",")]
+        deadlines = [deadline_from(s, warmed.deadline.ms, estimates) for s in args.deadlines.split(",")]
         # Exhaustive trains everything whatever the deadline; a loose one makes its confirmation one measurement.
-        base.deadline_ms = 2 * max(estimates)
-        exhaustive, ex_search, ex_candidates = run_policy("exhaustive", base, Path(tmp) / "exhaustive", target, db,
+        loose = dataclasses.replace(base, deadline_ms=2 * max(estimates))
+        exhaustive, ex_search, ex_candidates = run_policy("exhaustive", loose, Path(tmp) / "exhaustive", target, db,
                                                           cache, task)
         out["exhaustive"] = {k: v for k, v in exhaustive.items() if k not in ("accuracies", "feasible_keys")}
         for spec, deadline in zip(args.deadlines.split(","), deadlines):
-            base.deadline_ms = deadline
             try:
-                deepest, search, candidates = run_policy("deepest", base, Path(tmp) / f"deepest-{spec}", target, db,
+                at_deadline = dataclasses.replace(base, deadline_ms=deadline)
+                deepest, search, candidates = run_policy("deepest", at_deadline, Path(tmp) / f"deepest-{spec}", target, db,
                                                          cache, task)
             except NoFeasibleCandidate as exc:  # an estimate the board contradicted: worth reporting, not fatal
                 out["per_deadline"].append({"deadline": spec, "deadline_ms": round(deadline, 4), "error": str(exc),

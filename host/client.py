@@ -14,6 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from netcut_protos.agent.v1 import agent_pb2 as pb
 from netcut_protos.agent.v1 import agent_pb2_grpc as pb_grpc
 
+from .errors import EXIT_TARGET_FAILED, EXIT_USAGE, HostError, TargetError
+
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
@@ -23,16 +25,29 @@ RETRIES = 2
 KEEPALIVE_S = 10
 
 
-class AgentUnavailable(ConnectionError):
+class AgentUnavailable(TargetError):
     """The agent cannot be reached (nothing listening, wrong address, network down)."""
 
 
-class AgentCallError(RuntimeError):
+# Statuses that say the request was wrong (the model, the options, the credentials), not the board.
+REQUEST_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+                  grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.UNAUTHENTICATED,
+                  grpc.StatusCode.PERMISSION_DENIED)
+
+
+class AgentCallError(HostError):
     """The agent answered with an error status; `code` is the grpc.StatusCode."""
 
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code = code
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_USAGE if self.code in REQUEST_ERRORS else EXIT_TARGET_FAILED
+
+    def __str__(self) -> str:
+        return f"the agent refused: {super().__str__()} ({self.code.name})"
 
 
 @dataclass
@@ -100,7 +115,8 @@ class AgentClient:
                                    "is `netcut-agent serve` running there, and is the address right?") from None
         self._connected = True
 
-    def _call(self, method, request, timeout: float = CALL_TIMEOUT_S, idempotent: bool = True):
+    def _call(self, method: Callable, request: object, timeout: float = CALL_TIMEOUT_S,
+              idempotent: bool = True):  # noqa: ANN202 - the method's own reply type
         self.connect()
         for attempt in range(RETRIES + 1):
             try:

@@ -1,24 +1,43 @@
-"""Which exceptions are the user's to fix (one line, exit 2) and which are bugs (traceback)."""
+"""The host's errors. Each class says which exit code it ends a command with (see `netcut-host --help`).
+
+Library modules raise these (or netcut.errors.NetcutError for bad input to the pure library); the CLI
+turns them into one line and the exit code. Anything else is a bug: its traceback is kept (exit 1).
+"""
 from __future__ import annotations
 
-import logging
-import sys
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2          # bad input or configuration: fix the command, the file, the inventory
+EXIT_INFEASIBLE = 3     # no candidate meets the deadline
+EXIT_TARGET_FAILED = 4  # a target or board failed (unreachable, or failed midway: rows measured so far are kept)
 
-from .client import AgentCallError
-from .local_agent import LocalAgentError
+EXIT_CODES_HELP = """\
+exit codes:
+  0  done
+  1  a bug in netcut (the traceback is printed; --debug logs more)
+  2  bad input or configuration (the message says what to fix)
+  3  no candidate can meet the deadline (the message names the fastest one)
+  4  a target or board failed: unreachable, or failed midway (everything measured so far is kept)
+"""
 
-EXIT_USAGE = 2
+
+class HostError(Exception):
+    """Root of the host's errors."""
+
+    exit_code = EXIT_USAGE
 
 
-def report(exc: BaseException) -> int | None:
-    """Print a one-line error and return the exit code, or None for a bug (let it raise)."""
-    # TableError and InventoryError are ValueErrors; BoardError (SSH) is a ConnectionError, as is AgentUnavailable.
-    user_errors = (ValueError, FileNotFoundError, PermissionError, ConnectionError, AgentCallError, LocalAgentError)
-    if not isinstance(exc, user_errors):
-        return None
-    message = str(exc)
-    if isinstance(exc, AgentCallError):
-        message = f"the agent refused: {message} ({exc.code.name})"
-    print(f"netcut-host: error: {message}", file=sys.stderr)
-    logging.getLogger(__name__).debug("details", exc_info=exc)
-    return EXIT_USAGE
+class ConfigError(HostError, ValueError):
+    """Bad input or configuration the user can fix (a ValueError too, for callers that catch those)."""
+
+
+class TargetError(HostError, ConnectionError):
+    """A target, board or agent cannot be used: unreachable, gone midway, or failed."""
+
+    exit_code = EXIT_TARGET_FAILED
+
+
+class NoFeasibleCandidate(HostError):
+    """No candidate can meet the deadline."""
+
+    exit_code = EXIT_INFEASIBLE

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from netcut_protos.agent.v1 import agent_pb2 as pb
-
 from .client import AgentCallError, AgentClient, AgentUnavailable, Credentials
+from .errors import HostError
 from .inventory import Board
+from .records import AgentInfo
 from .ssh import BoardError, SSHBoard
+from .wire import info as agent_info
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class SSHOptions:
 class BoardLink:
     board: Board
     client: AgentClient
-    info: pb.InfoResponse
+    info: AgentInfo
 
 
 def direct_credentials(board: Board) -> Credentials:
@@ -64,7 +65,7 @@ def open_link(board: Board, ssh: SSHOptions) -> Iterator[BoardLink]:
             credentials = None
         client = stack.enter_context(AgentClient(address, credentials, connect_timeout=5))
         try:
-            info = client.info()
+            info = agent_info(client)
         except AgentUnavailable:
             raise AgentUnavailable(f"board {board.name}: no agent answers on its port {board.agent_port}"
                                    f"{'' if board.direct else ' (through SSH)'}: run `netcut-host fleet provision "
@@ -77,10 +78,10 @@ def each(boards: list[Board], work: Callable[[Board], T]) -> list[tuple[Board, T
     def one(board: Board):
         try:
             return board, work(board), None
-        except (ConnectionError, OSError, ValueError) as exc:   # BoardError, AgentUnavailable included
-            return board, None, str(exc)
         except AgentCallError as exc:
-            return board, None, f"board {board.name}: the agent refused: {exc} ({exc.code.name})"
+            return board, None, f"board {board.name}: {exc}"
+        except (HostError, OSError) as exc:   # BoardError, AgentUnavailable included
+            return board, None, str(exc)
 
     if not boards:
         return []
@@ -109,13 +110,14 @@ def status_of(link: BoardLink) -> dict:
             "runtimes": [f"{r.name} {r.version}" for r in info.runtimes if r.available],
             "temperature_c": round(info.state.max_celsius, 1) if info.state.max_celsius else None,
             "throttled": info.state.throttled, "busy": info.busy, "queue_length": info.queue_length,
-            "board": info.board.board_model or info.board.cpu_model, "error": None}
+            "board": info.board.board_model or info.board.cpu_model, "machine": info.board.machine,
+            "python": info.board.python_version, "error": None}
 
 
 def unreachable(board: Board, error: str) -> dict:
     return {"name": board.name, "target": board.target, "reachable": False, "agent_version": None, "healthy": False,
             "runtimes": [], "temperature_c": None, "throttled": None, "busy": None, "queue_length": None,
-            "board": None, "error": error}
+            "board": None, "machine": None, "python": None, "error": error}
 
 
 def disagreeing(medians: dict[str, float], tolerance: float = AGREEMENT_TOLERANCE) -> dict[str, float]:

@@ -17,17 +17,20 @@ import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
+
+from .choices import RUNTIMES
+from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on older Pythons only
     import tomli as tomllib
 
-RUNTIMES = ("onnxruntime", "litert")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class InventoryError(ValueError):
+class InventoryError(ConfigError):
     """The inventory cannot be used as written; the message names the file and line."""
 
 
@@ -53,7 +56,8 @@ class Board:
 
 
 @dataclass
-class FleetTarget:
+class ConfiguredTarget:
+    """A target as the inventory configures it: its runtime, threads and boards (not yet reached)."""
     name: str
     runtime: str = "onnxruntime"
     threads: int = 1
@@ -63,7 +67,7 @@ class FleetTarget:
 @dataclass
 class Inventory:
     path: Path
-    targets: dict[str, FleetTarget]
+    targets: dict[str, ConfiguredTarget]
 
     def select(self, names: list[str]) -> list[Board]:
         """Boards named directly or through their target; all boards when names is empty."""
@@ -127,7 +131,7 @@ def parse(data: dict, text: str, path: Path) -> Inventory:
         key = sorted(unknown)[0]
         raise fail(_line_of(text, rf"^\s*\[?\[?\s*{re.escape(key)}\b"), f"unknown section {key!r}; "
                    "the inventory holds [targets.NAME] tables")
-    targets: dict[str, FleetTarget] = {}
+    targets: dict[str, ConfiguredTarget] = {}
     seen_boards: dict[str, str] = {}
     for tname, tdata in (data.get("targets") or {}).items():
         tline = _line_of(text, rf"^\s*\[\[?\s*targets\.{re.escape(tname)}[\].]")
@@ -147,7 +151,7 @@ def parse(data: dict, text: str, path: Path) -> Inventory:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
             raise fail(_line_of(text, r"^\s*threads\s*=", tline - 1),
                        f"threads of target {tname!r} must be a whole number >= 0, got {threads!r}")
-        target = FleetTarget(tname, runtime, threads)
+        target = ConfiguredTarget(tname, runtime, threads)
         boards = tdata.get("boards", [])
         if not isinstance(boards, list) or not boards:
             raise fail(tline, f"target {tname!r} has no boards: add [[targets.{tname}.boards]] tables")
@@ -165,7 +169,8 @@ def parse(data: dict, text: str, path: Path) -> Inventory:
     return Inventory(path, targets)
 
 
-def _board(bdata, tname: str, text: str, line: int, fail, runtime: str) -> Board:
+def _board(bdata: object, tname: str, text: str, line: int, fail: Callable[[int, str], InventoryError],
+           runtime: str) -> Board:
     if not isinstance(bdata, dict):
         raise fail(line, f"boards of target {tname!r} must be tables ([[targets.{tname}.boards]])")
     for key, value in bdata.items():

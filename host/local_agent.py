@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from .errors import TargetError
+
 STARTUP_TIMEOUT_S = 30.0
 
 
-class LocalAgentError(RuntimeError):
-    pass
+class LocalAgentError(TargetError):
+    """The agent this command starts on this machine did not come up."""
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,24 +22,24 @@ import grpc
 import torch
 
 from netcut import models
-from netcut.cuts import NetworkAnalysis, analyse
+from netcut.cuts import NetworkAnalysis, analyse, candidate_cuts
 from netcut.estimate import ANCHOR
 from netcut.export import export
 from netcut.trn import GlobalPoolLinear, build_trn, head_input_features
-from netcut_agent.measure import TimingConfig as AgentTiming
-from netcut_protos.agent.v1 import agent_pb2 as pb
+from netcut.vocabulary import cut_label, parse_cut_label
 
+from . import wire
+from .choices import MODES
 from .client import AgentCallError, AgentClient, AgentUnavailable
+from .errors import ConfigError, TargetError
 from .fleet import AGREEMENT_TOLERANCE, disagreeing
+from .records import AgentResult, Timing
 from .ssh import BoardError
-from .cmd_agent import result_dict
 from .tables import LatencyDB, Row, RowKey
 from .targets import ConnectedTarget
 
 log = logging.getLogger(__name__)
 
-MODES = ("e2e", "layers", "both")
-DEFAULT_ROUNDS = 1
 SEED = 0
 
 
@@ -53,6 +54,10 @@ class Job:
     def label(self) -> str:
         what = "full network" if self.cut is None else f"cut {self.cut}"
         return f"{self.model} {what} ({self.mode}{f', round {self.round + 1}' if self.round else ''})"
+
+
+class ProfileFailed(TargetError):
+    """A measurement failed in a way that is neither the board's nor the model's (rows so far are kept)."""
 
 
 @dataclass
@@ -90,13 +95,14 @@ def analyses_for(names: list[str], key: RowKey) -> dict[str, NetworkAnalysis]:
 def plan(analyses: dict[str, NetworkAnalysis], cuts: str, mode: str) -> list[Job]:
     """Every job the options ask for, interleaved across cuts and networks."""
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
+        raise ConfigError(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
     per_model = []
     for name, a in analyses.items():
         if cuts == "all":
-            chosen: list[str | None] = [None] + [c.name for c in a.cuts]
+            chosen = candidate_cuts(a)
         else:
-            chosen = [None if c.strip() == "full" else a.cut(c.strip()).name for c in cuts.split(",")]
+            chosen = [parse_cut_label(c.strip()) for c in cuts.split(",")]
+            chosen = [None if c is None else a.cut(c).name for c in chosen]
         jobs = []
         if mode in ("e2e", "both"):
             jobs += [Job(name, c, "e2e") for c in interleave(chosen)]
@@ -132,7 +138,7 @@ class ModelFiles:
 
     def path(self, job: Job) -> Path:
         k = self.key
-        name = f"{job.model.replace(':', '_')}-{k.input_size}-b{k.batch}-{k.granularity}-{job.cut or 'full'}-" \
+        name = f"{job.model.replace(':', '_')}-{k.input_size}-b{k.batch}-{k.granularity}-{cut_label(job.cut)}-" \
                f"{job.mode}-k{k.classes}.{k.format}"
         return self.cache / name
 
@@ -148,58 +154,46 @@ class ModelFiles:
         else:
             module = build_trn(a, job.cut, self.key.classes)
             shape = a.input_shape
-        metadata = {"netcut.model": job.model, "netcut.cut": job.cut or "", "netcut.mode": job.mode}
+        metadata = {"netcut.model": job.model, "netcut.cut": cut_label(job.cut), "netcut.mode": job.mode}
         return export_whole(module, path, shape, self.key.format, metadata if self.key.format == "onnx" else None)
 
 
-def export_whole(module, path: Path, shape, fmt: str, metadata: dict | None = None) -> Path:
-    """Export through a temporary name, so the cache never holds half a file."""
-    tmp = path.with_suffix(".part" + path.suffix)
-    export(module, tmp, shape, fmt, metadata)
-    tmp.replace(path)
+def export_whole(module: torch.nn.Module, path: Path, shape: tuple[int, ...], fmt: str,
+                 metadata: dict | None = None) -> Path:
+    """Export through a temporary name of this process and thread, so the cache never holds half a file
+    and two exports of the same file (two profiles at once) never write into each other."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.part{path.suffix}")
+    try:
+        export(module, tmp, shape, fmt, metadata)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def round_timing(timing: pb.TimingConfig, rounds: int = 1, head: bool = False) -> pb.TimingConfig:
+def round_timing(timing: Timing, rounds: int = 1, head: bool = False) -> Timing:
     """One round's share of a measurement: the windows of its rounds add up to `timing` (the agent's
     defaults where unset). Heads run in microseconds: half a second of samples is plenty."""
-    defaults = AgentTiming()
-
-    def get(name):
-        return getattr(timing, name) if timing.HasField(name) else getattr(defaults, name)
-
-    out = pb.TimingConfig()
-    out.CopyFrom(timing)
-    warmup_seconds, min_seconds = get("warmup_seconds"), get("min_seconds")
+    warmup_seconds, min_seconds = timing.value("warmup_seconds"), timing.value("min_seconds")
     if head:
         warmup_seconds, min_seconds = min(warmup_seconds, 0.2), min(min_seconds, 0.5)
+    out = timing
     if head or rounds > 1:
-        out.warmup_seconds, out.min_seconds = warmup_seconds / rounds, min_seconds / rounds
+        out = dataclasses.replace(out, warmup_seconds=warmup_seconds / rounds, min_seconds=min_seconds / rounds)
     if rounds > 1:
         # Each round runs after other models: a few warm-up runs refill the caches.
-        out.warmup_runs = max(3, math.ceil(get("warmup_runs") / rounds))
-        out.min_runs = max(1, math.ceil(get("min_runs") / rounds))
+        out = dataclasses.replace(out, warmup_runs=max(3, math.ceil(timing.value("warmup_runs") / rounds)),
+                                  min_runs=max(1, math.ceil(timing.value("min_runs") / rounds)))
     return out
 
 
-def blocks_of(result: pb.BenchmarkResult) -> dict[str, float]:
-    blocks: dict[str, float] = {}
-    for layer in result.layers:
-        if layer.block:
-            blocks[layer.block] = blocks.get(layer.block, 0.0) + layer.time_ms
-    return blocks
-
-
-def store_result(db: LatencyDB, target: ConnectedTarget, key: RowKey, job: Job, result: pb.BenchmarkResult,
-                 blocks: dict[str, float] | None = None, replace: bool = False, board: str | None = None,
-                 rounds: int | None = None) -> int:
+def store_result(db: LatencyDB, target: ConnectedTarget, key: RowKey, job: Job, result: AgentResult,
+                 replace: bool = False, board: str | None = None, rounds: int | None = None) -> int:
     """One benchmark result (one round of a measurement) as one committed row of the target's table;
     returns the row id. replace: drop the old row of this round (and rounds beyond `rounds`)."""
-    measured = result_dict(result, job.model)
-    if board:
-        measured["fleet_board"] = board
-    row = Row(target.name, target.target.identity, job.model, models.architecture_key(job.model), key, job.cut,
-              job.mode, result.runtime_version, measured, blocks or {}, round=job.round)
+    blocks = result.blocks() if job.mode == "layers" else {}
+    row = Row(target.name, target.identity.key, job.model, key, job.cut, job.mode, result, blocks, round=job.round,
+              board=board)
     return db.add(row, replace=replace, rounds=rounds)
 
 
@@ -240,13 +234,10 @@ class _JobQueue:
             self.cond.notify_all()
 
 
-def _measure(worker: Worker, job: Job, path: Path, key: RowKey, timing: pb.TimingConfig,
-             rounds: int = 1) -> pb.BenchmarkResult:
+def _measure(worker: Worker, job: Job, path: Path, key: RowKey, timing: Timing, rounds: int = 1) -> AgentResult:
     model_id = worker.client.upload(path, label=job.label())
-    request = pb.BenchmarkRequest(model_id=model_id, runtime=key.runtime, threads=key.threads,
-                                  timing=round_timing(timing, rounds, head=job.mode == "head"),
-                                  profile_layers=job.mode == "layers")
-    return worker.client.benchmark(request)
+    return wire.benchmark(worker.client, model_id, key.runtime, key.threads,
+                          round_timing(timing, rounds, head=job.mode == "head"), profile_layers=job.mode == "layers")
 
 
 def workers_of(target: ConnectedTarget) -> list[Worker]:
@@ -256,7 +247,7 @@ def workers_of(target: ConnectedTarget) -> list[Worker]:
 
 
 REFERENCE = Job("mobilenet_v3_small", None, "reference")
-REFERENCE_TIMING = pb.TimingConfig(warmup_seconds=0.3, min_seconds=1.0)
+REFERENCE_TIMING = Timing(warmup_seconds=0.3, min_seconds=1.0)
 
 
 def reference_file(files: ModelFiles) -> Path:
@@ -287,8 +278,7 @@ def agreeing(target: ConnectedTarget, files: ModelFiles, tolerance: float) -> tu
 
 
 def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, files: ModelFiles,
-        timing: pb.TimingConfig, force: bool = False,
-        progress: Callable[[int, int, Job], None] | None = None, workers: list[Worker] | None = None,
+        timing: Timing, force: bool = False, progress: Callable[[int, int, Job | None], None] | None = None,
         agreement: float | None = None, rounds: int = 1) -> ProfileReport:
     """Measure jobs on the target's boards in parallel (one job per board at a time) and store each result.
 
@@ -300,21 +290,21 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
     another board; only this thread writes the database, so nothing is stored twice.
     """
     report = ProfileReport()
-    db.add_target(target.target)
-    identity = target.target.identity
+    db.add_target(target.identity)
+    identity = target.identity.key
     if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    have = {j: set() if force else db.rounds(identity, models.architecture_key(j.model), key, j.cut, j.mode)
-            for j in jobs}
+        raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    have = {j: set() if force else db.rounds(identity, j.model, key, j.cut, j.mode) for j in jobs}
     todo = []
     for r in range(rounds):
         todo_r = [dataclasses.replace(j, round=r) for j in jobs if r not in have[j]]
         todo += todo_r if r % 2 == 0 else todo_r[::-1]
     report.skipped = sum(1 for j in jobs if have[j] >= set(range(rounds)))
     started = time.monotonic()
-    if workers is None and len(target.links) > 1 and todo:
+    if len(target.links) > 1 and todo:
         workers, report.reference_ms = agreeing(target, files, agreement or AGREEMENT_TOLERANCE)
-    workers = workers if workers is not None else workers_of(target)
+    else:
+        workers = workers_of(target)
     queue, results = _JobQueue(todo), Queue()
     export_lock = threading.Lock()
 
@@ -332,11 +322,15 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
             except AgentCallError as exc:
                 if exc.code in BOARD_FAILURES:
                     queue.finish(job, failed_board=True)
-                    results.put(("board", worker, None, f"{exc} ({exc.code.name})"))
+                    results.put(("board", worker, None, str(exc)))
                     return
                 queue.finish(job)  # this model cannot run there: note it, carry on with the rest
-                results.put(("failed", worker, job, f"{exc} ({exc.code.name})"))
+                results.put(("failed", worker, job, str(exc)))
                 continue
+            except BaseException as exc:  # noqa: BLE001 - any other error ends the run, never hangs it
+                queue.finish(job)
+                results.put(("crashed", worker, job, exc))
+                return
             queue.finish(job)
             results.put(("done", worker, job, (result, time.monotonic() - job_started)))
         results.put(("exit", worker, None, None))
@@ -344,30 +338,32 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
     threads = [threading.Thread(target=work, args=(w,), name=f"profile-{w.name}", daemon=True) for w in workers]
     for t in threads:
         t.start()
-    running, done, board_errors = len(threads), 0, {}
+    running, done, board_errors, crash = len(threads), 0, {}, None
     if progress:
         progress(0, len(todo), todo[0] if todo else None)
     while running:
         kind, worker, job, payload = results.get()
-        if kind in ("exit", "board"):
+        if kind in ("exit", "board", "crashed"):
             running -= 1
             if kind == "board":
                 board_errors[worker.name] = payload
                 log.warning("board %s failed and is left out: %s", worker.name, payload)
+            if kind == "crashed":
+                crash = crash or (job, payload)
+                queue.pending.clear()   # the other boards finish their job in flight and stop
             continue
         done += 1
         if kind == "failed":
             report.failed.append((job, payload))
         else:
             payload, wall = payload
-            blocks = blocks_of(payload) if job.mode == "layers" else {}
-            if job.mode == "layers" and not blocks:
+            if job.mode == "layers" and not payload.blocks():
                 report.failed.append((job, payload.layer_profile_note or "the agent returned no per-layer profile"))
             else:
-                report.measured.append(store_result(db, target, key, job, payload, blocks, replace=force,
+                report.measured.append(store_result(db, target, key, job, payload, replace=force,
                                                     board=worker.name if target.links else None, rounds=rounds))
                 report.boards[worker.name] = report.boards.get(worker.name, 0) + 1
-                inference = sum(payload.samples_ms) * payload.timing.runs_per_sample / 1000.0
+                inference = payload.inference_seconds
                 report.inference_seconds += inference
                 spent = report.by_mode.setdefault(job.mode, {"wall_s": 0.0, "inference_s": 0.0})
                 spent["wall_s"] += wall
@@ -375,10 +371,14 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
         if progress:
             progress(done, len(todo), job)
     report.seconds = time.monotonic() - started
+    if crash:
+        job, exc = crash
+        raise ProfileFailed(f"measuring {job.label()} failed: {type(exc).__name__}: {exc}; the "
+                            f"{len(report.measured)} rows measured are stored: rerun to continue") from exc
     left = len(queue.pending)
     if left:
         why = "; ".join(f"{name}: {error}" for name, error in board_errors.items())
-        raise AgentUnavailable(f"every board of {target.name} failed with {left} measurements left ({why}); "
+        raise TargetError(f"every board of {target.name} failed with {left} measurements left ({why}); "
                                f"the {len(report.measured)} measured are stored: rerun to continue")
     report.board_errors = board_errors
     return report

@@ -21,6 +21,8 @@ from typing import Callable
 import netcut_deploy
 
 from .client import AgentClient, AgentUnavailable
+from .errors import ConfigError
+from .wire import info as agent_info
 from .ssh import BoardError, SSHBoard
 
 MIN_PYTHON = (3, 9)
@@ -41,7 +43,7 @@ print(json.dumps({"python": list(sys.version_info[:3]), "machine": platform.mach
 def wheel_version(wheel: Path) -> str:
     match = re.match(r"^netcut-([^-]+)-", Path(wheel).name)
     if not match:
-        raise ValueError(f"{wheel} is not a netcut wheel (netcut-VERSION-*.whl)")
+        raise ConfigError(f"{wheel} is not a netcut wheel (netcut-VERSION-*.whl)")
     return match.group(1)
 
 
@@ -55,7 +57,7 @@ def build_wheel(dest: Path) -> Path:
     """Build the project's wheel from the checkout the host runs from."""
     root = source_root()
     if root is None:
-        raise ValueError("this netcut-host was not installed from a checkout, so it cannot build the agent's wheel: "
+        raise ConfigError("this netcut-host was not installed from a checkout, so it cannot build the agent's wheel: "
                          "pass --wheel FILE (e.g. `pip download --no-deps netcut`)")
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("netcut-*.whl"):
@@ -63,7 +65,7 @@ def build_wheel(dest: Path) -> Path:
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                            str(dest), str(root)], capture_output=True, text=True)
     if done.returncode != 0:
-        raise ValueError(f"building the wheel failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise ConfigError(f"building the wheel failed: {done.stderr.strip().splitlines()[-1:]}")
     return next(dest.glob("netcut-*.whl"))
 
 
@@ -89,7 +91,7 @@ def wheelhouse(dest: Path, wheel: Path, platform: str | None, python_version: st
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         errors = [l for l in done.stderr.splitlines() if l.startswith("ERROR")]
-        raise ValueError(f"preparing the wheelhouse failed: {' '.join(errors) or done.stderr.strip()[-300:]}")
+        raise ConfigError(f"preparing the wheelhouse failed: {' '.join(errors) or done.stderr.strip()[-300:]}")
     if not (dest / Path(wheel).name).is_file():
         (dest / Path(wheel).name).write_bytes(Path(wheel).read_bytes())
     return sorted(dest.glob("*.whl"))
@@ -206,7 +208,7 @@ class Installation:
             while True:
                 try:
                     with AgentClient(address, connect_timeout=3) as client:
-                        info = client.info()
+                        info = agent_info(client)
                     if version is None or info.agent_version == version:
                         return info.agent_version
                 except AgentUnavailable:
@@ -282,14 +284,14 @@ def default_wheels(wheel: Path | None, wheelhouse_dir: Path | None, workdir: Pat
     if wheel is None:
         wheel = build_wheel(workdir or Path(tempfile.mkdtemp(prefix="netcut-wheel-")))
     elif not Path(wheel).is_file():
-        raise ValueError(f"no such wheel: {wheel}")
+        raise ConfigError(f"no such wheel: {wheel}")
     wheel = Path(wheel)
     wheel_version(wheel)
     if wheelhouse_dir is None:
         return wheel, [wheel]
     if not Path(wheelhouse_dir).is_dir():
-        raise ValueError(f"no such wheelhouse folder: {wheelhouse_dir} (make one with `netcut-host fleet wheelhouse`)")
+        raise ConfigError(f"no such wheelhouse folder: {wheelhouse_dir} (make one with `netcut-host fleet wheelhouse`)")
     files = [p for p in sorted(Path(wheelhouse_dir).glob("*.whl")) if not p.name.startswith("netcut-")]
     if not files:
-        raise ValueError(f"the wheelhouse {wheelhouse_dir} holds no wheels (make one with `netcut-host fleet wheelhouse`)")
+        raise ConfigError(f"the wheelhouse {wheelhouse_dir} holds no wheels (make one with `netcut-host fleet wheelhouse`)")
     return wheel, [wheel] + files

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from netcut.search import Candidate, latency_of, pareto_front
+from netcut.policy import Candidate, latency_of, pareto_front
 
 from .search import SearchConfig, SearchOutcome
 
@@ -17,9 +17,9 @@ def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
                 "accuracy": c.accuracy}
 
     keys = ("model", "cut", "macs", "params", "estimated_ms", "uncertainty_ms", "margin_ms", "evidence",
-            "measured_ms", "accuracy", "feasible", "chosen", "off_the_shelf", "confirmation")
-    return {"deadline_ms": cfg.deadline_ms, "quantile": cfg.quantile, "estimator": cfg.estimator,
-            "policy": cfg.policy, "finetune": cfg.finetune, "epochs": cfg.epochs, "margin_pct": cfg.margin_pct,
+            "measured_ms", "accuracy", "feasible", "retrained", "off_the_shelf", "confirmation")
+    return {"deadline_ms": outcome.deadline.ms, "deadline_source": outcome.deadline.source, "quantile": cfg.quantile,
+            "estimator": cfg.estimator, "policy": str(cfg.policy), "finetune": cfg.finetune, "epochs": cfg.epochs, "margin_pct": cfg.margin_pct,
             "input_size": cfg.input_size, "weights": cfg.weights, "target": outcome.target, "task": outcome.task,
             "pick": brief(outcome.pick), "best_off_the_shelf": brief(outcome.best_off_the_shelf),
             "artefact": str(outcome.artefact) if outcome.artefact else None, "sidecar": outcome.sidecar,
@@ -56,7 +56,7 @@ def write_markdown(path: Path, data: dict) -> None:
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         lines.append(f"| {c['model']} | {c['cut'] or '(full)'} | {c['macs'] / 1e6:.1f} | {fmt(c['estimated_ms'], '.3f')} "
                      f"| {fmt(c['measured_ms'], '.3f')} | {fmt(c['accuracy'], '.3f')} | {'yes' if c['feasible'] else ''} "
-                     f"| {'yes' if c['chosen'] else ''} |")
+                     f"| {'yes' if c['retrained'] else ''} |")
     lines += ["", "![latency vs accuracy](pareto.png)", ""]
     path.write_text("\n".join(lines))
 
@@ -77,7 +77,7 @@ def write_plots(out: Path, cfg: SearchConfig, outcome: SearchOutcome) -> None:
     if front:
         ax.step([latency_of(c) for c in front], [c.accuracy for c in front], where="post", color="grey",
                 linewidth=1, label="Pareto frontier")
-    ax.axvline(cfg.deadline_ms, color="red", linestyle="--", label=f"deadline {cfg.deadline_ms:g} ms")
+    ax.axvline(outcome.deadline.ms, color="red", linestyle="--", label=f"deadline {outcome.deadline.ms:g} ms")
     if outcome.pick:
         ax.scatter([latency_of(outcome.pick)], [outcome.pick.accuracy], marker="*", s=300, color="gold",
                    edgecolor="black", zorder=5, label=f"pick: {outcome.pick.key}")

@@ -10,64 +10,92 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from netcut import __version__, models
-from netcut.cuts import NetworkAnalysis, analyse, check_input_size
+from netcut.cuts import NetworkAnalysis, analyse, candidate_cuts, check_input_size
 from netcut.data import BUILTIN_NORMALIZATION, IMAGENET, TaskData, load_task
 from netcut.errors import NetcutError
 from netcut.estimate import STAT_OF, quantile_level
 from netcut.export import export
-from netcut.search import (Candidate, choose, mark_feasible, next_shallower, parse_policy,
-                           ranked_for_confirmation)
+from netcut.policy import Candidate, Policy, choose, mark_feasible, next_shallower, ranked_for_confirmation
 from netcut.training import TrainConfig, TrainResult, train_full, train_heads
 from netcut.trn import build_trn
-from netcut_protos.agent.v1 import agent_pb2 as pb
+from netcut.vocabulary import cut_label
 
-from .cmd_agent import result_dict
-from .estimation import analytical, empirical, fit
-from .profiling import DEFAULT_ROUNDS, SEED, Job, ModelFiles, plan, run, store_result
+from . import wire
+from .choices import DEFAULT_ROUNDS, FORMAT_OF
+from .errors import ConfigError, NoFeasibleCandidate
+from .estimation import estimate_candidates
+from .profiling import SEED, Job, ModelFiles, plan, run, store_result
+from .records import AgentResult, Timing
 from .tables import LatencyDB, RowKey
 from .targets import ConnectedTarget
 
 log = logging.getLogger(__name__)
 
 STATE = "state.json"
-DEFAULT_MODELS = ["mobilenet_v3_small", "mobilenet_v2", "resnet18", "efficientnet_b0", "resnet50"]
 
 
-class NoFeasibleCandidate(NetcutError):
-    """No candidate can meet the deadline (exit code 3)."""
+class OutputInUse(ConfigError):
+    """The output folder holds another search (or this one, not asked to resume)."""
+
+    def __init__(self, message: str, resumable: bool):
+        super().__init__(message)
+        self.resumable = resumable
 
 
-@dataclass
+class ClassesMismatch(ConfigError):
+    """The data has another number of classes than the one asked for."""
+
+
+@dataclass(frozen=True)
 class SearchConfig:
-    deadline_ms: float | None
+    """What the user asked for. Built by keyword; values resolved during the search (the demo's deadline)
+    are returned in the outcome, never written back here."""
+    deadline_ms: float | None = None      # None: the built-in demo's rule (see resolve_deadline)
     quantile: str = "p99"
-    models: list[str] = field(default_factory=list)
+    models: tuple[str, ...] = ()
     weights: str = "builtin"
     data: str = "builtin"
     estimator: str = "empirical"
-    policy: str = "deepest"
+    policy: Policy = Policy("deepest")
     finetune: str = "head"
     epochs: int = 30
     device: str = "cpu"
     input_size: int = 32
     margin_pct: float = 5.0
     out: Path = Path("netcut-out")
-    timing: dict = field(default_factory=dict)
-    expected_classes: int | None = None   # --classes N: checked against the data before any work
+    timing: Timing = Timing()
+    expected_classes: int | None = None   # checked against the data before any work
     rounds: int = DEFAULT_ROUNDS           # profiling: windows per measurement (netcut_host.profiling.run)
 
     def identity(self) -> dict:
         """What must match for --resume to continue a search."""
-        keep = ("deadline_ms", "quantile", "models", "weights", "data", "estimator", "policy", "finetune", "epochs",
-                "input_size", "margin_pct")
-        return {k: getattr(self, k) for k in keep}
+        keep = ("deadline_ms", "quantile", "weights", "data", "estimator", "finetune", "epochs", "input_size",
+                "margin_pct")
+        return {**{k: getattr(self, k) for k in keep}, "models": list(self.models), "policy": str(self.policy)}
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The deadline a search ran against, and where it came from: given, resumed (the deadline an
+    interrupted demo had chosen) or demo (the median of the off-the-shelf networks' estimates)."""
+    ms: float
+    source: str
+
+
+def demo_deadline(candidates: list[Candidate]) -> float:
+    """The built-in demo's deadline: the median of the off-the-shelf networks' estimates on this target,
+    so that trimming has something to do."""
+    full = sorted(c.estimated_ms for c in candidates if c.off_the_shelf and c.estimated_ms is not None)
+    if not full:
+        raise NetcutError("no off-the-shelf network could be estimated, so there is no demo deadline; give one")
+    return round(full[len(full) // 2], 4)
 
 
 @dataclass
@@ -75,6 +103,7 @@ class SearchOutcome:
     candidates: list[Candidate]
     pick: Candidate | None
     best_off_the_shelf: Candidate | None
+    deadline: Deadline
     phases_s: dict
     artefact: Path | None
     sidecar: dict | None
@@ -92,13 +121,13 @@ class Search:
                  say: Callable[[str], None] = lambda s: None, resume: bool = False, task: TaskData | None = None):
         self.cfg, self.target, self.db, self.say = cfg, target, db, say
         self.task = task  # given: used instead of loading cfg.data (bench/search.py holds a test split out)
-        self.policy, self.k = parse_policy(cfg.policy)
+        self.deadline: Deadline | None = None
         self.phases = {"estimation": 0.0, "profiling": 0.0, "training": 0.0, "confirmation": 0.0}
         self.notes: list[str] = []
         self.out = Path(cfg.out)
         self.checkpoints = self.out / "checkpoints"
         self.export_cache = export_cache
-        self.requested = json.loads(json.dumps(cfg.identity()))  # before the demo resolves its deadline
+        self.requested = json.loads(json.dumps(cfg.identity()))
         self._prepare_out(resume)
 
     # ------------------------------------------------------------ state
@@ -108,17 +137,29 @@ class Search:
         self.previous: dict = {}
         if state.exists():
             if not resume:
-                raise NetcutError(f"{self.out} holds a search already; continue it with --resume or pass another --out")
+                raise OutputInUse(f"{self.out} holds a search already: continue it, or write this one elsewhere",
+                                  resumable=True)
             self.previous = json.loads(state.read_text())
             if self.previous.get("config") != self.requested:
-                raise NetcutError(f"{self.out} holds a search with other options; --resume needs the same options "
-                                  f"(saved: {self.previous.get('config')})")
-            if self.cfg.deadline_ms is None and self.previous.get("deadline_ms"):
-                self.cfg.deadline_ms = self.previous["deadline_ms"]  # the demo keeps the deadline it chose
+                raise OutputInUse(f"{self.out} holds a search with other options; continuing it needs the same "
+                                  f"options (saved: {self.previous.get('config')})", resumable=False)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
+    def resolve_deadline(self, candidates: list[Candidate]) -> Deadline:
+        """The one place the deadline is decided: the user's; else the one a resumed demo had chosen; else
+        the demo's rule."""
+        if self.cfg.deadline_ms is not None:
+            return Deadline(self.cfg.deadline_ms, "given")
+        if self.previous.get("deadline_ms"):
+            return Deadline(self.previous["deadline_ms"], "resumed")
+        deadline = Deadline(demo_deadline(candidates), "demo")
+        self.notes.append(f"no --deadline given: the demo uses {deadline.ms:g} ms, the median of the "
+                          "off-the-shelf networks' estimates on this target")
+        self.say(self.notes[-1])
+        return deadline
+
     def save(self, candidates: list[Candidate], **extra) -> None:
-        data = {"config": self.requested, "deadline_ms": self.cfg.deadline_ms,
+        data = {"config": self.requested, "deadline_ms": self.deadline.ms if self.deadline else None,
                 "candidates": [c.report() for c in candidates], "phases_s": self.phases, **extra}
         tmp = self.out / (STATE + ".tmp")
         tmp.write_text(json.dumps(data, indent=1, default=str))
@@ -135,18 +176,16 @@ class Search:
                                                                  normalization_for(cfg.weights), SEED)
         classes = len(task.classes)
         if cfg.expected_classes is not None and cfg.expected_classes != classes:
-            raise NetcutError(f"--classes {cfg.expected_classes}, but {task.source} has {classes} classes "
-                              f"({', '.join(task.classes[:10])}); use --classes auto")
+            raise ClassesMismatch(f"{cfg.expected_classes} classes expected, but {task.source} has {classes} "
+                                  f"classes ({', '.join(task.classes[:10])}); expect what the data has")
         if task.skipped:
             self.notes.append(f"skipped {task.skipped} unreadable image{'s' if task.skipped > 1 else ''}")
-        self.key = RowKey(cfg.input_size, 1, "onnx" if self.target.runtime == "onnxruntime" else "tflite",
-                          self.target.runtime, self.target.threads, "block", classes)
+        self.key = RowKey(cfg.input_size, 1, FORMAT_OF[self.target.runtime], self.target.runtime,
+                          self.target.threads, "block", classes)
         self.analyses = {m: self._analyse(m) for m in cfg.models}
-        self._fit_cache = dict(self.analyses)  # the cost model may also calibrate on other measured networks
-        candidates = [Candidate(m, c.name, c.index, c.macs, c.params) for m, a in self.analyses.items()
-                      for c in a.cuts] + [Candidate(m, None, len(a.cuts), a.full_macs, a.full_params)
-                                          for m, a in self.analyses.items()]
+        candidates = [self._candidate(m, a, cut) for m, a in self.analyses.items() for cut in candidate_cuts(a)]
         self._estimate(candidates)
+        deadline = self.deadline
         feasible = [c for c in candidates if c.feasible]
         self.save(candidates)
         if not feasible:
@@ -154,71 +193,46 @@ class Search:
             fastest = min(known, key=lambda c: c.estimated_ms, default=None)
             hint = (f"; the fastest candidate, {fastest.key}, is estimated at {fastest.estimated_ms:.3g} ms "
                     f"(+{fastest.margin_ms:.2g} ms margin)") if fastest else ""
-            raise NoFeasibleCandidate(f"no candidate can meet {cfg.deadline_ms:g} ms at {cfg.quantile}{hint}")
-        chosen = choose(candidates, self.policy, self.k)
-        self.say(f"{len(feasible)} of {len(candidates)} candidates are feasible; retraining {len(chosen)} "
+            raise NoFeasibleCandidate(f"no candidate can meet {deadline.ms:g} ms at {cfg.quantile}{hint}")
+        retrained = choose(candidates, cfg.policy)
+        self.say(f"{len(feasible)} of {len(candidates)} candidates are feasible; retraining {len(retrained)} "
                  f"({cfg.policy}, {cfg.finetune})")
-        self._train(candidates, chosen, task)
+        self._train(candidates, retrained, task)
         pick, artefact, sidecar = self._confirm(candidates, task)
         off = [c for c in candidates if c.off_the_shelf and c.feasible and c.accuracy is not None]
         best_off = max(off, key=lambda c: c.accuracy, default=None)
         self.save(candidates, pick=pick.key if pick else None)
-        return SearchOutcome(candidates, pick, best_off, self.phases, artefact, sidecar,
+        return SearchOutcome(candidates, pick, best_off, deadline, self.phases, artefact, sidecar,
                              {"source": task.source, "classes": task.classes, **task.counts, "skipped": task.skipped},
-                             {"name": self.target.name, "identity": self.target.target.identity,
-                              **self.target.target.description}, self.notes)
+                             {"name": self.target.name, "identity": self.target.identity.key,
+                              **self.target.identity.description}, self.notes)
+
+    @staticmethod
+    def _candidate(model: str, a: NetworkAnalysis, cut: str | None) -> Candidate:
+        if cut is None:
+            return Candidate(model, None, len(a.cuts), a.full_macs, a.full_params)
+        c = a.cut(cut)
+        return Candidate(model, c.name, c.index, c.macs, c.params)
 
     def _analyse(self, name: str) -> NetworkAnalysis:
         torch.manual_seed(SEED)
         model = models.build(name, self.cfg.weights)
         return analyse(model, name, self.cfg.input_size, "block", 1)
 
-    def _estimates(self, name: str) -> list:
-        a = self.analyses[name]
-        if self.cfg.estimator == "empirical":
-            return empirical(self.db, self.target.target.identity, self.key, a, self.cfg.quantile)
-        return analytical(self._cost_model, a, self.key, self.cfg.quantile)
-
     def _estimate(self, candidates: list[Candidate]) -> None:
         t0 = time.monotonic()
-        self.db.add_target(self.target.target)
-        identity = self.target.target.identity
-        if self.cfg.estimator == "empirical":
-            missing = [m for m in self.cfg.models
-                       if any(e.estimated_ms is None for e in empirical(self.db, identity, self.key,
-                                                                        self.analyses[m], self.cfg.quantile))]
-        else:
-            try:
-                self._cost_model = fit(self.db, identity, self.key, analyses=self._fit_cache)
-                missing = []
-            except NetcutError:
-                missing = list(self.cfg.models)  # too few rows to calibrate: profile these networks first
-        self.phases["estimation"] += time.monotonic() - t0
-        if missing:
-            self._profile(missing)
-            if self.cfg.estimator == "analytical":
-                self._cost_model = fit(self.db, identity, self.key, analyses=self._fit_cache)
-        t0 = time.monotonic()
-        for name in self.cfg.models:
-            by_cut = {e.cut: e for e in self._estimates(name)}
-            for c in candidates:
-                if c.model == name:
-                    e = by_cut[c.cut]
-                    c.estimated_ms, c.uncertainty_ms, c.evidence = e.estimated_ms, e.uncertainty_ms, e.evidence
-        if self.cfg.deadline_ms is None:  # the built-in demo: a deadline that makes trimming matter here
-            full = sorted(c.estimated_ms for c in candidates if c.off_the_shelf and c.estimated_ms is not None)
-            if not full:
-                raise NetcutError("no off-the-shelf network could be estimated, so no demo deadline; pass --deadline")
-            self.cfg.deadline_ms = round(full[len(full) // 2], 4)
-            self.notes.append(f"no --deadline given: the demo uses {self.cfg.deadline_ms:g} ms, the median of the "
-                              "off-the-shelf networks' estimates on this target")
-            self.say(self.notes[-1])
-        margin = self.cfg.margin_pct
-        if self.cfg.estimator == "analytical":
-            margin = max(margin, 200.0 * self._cost_model.relative_residual)
-            self.notes.append(f"analytical margin {margin:.1f}% (twice the cost model's typical error)")
-        mark_feasible(candidates, self.cfg.deadline_ms, margin)
-        self.phases["estimation"] += time.monotonic() - t0
+        self.db.add_target(self.target.identity)
+        profiling_before = self.phases["profiling"]
+        estimates = estimate_candidates(self.db, self.target.identity.key, self.key, self.analyses,
+                                        self.cfg.estimator, self.cfg.quantile, self.cfg.margin_pct, self._profile)
+        for c in candidates:
+            e = estimates.of(c.model, c.cut)
+            c.estimated_ms, c.uncertainty_ms, c.evidence = e.estimated_ms, e.uncertainty_ms, e.evidence
+        self.deadline = self.resolve_deadline(candidates)
+        self.notes += estimates.notes
+        mark_feasible(candidates, self.deadline.ms, estimates.margin_pct)
+        # Profiling inside the estimation is counted as profiling.
+        self.phases["estimation"] += time.monotonic() - t0 - (self.phases["profiling"] - profiling_before)
 
     def _profile(self, names: list[str]) -> None:
         t0 = time.monotonic()
@@ -227,9 +241,8 @@ class Search:
         mode = "layers" if self.key.runtime == "onnxruntime" else "e2e"
         jobs = plan(analyses, "all", mode)
         self.say(f"profiling {', '.join(names)} on {self.target.name} ({len(jobs)} measurements, {mode} mode)")
-        timing = pb.TimingConfig(**self.cfg.timing)
         files = ModelFiles(self.export_cache, self.key, analyses)
-        report = run(jobs, self.target, self.db, self.key, files, timing, rounds=self.cfg.rounds,
+        report = run(jobs, self.target, self.db, self.key, files, self.cfg.timing, rounds=self.cfg.rounds,
                      progress=lambda d, t, j: self.say(f"  [{d}/{t}] {j.label()}") if j else None)
         for job, error in report.failed:
             self.notes.append(f"could not measure {job.label()}: {error}")
@@ -242,19 +255,19 @@ class Search:
     def _checkpoint(self, c: Candidate) -> Path:
         return self.checkpoints / f"{self._stem(c)}.pt"
 
-    def _train(self, candidates: list[Candidate], chosen: list[Candidate], task: TaskData) -> None:
+    def _train(self, candidates: list[Candidate], retrained: list[Candidate], task: TaskData) -> None:
         t0 = time.monotonic()
-        done = {c["model"] + "@" + (c["cut"] or "full"): c for c in self.previous.get("candidates", [])
+        done = {c["model"] + "@" + cut_label(c["cut"]): c for c in self.previous.get("candidates", [])
                 if c.get("trained")}
         todo = []
-        for c in chosen:
+        for c in retrained:
             prior = done.get(c.key)
             if prior and self._checkpoint(c).exists():
                 c.trained, c.accuracy, c.train_seconds = True, prior["accuracy"], prior["train_seconds"]
             else:
                 todo.append(c)
-        if len(todo) < len(chosen):
-            self.say(f"resuming: {len(chosen) - len(todo)} candidates were trained already")
+        if len(todo) < len(retrained):
+            self.say(f"resuming: {len(retrained) - len(todo)} candidates were trained already")
         classes = len(task.classes)
         train_cfg = TrainConfig(self.cfg.finetune, self.cfg.epochs, device=self.cfg.device, seed=SEED)
         by_model: dict[str, list[Candidate]] = {}
@@ -276,13 +289,13 @@ class Search:
                     self._record(c, trn, result, candidates)
         self.phases["training"] += time.monotonic() - t0
 
-    def _record(self, c: Candidate, trn, result: TrainResult, candidates: list[Candidate]) -> None:
+    def _record(self, c: Candidate, trn: torch.nn.Module, result: TrainResult, candidates: list[Candidate]) -> None:
         torch.save(trn.state_dict(), self._checkpoint(c))
         c.trained, c.accuracy, c.train_seconds = True, result.accuracy, result.seconds
         self.say(f"  {c.key}: validation accuracy {result.accuracy:.3f}")
         self.save(candidates)
 
-    def trained_trn(self, c: Candidate, classes: int):
+    def trained_trn(self, c: Candidate, classes: int) -> torch.nn.Module:
         """A trained candidate, from its checkpoint."""
         trn = build_trn(self.analyses[c.model], c.cut, classes)
         trn.load_state_dict(torch.load(self._checkpoint(c), map_location="cpu", weights_only=True))
@@ -299,17 +312,17 @@ class Search:
         while pick is None:
             for c in ranked_for_confirmation(candidates):
                 path, data = self._measure(c, task)
-                if c.measured_ms <= self.cfg.deadline_ms:
+                if c.measured_ms <= self.deadline.ms:
                     pick, artefact, sidecar = c, *self._deliver(c, path, data, task)
                     break
                 c.feasible = False
-                c.confirmation = f"missed: measured {c.measured_ms:.3f} ms > {self.cfg.deadline_ms:g} ms"
+                c.confirmation = f"missed: measured {c.measured_ms:.3f} ms > {self.deadline.ms:g} ms"
                 stand_in = next_shallower(candidates, c)  # None when every feasible one is trained
                 self.notes.append(f"{c.key} was estimated to meet the deadline but measured {c.measured_ms:.3f} ms; "
                                   + (f"retraining {stand_in.key} in its place" if stand_in else "trying the next best"))
                 self.say(self.notes[-1])
                 if stand_in:
-                    stand_in.chosen = True
+                    stand_in.retrained = True
                     self._train(candidates, [stand_in], task)
                     break  # rank again, with the stand-in
             else:
@@ -321,22 +334,19 @@ class Search:
                                       "target; raise --margin, or profile the target again (--force) if the table is old")
         return pick, artefact, sidecar
 
-    def _measure(self, c: Candidate, task: TaskData) -> tuple[Path, dict]:
+    def _measure(self, c: Candidate, task: TaskData) -> tuple[Path, AgentResult]:
         """Export a trained candidate in the target's format and time it end to end there (kept in the table)."""
         path = self.out / "confirm" / f"{self._stem(c)}.{self.key.format}"
         export(self.trained_trn(c, len(task.classes)), path, self.analyses[c.model].input_shape, self.key.format,
-               {"netcut.model": c.model, "netcut.cut": c.cut or ""} if self.key.format == "onnx" else None)
+               {"netcut.model": c.model, "netcut.cut": cut_label(c.cut)} if self.key.format == "onnx" else None)
         self.say(f"confirming {c.key} on {self.target.name}")
         model_id = self.target.client.upload(path, label=c.key)
-        result = self.target.client.benchmark(pb.BenchmarkRequest(
-            model_id=model_id, runtime=self.key.runtime, threads=self.key.threads,
-            timing=pb.TimingConfig(**self.cfg.timing)))
+        result = wire.benchmark(self.target.client, model_id, self.key.runtime, self.key.threads, self.cfg.timing)
         store_result(self.db, self.target, self.key, Job(c.model, c.cut, "e2e"), result, replace=True, rounds=1)
-        data = result_dict(result, c.model)
-        c.measured_ms = data[STAT_OF[quantile_level(self.cfg.quantile)]]
-        return path, data
+        c.measured_ms = getattr(result.stats, STAT_OF[quantile_level(self.cfg.quantile)])
+        return path, result
 
-    def _deliver(self, c: Candidate, path: Path, data: dict, task: TaskData) -> tuple[Path, dict]:
+    def _deliver(self, c: Candidate, path: Path, result: AgentResult, task: TaskData) -> tuple[Path, dict]:
         """The pick as the deployable file and its sidecar."""
         fmt = self.key.format
         c.confirmation = "meets the deadline when measured"
@@ -345,11 +355,12 @@ class Search:
         sidecar = {"model": c.model, "cut": c.cut, "weights": self.cfg.weights, "classes": task.classes,
                    "input_shape": list(self.analyses[c.model].input_shape),
                    "normalization": task.normalization, "format": fmt,
-                   "accuracy": c.accuracy, "deadline_ms": self.cfg.deadline_ms, "quantile": self.cfg.quantile,
-                   "measured_latency_ms": {k: data[k] for k in ("median_ms", "p90_ms", "p95_ms", "p99_ms")},
-                   "measured_n": data["n"], "throttled": data["throttled"],
-                   "target": {"name": self.target.name, "identity": self.target.target.identity,
-                              **self.target.target.description},
+                   "accuracy": c.accuracy, "deadline_ms": self.deadline.ms, "quantile": self.cfg.quantile,
+                   "measured_latency_ms": {k: getattr(result.stats, k) for k in ("median_ms", "p90_ms", "p95_ms",
+                                                                                  "p99_ms")},
+                   "measured_n": result.stats.n, "throttled": result.throttled,
+                   "target": {"name": self.target.name, "identity": self.target.identity.key,
+                              **self.target.identity.description},
                    "netcut_version": __version__}
         (self.out / "model.json").write_text(json.dumps(sidecar, indent=1))
         return artefact, sidecar

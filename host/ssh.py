@@ -21,6 +21,7 @@ from typing import Iterator
 
 import paramiko
 
+from .errors import TargetError
 from .inventory import Board
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 
 
-class BoardError(ConnectionError):
+class BoardError(TargetError):
     """A board cannot be reached or refused what was asked; the message says which board and why."""
 
 
@@ -45,7 +46,7 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     def __init__(self, known_hosts: Path, accept_new: bool, board: Board):
         self.known_hosts, self.accept_new, self.board = known_hosts, accept_new, board
 
-    def missing_host_key(self, client, hostname, key):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         if not self.accept_new:
             raise BoardError(f"board {self.board.name}: unknown host key for {hostname} ({key.get_name()} "
                              f"{fingerprint(key)}); check it on the board with `ssh-keygen -lf "

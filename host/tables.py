@@ -13,15 +13,19 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from netcut.estimate import Measurement, pool_rounds
+from netcut.vocabulary import FULL, cut_label, parse_cut_label
+
+from .errors import ConfigError
+from .records import AgentResult
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS = {
     1: """
     CREATE TABLE targets (
@@ -38,7 +42,7 @@ MIGRATIONS = {
         arch TEXT NOT NULL,                 -- architecture key: weights do not change latency
         input_size INTEGER NOT NULL,
         batch INTEGER NOT NULL,
-        cut TEXT NOT NULL,                  -- '' = the full network
+        cut TEXT NOT NULL,                  -- 'full' = the full network ('' before schema 3)
         granularity TEXT NOT NULL,
         format TEXT NOT NULL,
         runtime TEXT NOT NULL,
@@ -110,6 +114,13 @@ MIGRATIONS = {
     ALTER TABLE measurements_v2 RENAME TO measurements;
     CREATE INDEX measurements_lookup ON measurements (target, arch, input_size, batch, format, threads);
     """,
+    # The full network is spelled 'full' on disk, as on the command line (it was ''); a stored cost model
+    # records the rows it was fitted on, so it is read back while they have not changed.
+    3: """
+    UPDATE measurements SET cut = 'full' WHERE cut = '';
+    DELETE FROM cost_models;
+    ALTER TABLE cost_models ADD COLUMN fitted_rows TEXT NOT NULL DEFAULT '';
+    """,
 }
 STALE_DAYS = 30
 # The columns that name one measurement (all its rounds).
@@ -117,7 +128,7 @@ JOB_KEY = "identity=? AND arch=? AND input_size=? AND batch=? AND cut=? AND gran
           "AND mode=? AND classes=?"
 
 
-class TableError(ValueError):
+class TableError(ConfigError):
     """The database cannot be used as it is (newer schema, corrupt, full disk)."""
 
 
@@ -133,32 +144,34 @@ class RowKey:
     classes: int = 10
 
 
-@dataclass
-class Target:
+@dataclass(frozen=True)
+class TargetIdentity:
+    """What a target's rows are keyed by: its name, what changes latency there (board, CPU, runtime and
+    version, threads) and `key`, a hash of that description. Rows of one key are never mixed with others."""
     name: str
-    description: dict                 # what changes latency
-    identity: str = ""
+    description: dict
+    key: str = ""
 
     def __post_init__(self):
-        if not self.identity:
+        if not self.key:
             canonical = json.dumps(self.description, sort_keys=True)
-            self.identity = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+            object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:16])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Row:
+    """One measurement (or one round of it) of one network's cut on one target, as stored."""
     target: str
     identity: str
     model: str
-    arch: str
     key: RowKey
     cut: str | None
     mode: str
-    runtime_version: str
-    result: dict                      # netcut_host.cmd_agent.result_dict of the benchmark
+    result: AgentResult
     blocks: dict = field(default_factory=dict)
     measured_at: float = 0.0
     round: int = 0                    # which window of a measurement taken in rounds
+    board: str | None = None          # fleets: the board that measured it
 
 
 def _friendly(exc: sqlite3.Error, path: Path) -> TableError:
@@ -208,14 +221,14 @@ class LatencyDB:
                 self.conn.execute(f"PRAGMA user_version = {target_version}")
             log.info("migrated %s to schema %d", self.path, target_version)
 
-    def transaction(self):
+    def transaction(self):  # noqa: ANN201 - a context manager of one BEGIN ... COMMIT
         db = self
 
         class _Tx:
             def __enter__(self):
                 db.conn.execute("BEGIN IMMEDIATE")
 
-            def __exit__(self, kind, exc, tb):
+            def __exit__(self, kind, exc, tb):  # noqa: ANN001
                 if kind is None:
                     db.conn.execute("COMMIT")
                 elif db.conn.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
@@ -225,10 +238,10 @@ class LatencyDB:
 
     # ------------------------------------------------------------ writes
 
-    def add_target(self, target: Target) -> None:
+    def add_target(self, target: TargetIdentity) -> None:
         try:
             self.conn.execute("INSERT OR IGNORE INTO targets VALUES (?, ?, ?, ?)",
-                              (target.identity, target.name, json.dumps(target.description, sort_keys=True),
+                              (target.key, target.name, json.dumps(target.description, sort_keys=True),
                                time.time()))
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
@@ -238,25 +251,24 @@ class LatencyDB:
 
         replace: measured again, so the row of the same round goes, and with `rounds` (how many the
         measurement now has) the rounds beyond those too."""
-        r = row.result
-        values = (row.target, row.identity, row.model, row.arch, row.key.input_size, row.key.batch, row.cut or "",
-                  row.key.granularity, row.key.format, row.key.runtime, row.runtime_version, row.key.threads, row.mode,
-                  row.key.classes, json.dumps(r.get("timing", {})), r["n"], r["median_ms"], r["mean_ms"], r["p90_ms"],
-                  r["p95_ms"], r["p99_ms"], r["min_ms"], r["max_ms"], r["std_ms"], r["cv"],
-                  json.dumps(r["samples_ms"]), json.dumps(row.blocks),
-                  json.dumps([[l["node"], l["op_type"], l["block"], l["time_ms"]] for l in r.get("layers", [])]),
-                  json.dumps({"board": r.get("board", {}), "fleet_board": r.get("fleet_board"),
-                              "state_start": r.get("state_start", {}),
-                              "state_end": r.get("state_end", {}), "warnings": r.get("warnings", [])}),
-                  int(r["throttled"]), int(r["clock_dropped"]), r["model_id"], r.get("agent_version", ""),
-                  row.measured_at or time.time(), row.round)
+        r, st = row.result, row.result.stats
+        state = {"board": asdict(r.board), "fleet_board": row.board, "state_start": asdict(r.state_start),
+                 "state_end": asdict(r.state_end), "warnings": list(r.warnings)}
+        values = (row.target, row.identity, row.model, row.model, row.key.input_size, row.key.batch,
+                  cut_label(row.cut), row.key.granularity, row.key.format, row.key.runtime, r.runtime_version,
+                  row.key.threads, row.mode, row.key.classes, json.dumps(r.timing.given()), st.n, st.median_ms,
+                  st.mean_ms, st.p90_ms, st.p95_ms, st.p99_ms, st.min_ms, st.max_ms, st.std_ms, st.cv,
+                  json.dumps(list(r.samples_ms)), json.dumps(row.blocks),
+                  json.dumps([[x.node, x.op_type, x.block, x.time_ms] for x in r.layers]), json.dumps(state),
+                  int(r.throttled), int(r.clock_dropped), r.model_id, r.agent_version, row.measured_at or time.time(),
+                  row.round)
         try:
             with self.transaction():
                 if replace:
                     which, extra = ("(round=? OR round>=?)", (row.round, rounds)) if rounds is not None else \
                         ("round=?", (row.round,))
                     self.conn.execute(f"DELETE FROM measurements WHERE {JOB_KEY} AND {which}",
-                                      self._job_params(row.identity, row.arch, row.key, row.cut, row.mode) + extra)
+                                      self._job_params(row.identity, row.model, row.key, row.cut, row.mode) + extra)
                 cursor = self.conn.execute("INSERT INTO measurements (target, identity, model, arch, input_size, "
                                            "batch, cut, granularity, format, runtime, runtime_version, threads, mode, "
                                            "classes, timing, n, median_ms, mean_ms, p90_ms, p95_ms, p99_ms, min_ms, "
@@ -285,8 +297,8 @@ class LatencyDB:
 
     @staticmethod
     def _job_params(identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> tuple:
-        return (identity, arch, key.input_size, key.batch, cut or "", key.granularity, key.format, key.threads, mode,
-                key.classes)
+        return (identity, arch, key.input_size, key.batch, cut_label(cut), key.granularity, key.format, key.threads,
+                mode, key.classes)
 
     def rounds(self, identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> set[int]:
         """The rounds of this measurement already in the table (empty: never measured)."""
@@ -329,12 +341,27 @@ class LatencyDB:
     def identities_of(self, name: str) -> list[sqlite3.Row]:
         return self.conn.execute("SELECT * FROM targets WHERE name=? ORDER BY first_seen", (name,)).fetchall()
 
-    def save_cost_model(self, identity: str, key: RowKey, model_json: str) -> None:
+    def fitted_rows(self, identity: str, key: RowKey) -> str:
+        """A fingerprint of the rows a cost model of this identity and row key is fitted on: it changes when
+        a row is added, replaced or removed."""
+        where = "identity=? AND input_size=? AND batch=? AND format=? AND runtime=? AND threads=? AND granularity=?"
+        count, last = self.conn.execute(f"SELECT COUNT(*), MAX(id) FROM measurements WHERE {where}",
+                                        (identity, key.input_size, key.batch, key.format, key.runtime, key.threads,
+                                         key.granularity)).fetchone()
+        return f"{count}:{last}:{key.classes}"
+
+    def save_cost_model(self, identity: str, key: RowKey, model_json: str, fitted_rows: str) -> None:
         try:
-            self.conn.execute("INSERT OR REPLACE INTO cost_models VALUES (?, ?, ?, ?)",
-                              (identity, json.dumps(vars(key), sort_keys=True), time.time(), model_json))
+            self.conn.execute("INSERT OR REPLACE INTO cost_models VALUES (?, ?, ?, ?, ?)",
+                              (identity, json.dumps(vars(key), sort_keys=True), time.time(), model_json, fitted_rows))
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
+
+    def cost_model(self, identity: str, key: RowKey, fitted_rows: str) -> str | None:
+        """The stored cost model's JSON if it was fitted on exactly these rows, else None."""
+        row = self.conn.execute("SELECT model FROM cost_models WHERE identity=? AND row_key=? AND fitted_rows=?",
+                                (identity, json.dumps(vars(key), sort_keys=True), fitted_rows)).fetchone()
+        return row[0] if row else None
 
     def integrity(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
@@ -354,6 +381,8 @@ class LatencyDB:
             raise TableError("not a NetCut table export (expected keys: netcut_table, targets, measurements)")
         if data.get("netcut_table", 0) > SCHEMA_VERSION:
             raise TableError(f"the export comes from a newer NetCut (table format {data['netcut_table']}); upgrade")
+        old_spelling = data.get("netcut_table", 0) < 3     # the full network was cut ''
+
         added = skipped = 0
         try:
             with self.transaction():
@@ -361,6 +390,8 @@ class LatencyDB:
                     self.conn.execute("INSERT OR IGNORE INTO targets VALUES (?, ?, ?, ?)",
                                       (t["identity"], t["name"], t["description"], t["first_seen"]))
                 for m in data["measurements"]:
+                    if old_spelling and m.get("cut") == "":
+                        m = {**m, "cut": FULL}
                     columns = list(m)
                     cursor = self.conn.execute(f"INSERT OR IGNORE INTO measurements ({', '.join(columns)}) VALUES "
                                                f"({', '.join('?' * len(columns))})", [m[c] for c in columns])
@@ -372,11 +403,11 @@ class LatencyDB:
 
 
 def to_measurement(r: sqlite3.Row) -> Measurement:
-    return Measurement(r["id"], r["arch"], r["cut"] or None, r["mode"], r["n"], r["median_ms"], r["p90_ms"],
+    return Measurement(r["id"], r["arch"], parse_cut_label(r["cut"]), r["mode"], r["n"], r["median_ms"], r["p90_ms"],
                        r["p95_ms"], r["p99_ms"], tuple(json.loads(r["samples"])), json.loads(r["blocks"]))
 
 
-def fresh_measurements(db: LatencyDB, identity: str, key: RowKey, row_ids=None,
+def fresh_measurements(db: LatencyDB, identity: str, key: RowKey, row_ids: Iterable[int] | None = None,
                        mode: str = "e2e") -> dict[tuple, Measurement]:
     """The `mode` rows among those a run just measured (row_ids; None: all of them), by (arch, cut), with
     the rounds of each pooled."""

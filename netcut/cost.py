@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    from .graph import TracedNetwork
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class _CostInterpreter(fx.Interpreter):
         return out
 
 
-def node_costs(traced, input_shape: tuple[int, ...]) -> tuple[list[NodeCost], dict[fx.Node, NodeCost]]:
+def node_costs(traced: TracedNetwork, input_shape: tuple[int, ...]) -> tuple[list[NodeCost], dict[fx.Node, NodeCost]]:
     """Run the graph once on a random input and cost every node, in execution order."""
     gm = traced.gm
     interp = _CostInterpreter(gm)

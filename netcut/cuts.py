@@ -17,10 +17,10 @@ from . import models
 from .cost import NodeCost, node_costs
 from .errors import NetcutError
 from .graph import TracedNetwork, articulation_nodes, input_dependent, trace
+from .vocabulary import GRANULARITIES
 
 log = logging.getLogger(__name__)
 
-GRANULARITIES = ("block", "layer")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ class NetworkAnalysis:
 
     def node_of(self, cut: CutPoint) -> fx.Node:
         return self.cut_nodes[cut.index]
+
+
+def candidate_cuts(a: NetworkAnalysis) -> list[str | None]:
+    """A network's candidates: every cut in execution order, then the full network (None)."""
+    return [c.name for c in a.cuts] + [None]
 
 
 def _logits_node(gm: fx.GraphModule) -> fx.Node | None:

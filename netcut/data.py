@@ -12,11 +12,15 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .errors import NetcutError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +43,13 @@ class TaskData:
 
 
 class _Augmented(Dataset):
-    def __init__(self, base: Dataset, fn):
+    def __init__(self, base: Dataset, fn: Callable[[torch.Tensor], torch.Tensor]):
         self.base, self.fn = base, fn
 
     def __len__(self):
         return len(self.base)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x, y = self.base[i]
         return self.fn(x), y
 
@@ -126,7 +130,7 @@ def image_folder(root: Path, input_size: int, normalization: dict, seed: int = 0
     aug_tf = transforms.Compose([transforms.RandomResizedCrop(input_size, scale=(0.6, 1.0)),
                                  transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
 
-    def folder(path: Path, transform):
+    def folder(path: Path, transform: Callable) -> ImageFolder:
         try:
             ds = datasets.ImageFolder(str(path), transform=transform, loader=lambda p: _rgb(p))
         except (FileNotFoundError, RuntimeError) as exc:

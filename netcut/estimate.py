@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Protocol
 
 import numpy as np
+from scipy.optimize import nnls
 
 from .errors import NetcutError
 from .features import FEATURES
+from .vocabulary import QUANTILES
 
-QUANTILES = {"p50": 0.5, "median": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 STAT_OF = {0.5: "median_ms", 0.9: "p90_ms", 0.95: "p95_ms", 0.99: "p99_ms"}
 E2E, LAYERS, HEAD = "e2e", "layers", "head"
 # A few TRNs measured end to end alongside a per-layer profile: they calibrate the profile's prefix sums
@@ -191,22 +192,6 @@ class EmpiricalEstimator:
 # ------------------------------------------------------------------ analytical
 
 
-def nonnegative_least_squares(x: np.ndarray, y: np.ndarray, iterations: int = 50) -> np.ndarray:
-    """Least squares with weights >= 0 (an active-set loop over numpy's lstsq)."""
-    active = np.ones(x.shape[1], dtype=bool)
-    w = np.zeros(x.shape[1])
-    for _ in range(iterations):
-        w[:] = 0.0
-        if not active.any():
-            break
-        w[active] = np.linalg.lstsq(x[:, active], y, rcond=None)[0]
-        negative = w < 0
-        if not negative.any():
-            break
-        active &= ~negative
-    return np.clip(w, 0.0, None)
-
-
 @dataclass
 class CostModel:
     """latency_median_ms = weights . features; other quantiles scale by measured tail ratios."""
@@ -257,7 +242,7 @@ def fit_cost_model(points: list[CalibrationPoint], target: str = "") -> CostMode
     x = np.stack([p.features / p.median_ms for p in points])
     y = np.ones(len(points))
     scale = np.maximum(np.abs(x).max(axis=0), 1e-12)   # condition the columns
-    w = nonnegative_least_squares(x / scale, y) / scale
+    w = nnls(x / scale, y)[0] / scale   # Lawson-Hanson
     predicted = np.array([np.dot(w, p.features) for p in points])
     measured = np.array([p.median_ms for p in points])
     residual = float(np.median(np.abs(predicted - measured) / measured))

@@ -15,14 +15,18 @@ import logging
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import NetcutError
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,6 @@ class ExportResult:
     input_shape: tuple[int, ...]
     relative_error: float      # ||runtime - torch|| / ||torch|| on a random input
     seconds: float
-    node_blocks: dict[str, str] = field(default_factory=dict)
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -53,7 +56,7 @@ def _labels(module: nn.Module) -> dict[str, str]:
     return dict(getattr(module, "labels", {}) or {})
 
 
-def _own_block(node, labels: dict[str, str]) -> str:
+def _own_block(node: onnx.NodeProto, labels: dict[str, str]) -> str:
     """The block from the node's scope: its name (TorchScript exporter) or its name scopes (dynamo)."""
     if node.name.startswith("/"):
         return labels.get(node.name.lstrip("/").split("/", 1)[0], "")
@@ -65,7 +68,7 @@ def _own_block(node, labels: dict[str, str]) -> str:
     return ""
 
 
-def annotate_onnx(model_proto, labels: dict[str, str], metadata: dict[str, str]) -> dict[str, str]:
+def annotate_onnx(model_proto: onnx.ModelProto, labels: dict[str, str], metadata: dict[str, str]) -> dict[str, str]:
     """Label each node with its block.
 
     Nodes without a scope are the exporter's own (Identity copies of shared weights,
@@ -124,7 +127,7 @@ def export_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ...], ops
                 raise NetcutError(f"neither ONNX exporter can export this network: {str(exc2).splitlines()[0][:300]}"
                                   ) from None
     proto = onnx.load(str(path))
-    blocks = annotate_onnx(proto, _labels(module), {"netcut.input_shape": json.dumps(list(input_shape)),
+    annotate_onnx(proto, _labels(module), {"netcut.input_shape": json.dumps(list(input_shape)),
                                                     **(metadata or {})})
     onnx.save(proto, str(path))
     seconds = time.perf_counter() - start
@@ -138,7 +141,7 @@ def export_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ...], ops
         if not error < TOLERANCE:
             raise NetcutError(f"the ONNX export of {path.name} disagrees with torch (relative error {error:.2e}); "
                               "please report this with the model name and cut")
-    return ExportResult(path, "onnx", tuple(input_shape), error, seconds, blocks)
+    return ExportResult(path, "onnx", tuple(input_shape), error, seconds)
 
 
 def export_tflite(module: nn.Module, path: Path, input_shape: tuple[int, ...], verify: bool = True) -> ExportResult:

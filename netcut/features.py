@@ -13,7 +13,7 @@ from .cuts import NetworkAnalysis
 from .trn import head_input_features
 
 FEATURES = ("conv_gmacs", "dwconv_gmacs_as_3x3", "linear_gmacs", "act_mb", "param_mb", "ops", "runs")
-FULL = "classifier"  # the label of the segment after the last cut (see netcut.trn)
+CLASSIFIER_SEGMENT = "classifier"  # the label of the segment after the last cut (see netcut.trn)
 
 
 # Operations that inference runtimes fuse into the preceding convolution or elide: they move
@@ -53,10 +53,10 @@ def segment_features(a: NetworkAnalysis) -> dict[str, np.ndarray]:
     nodes = a.traced.nodes
     position = {n: i for i, n in enumerate(nodes)}
     bounds = [position[n] for n in a.cut_nodes] + [len(nodes)]
-    labels = [c.name for c in a.cuts] + [FULL]
+    labels = [c.name for c in a.cuts] + [CLASSIFIER_SEGMENT]
     out, start = {}, 0
     for label, end in zip(labels, bounds):
-        out[label] = _piece(a.costs[start:end + 1] if label != FULL else a.costs[start:end])
+        out[label] = _piece(a.costs[start:end + 1] if label != CLASSIFIER_SEGMENT else a.costs[start:end])
         start = end + 1
     return out
 

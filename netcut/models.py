@@ -29,11 +29,6 @@ def torchvision_models() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def architecture_key(name: str) -> str:
-    """What identifies a network's latency: its architecture, not its weights."""
-    return name
-
-
 def _unknown_model(name: str) -> NetcutError:
     close = difflib.get_close_matches(name, torchvision_models(), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -101,7 +96,7 @@ def _torchvision_weights(name: str, weights: str):
         raise NetcutError(f"unknown weights {weights!r} for {name}; valid: {valid}, none, or a file path") from None
 
 
-def _fetch_torchvision_weights(weights) -> dict[str, torch.Tensor]:
+def _fetch_torchvision_weights(weights: torchvision.models.WeightsEnum) -> dict[str, torch.Tensor]:
     """The weights' state dict from torch's hub cache, downloading them if the machine is online."""
     filename = os.path.basename(weights.url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename

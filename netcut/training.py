@@ -22,7 +22,6 @@ from .errors import NetcutError
 from .trn import HEAD_NAME, TrimmedNetwork, build_trn, global_pool
 
 log = logging.getLogger(__name__)
-FINETUNE = ("head", "full")
 T = TypeVar("T")
 
 
@@ -194,7 +193,7 @@ def train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: T
 
 
 def _train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: TrainConfig, batch: int,
-                progress) -> tuple[TrimmedNetwork, TrainResult]:
+                progress: Callable[[str], None] | None) -> tuple[TrimmedNetwork, TrainResult]:
     torch.manual_seed(cfg.seed)
     device = cfg.device
     trn.to(device)

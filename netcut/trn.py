@@ -27,7 +27,7 @@ def segment_attr(label: str, index: int) -> str:
     return f"s{index:02d}_" + re.sub(r"\W", "_", label)
 
 
-def _extract(gm: fx.GraphModule, members: list[fx.Node], source: fx.Node, result, dependent: set[fx.Node]) -> fx.GraphModule:
+def _extract(gm: fx.GraphModule, members: list[fx.Node], source: fx.Node, result: fx.Node, dependent: set[fx.Node]) -> fx.GraphModule:
     """A GraphModule computing `result` from the tensor at `source` with the nodes in `members`."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {source: graph.placeholder("x")}

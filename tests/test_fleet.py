@@ -3,6 +3,7 @@ with no network, host keys checked, profiling spread over the boards and survivi
 from __future__ import annotations
 
 import json
+import platform
 import os
 import re
 import shutil
@@ -169,7 +170,7 @@ class Lab:
 def provisioned(lab, wheels):
     """Unknown host keys are refused first; then every board is provisioned with the older version, offline."""
     out = lab.fleet_cmd("status")
-    assert out.returncode == 2
+    assert out.returncode == 4
     fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{lab.boards[0].host_key}.pub"], capture_output=True,
                                  text=True, check=True).stdout.split()[1]
     assert "unknown host key" in out.stdout and fingerprint in out.stdout and "--accept-new" in out.stdout
@@ -276,16 +277,19 @@ def test_stop_start_restart_logs_and_uninstall(provisioned):
     try:
         out = lab.fleet_cmd("status", "--json")
         rows = {r["name"]: r for r in json.loads(out.stdout)}
-        assert out.returncode == 2 and not rows[lab.boards[2].name]["reachable"]
+        assert out.returncode == 4 and not rows[lab.boards[2].name]["reachable"]
         assert "cannot reach" in rows[lab.boards[2].name]["error"]
         assert rows[lab.boards[0].name]["healthy"] and rows[lab.boards[1].name]["healthy"]
+        up = rows[lab.boards[0].name]   # each board's machine, Python and runtimes, for scripts
+        assert up["machine"] == platform.machine() and up["python"] == platform.python_version()
+        assert any(r.startswith("onnxruntime ") for r in up["runtimes"])
     finally:
         lab.boards[2].start()
     out = lab.fleet_cmd("uninstall", lab.boards[1].name)
     assert out.returncode == 0 and "uninstalled" in out.stdout
     assert not (lab.boards[1].home / "agent").exists()
     out = lab.fleet_cmd("status")
-    assert out.returncode == 2 and re.search(rf"{lab.boards[1].name}\s+{TARGET}\s+yes\s+board", out.stdout)
+    assert out.returncode == 4 and re.search(rf"{lab.boards[1].name}\s+{TARGET}\s+yes\s+board", out.stdout)
 
 
 @needs_sshd
@@ -305,14 +309,14 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, wheels, tm
             b1.inventory(TARGET, name="board-1-wrong-key", key=str(b2.client_key)))
     fleet = write(tmp_path, text)
     out = lab.fleet_cmd("provision", "--dry-run", fleet=fleet)
-    assert out.returncode == 2
+    assert out.returncode == 4
     assert f"{b2.name}: FAILED: board {b2.name}: authentication failed for nobody-here@127.0.0.1" in out.stdout
     assert f"{b3.name}: FAILED: board {b3.name}: {fake} is Python 3.8.10; the agent needs 3.9+" in out.stdout
     assert "board-1-wrong-key: FAILED: board board-1-wrong-key: authentication failed for" in out.stdout
     assert re.search(rf"{b1.name}: (up to date|would install)", out.stdout), out.stdout
     text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, python=str(full), install_dir="~/elsewhere")
     out = lab.fleet_cmd("provision", "--dry-run", "--wheel", str(wheels["current"]), fleet=write(tmp_path, text))
-    assert out.returncode == 2 and f"board {b1.name}: only 55 MB free under ~/elsewhere" in out.stdout, out.stdout
+    assert out.returncode == 4 and f"board {b1.name}: only 55 MB free under ~/elsewhere" in out.stdout, out.stdout
 
     # A pip install that fails on the board shows the board's own error.
     house = tmp_path / "house"
@@ -322,14 +326,14 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, wheels, tm
     text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, install_dir="~/broken")
     out = lab.fleet_cmd("provision", "--wheel", str(wheels["current"]), "--wheelhouse", str(house),
                         fleet=write(tmp_path, text))
-    assert out.returncode == 2 and f"{b1.name}: FAILED: board {b1.name}: pip install failed" in out.stdout
+    assert out.returncode == 4 and f"{b1.name}: FAILED: board {b1.name}: pip install failed" in out.stdout
     assert "No matching distribution found" in out.stdout, out.stdout
 
     # A second install on the board whose agent port is taken is refused rather than mistaken for the first.
     text = f'[targets.{TARGET}]\n\n' + b1.inventory(TARGET, install_dir="~/other")
     out = lab.fleet_cmd("provision", "--wheel", str(wheels["current"]), "--wheelhouse", str(wheels["house"]),
                         fleet=write(tmp_path, text))
-    assert out.returncode == 2 and f"port {b1.agent_port} on the board is taken by another process" in out.stdout
+    assert out.returncode == 4 and f"port {b1.agent_port} on the board is taken by another process" in out.stdout
 
     # A changed host key is refused, with or without --accept-new.
     b1.stop()
@@ -339,7 +343,7 @@ def test_bad_boards_are_reported_and_the_others_carry_on(provisioned, wheels, tm
     b1.start()
     for extra in ([], ["--accept-new"]):
         out = lab.fleet_cmd("status", b1.name, *extra)
-        assert out.returncode == 2 and "host key of" in out.stdout and "CHANGED" in out.stdout, out.stdout
+        assert out.returncode == 4 and "host key of" in out.stdout and "CHANGED" in out.stdout, out.stdout
 
 
 def test_direct_boards_are_reached_with_their_token(agent_factory, tmp_path):
@@ -354,7 +358,7 @@ def test_direct_boards_are_reached_with_their_token(agent_factory, tmp_path):
     fleet = write(tmp_path, text)
     out = run_cli("netcut-host", "fleet", "status", "--json", "--fleet", str(fleet))
     rows = {r["name"]: r for r in json.loads(out.stdout)}
-    assert out.returncode == 2          # direct-2's token is refused
+    assert out.returncode == 4          # direct-2's token is refused
     assert rows["direct-1"]["healthy"] and rows["direct-1"]["agent_version"]
     assert not rows["direct-2"]["healthy"] and "UNAUTHENTICATED" in rows["direct-2"]["error"]
     out = run_cli("netcut-host", "fleet", "provision", "direct-1", "--fleet", str(fleet), "--wheel",

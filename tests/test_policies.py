@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from netcut.search import Candidate, choose, mark_feasible, next_shallower, ranked_for_confirmation
+from netcut.policy import Candidate, Policy, choose, mark_feasible, next_shallower, ranked_for_confirmation
 
 
 def network(model: str, latencies: list[float]) -> list[Candidate]:
@@ -32,20 +32,21 @@ def test_feasible_is_the_estimate_plus_its_margin_within_the_deadline(candidates
     assert not c.feasible and c.margin_ms == 0.5   # the uncertainty, when it is larger than the percentage
 
 
-@pytest.mark.parametrize("policy, k, expected", [
-    ("deepest", 0, ["a@block3", "b@block1"]),
-    ("deepest+K", 1, ["a@block2", "a@block3", "b@block0", "b@block1"]),
-    ("feasible", 0, ["a@block0", "a@block1", "a@block2", "a@block3", "b@block0", "b@block1"]),
+@pytest.mark.parametrize("policy, expected", [
+    ("deepest", ["a@block3", "b@block1"]),
+    ("deepest+1", ["a@block2", "a@block3", "b@block0", "b@block1"]),
+    ("feasible", ["a@block0", "a@block1", "a@block2", "a@block3", "b@block0", "b@block1"]),
 ])
-def test_each_policy_retrains_what_it_says(candidates, policy, k, expected):
-    assert keys(choose(candidates, policy, k)) == expected
+def test_each_policy_retrains_what_it_says(candidates, policy, expected):
+    assert keys(choose(candidates, Policy.parse(policy))) == expected
+    assert str(Policy.parse(policy)) == policy
 
 
 def test_exhaustive_retrains_everything_and_deepest_adds_feasible_full_networks():
     cs = network("a", [1, 2, 3])
     mark_feasible(cs, 10, 5)
-    assert keys(choose(cs, "deepest")) == ["a@full"]     # the full network is the deepest feasible
-    assert len(choose(network("a", [1, 2, 30]), "exhaustive")) == 3
+    assert keys(choose(cs, Policy("deepest"))) == ["a@full"]     # the full network is the deepest feasible
+    assert len(choose(network("a", [1, 2, 30]), Policy("exhaustive"))) == 3
 
 
 def test_a_miss_is_replaced_by_the_deepest_untrained_feasible_cut_below_it(candidates):

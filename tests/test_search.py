@@ -50,16 +50,16 @@ def test_builtin_default_picks_a_network_that_meets_the_deadline(builtin_run):
     assert sidecar["measured_latency_ms"][f"{report['quantile']}_ms"] == pick["measured_ms"]
     assert sidecar["classes"] == [str(d) for d in range(10)] and sidecar["normalization"]["mean"]
     assert sidecar["target"]["identity"] == report["target"]["identity"]
-    chosen = [c for c in report["candidates"] if c["chosen"]]
+    retrained = [c for c in report["candidates"] if c["retrained"]]
     picked = [c for c in report["candidates"] if (c["model"], c["cut"]) == (pick["model"], pick["cut"])]
     assert len(picked) == 1 and picked[0]["feasible"] and picked[0]["measured_ms"] == pick["measured_ms"]
     for c in report["candidates"]:
         assert {"model", "cut", "macs", "params", "estimated_ms", "evidence", "measured_ms", "accuracy", "feasible",
-                "chosen"} <= set(c)
-        assert (c["accuracy"] is not None) == c["chosen"]
+                "retrained"} <= set(c)
+        assert (c["accuracy"] is not None) == c["retrained"]
         if c["feasible"]:
             assert c["estimated_ms"] + c["margin_ms"] <= report["deadline_ms"]
-    assert 0 < len(chosen) < len(report["candidates"])  # the method retrains only a few
+    assert 0 < len(retrained) < len(report["candidates"])  # the method retrains only a few
     assert all(report["phases_s"][k] >= 0 for k in ("estimation", "profiling", "training", "confirmation"))
     for name in ("report.md", "pareto.png", "pareto.svg", "model.onnx"):
         assert (out / name).stat().st_size > 100, name
@@ -101,7 +101,7 @@ def test_resume_does_not_redo_finished_candidates(builtin_run, tmp_path):
     after = json.loads((out / "report.json").read_text())["candidates"]
     for c in after:  # new table evidence may choose a new cut; what was trained is reused, not redone
         key = (c["model"], c["cut"])
-        if key in before and c["chosen"]:
+        if key in before and c["retrained"]:
             assert c["accuracy"] == before[key]
             assert f"{c['model']}@{c['cut'] or 'full'}: validation accuracy" not in result.stderr
     refused = search("--models", ",".join(models.builtin_models()[:2]), out=out, db=db)
@@ -199,7 +199,8 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
     """A table that thinks the board is twice as fast as it is (an old profile, a board now hotter):
     the deepest 'feasible' cut misses on the board, and instead of giving up on the network, the
     search retrains its next shallower cut, until one meets the deadline when measured."""
-    from netcut.search import mark_feasible
+    from netcut.policy import mark_feasible
+    from netcut_host.records import Timing
     from netcut_host.search import Search, SearchConfig
     from netcut_host.tables import LatencyDB
     from netcut_host.targets import connect
@@ -209,17 +210,18 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
             super()._estimate(candidates)
             for c in candidates:  # twice as fast, and sure of it
                 c.estimated_ms, c.uncertainty_ms = c.estimated_ms / 2, None
-            mark_feasible(candidates, self.cfg.deadline_ms, self.cfg.margin_pct)
+            mark_feasible(candidates, self.deadline.ms, self.cfg.margin_pct)
 
     name = "mobilenet_v3_small"
-    timing = {"min_seconds": 0.05, "warmup_seconds": 0, "warmup_runs": 2, "min_runs": 10}
+    timing = Timing(min_seconds=0.05, warmup_seconds=0, warmup_runs=2, min_runs=10)
     with LatencyDB(tmp_path / "t.sqlite") as db, connect("local", None, "onnxruntime", 1) as target:
-        true = Search(SearchConfig(1000.0, models=[name], timing=timing, out=tmp_path / "true"), target, db,
+        true = Search(SearchConfig(deadline_ms=1000.0, models=(name,), timing=timing, out=tmp_path / "true"), target, db,
                       tmp_path / "exports").run()
         by_cut = {c.cut: c.estimated_ms for c in true.candidates}
         # Between the true estimates of the 6th and the 8th cut: with halved estimates, deeper cuts look feasible.
         deadline = (by_cut["features.5"] + by_cut["features.7"]) / 2
-        outcome = StaleTable(SearchConfig(deadline, models=[name], timing=timing, out=tmp_path / "stale"), target,
+        outcome = StaleTable(SearchConfig(deadline_ms=deadline, models=(name,), timing=timing, out=tmp_path / "stale"),
+                             target,
                              db, tmp_path / "exports").run()
     missed = [c for c in outcome.candidates if c.confirmation.startswith("missed")]
     assert missed, "the halved estimates should have sent a too-deep cut to the board"
@@ -253,7 +255,7 @@ def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, age
             continue
     a.proc.send_signal(signal.SIGKILL)  # the board dies mid-profiling
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2 and "--resume" in err and "Traceback" not in err
+    assert proc.returncode == 4 and "--resume" in err and "Traceback" not in err
     kept = sqlite3.connect(db).execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
     assert kept >= 3
     b = agent_factory(store=a.store)

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import BIN, run_cli
-from netcut.estimate import (CalibrationPoint, CostModel, EmpiricalEstimator, Measurement, fit_cost_model,
-                             nonnegative_least_squares, pooled, quantile_uncertainty)
+from netcut.estimate import (CalibrationPoint, CostModel, EmpiricalEstimator, Measurement, fit_cost_model, pooled,
+                             quantile_uncertainty)
 from netcut.features import FEATURES
 from netcut_host.profiling import anchor_cuts, round_timing
-from netcut_host.tables import MIGRATIONS, SCHEMA_VERSION, LatencyDB, Row, RowKey, TableError, Target
-from netcut_protos.agent.v1 import agent_pb2 as pb
+from netcut_host.records import AgentResult, BoardDescription, BoardState, Stats, Timing
+from netcut_host.tables import MIGRATIONS, SCHEMA_VERSION, LatencyDB, Row, RowKey, TableError, TargetIdentity
 
 FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
 SMALL = ["--input-size", "32"]
@@ -249,7 +249,7 @@ def test_rounds_split_measurements_pool_and_resume(tmp_path):
 
 
 def test_round_timing_splits_the_windows():
-    whole = pb.TimingConfig(min_seconds=6.0, min_runs=50)
+    whole = Timing(min_seconds=6.0, min_runs=50)
     third = round_timing(whole, 3)
     assert (third.min_seconds, third.min_runs, third.warmup_seconds, third.warmup_runs) == \
         (pytest.approx(2.0), 17, pytest.approx(1.0 / 3), 4)                   # warm-up: the agent's 1 s, 10 runs
@@ -282,7 +282,7 @@ def test_a_schema_1_table_migrates_keeping_its_rows(tmp_path):
                      "'a', 'block', 'onnx', 'onnxruntime', '1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, "
                      "1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, 'x', '0', 0)")
     with LatencyDB(path) as db:
-        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         rows = db.rows()
         assert len(rows) == 1 and rows[0]["round"] == 0 and rows[0]["median_ms"] == 1.5
         assert db.rounds("abc", "m", RowKey(input_size=32), "a", "e2e") == {0}
@@ -306,7 +306,7 @@ def test_bad_databases_are_refused_and_left_intact(tmp_path):
 def test_unreachable_target_and_a_runtime_it_lacks(tmp_path, agent_factory):
     out = host("profile", "--model", "resnet18", "--target", "pi4", "--agent", "127.0.0.1:9", *SMALL,
                db=tmp_path / "x.sqlite")
-    assert out.returncode == 2 and "cannot reach the agent" in out.stderr
+    assert out.returncode == 4 and "cannot reach the agent" in out.stderr
     blocker = tmp_path / "blocked"
     for package in ("ai_edge_litert", "tflite_runtime"):
         (blocker / package).mkdir(parents=True)
@@ -321,17 +321,19 @@ def test_unreachable_target_and_a_runtime_it_lacks(tmp_path, agent_factory):
 
 def test_a_full_disk_keeps_committed_rows(tmp_path):
     db = LatencyDB(tmp_path / "full.sqlite")
-    target = Target("t", {"cpu_model": "x"})
+    target = TargetIdentity("t", {"cpu_model": "x"})
     db.add_target(target)
-    result = {"n": 3, "median_ms": 1.0, "mean_ms": 1.0, "p90_ms": 1.0, "p95_ms": 1.0, "p99_ms": 1.0, "min_ms": 1.0,
-              "max_ms": 1.0, "std_ms": 0.0, "cv": 0.0, "samples_ms": [1.0, 1.0, 1.0], "throttled": False,
-              "clock_dropped": False, "model_id": "0" * 64}
-    first = db.add(Row("t", target.identity, "m", "m", RowKey(), "a", "e2e", "1", result))
+
+    def result(n: int) -> AgentResult:
+        return AgentResult("0" * 64, "0", "onnxruntime", "1", "CPUExecutionProvider", 1,
+                           Stats(n, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0), (1.0,) * n, 1.0, 1.0, False, False,
+                           (), Timing(), (), BoardDescription(), BoardState(), BoardState())
+
+    first = db.add(Row("t", target.key, "m", RowKey(), "a", "e2e", result(3)))
     pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
     db.conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk full"
-    big = dict(result, samples_ms=[1.0] * 200_000, n=200_000)
     with pytest.raises(TableError, match="free some disk space"):
-        db.add(Row("t", target.identity, "m", "m", RowKey(), "b", "e2e", "1", big))
+        db.add(Row("t", target.key, "m", RowKey(), "b", "e2e", result(200_000)))
     assert db.integrity() == "ok"
     assert [r["id"] for r in db.rows()] == [first]
 
@@ -356,7 +358,8 @@ def test_cost_model_recovers_known_weights_and_round_trips_json():
     assert model.relative_residual < 1e-9
     again = CostModel.from_json(model.to_json())
     assert again == model
-    assert all(w >= 0 for w in nonnegative_least_squares(rng.normal(size=(20, 4)), rng.normal(size=20)))
+    noisy = [CalibrationPoint("m", f, float(abs(rng.normal(1.0, 0.5)))) for f in rng.uniform(0, 1, (30, len(FEATURES)))]
+    assert all(w >= 0 for w in fit_cost_model(noisy, "t").weights)
 
 
 def test_empirical_estimator_explains_what_it_lacks():

@@ -29,3 +29,8 @@ def branchy() -> nn.Module:
 
 def not_a_module():
     return 42
+
+
+def broken() -> nn.Module:
+    """A factory with a bug in it: the error is not the user's input, so netcut-host keeps the traceback."""
+    return {}["missing"]

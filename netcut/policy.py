@@ -1,4 +1,4 @@
-"""The search's decisions, as pure functions: which candidates are feasible, which to retrain.
+"""The search's policy, as pure functions: which candidates are feasible, which to retrain.
 
 A candidate is a TRN (a network cut after a block, plus a new head) or the full network
 (cut None: the off-the-shelf baseline). Feasible means the estimated latency at the
@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 
 from .errors import NetcutError
 
-POLICIES = ("deepest", "deepest+K", "feasible", "exhaustive")
 
 
 @dataclass
@@ -28,7 +27,7 @@ class Candidate:
     feasible: bool = False
     measured_ms: float | None = None
     accuracy: float | None = None
-    chosen: bool = False
+    retrained: bool = False          # chosen for retraining by the policy (not "the pick")
     trained: bool = False
     train_seconds: float | None = None
     confirmation: str = ""
@@ -58,13 +57,25 @@ def parse_deadline(text: str) -> float:
     return value
 
 
-def parse_policy(text: str) -> tuple[str, int]:
-    m = re.fullmatch(r"deepest\+(\d+)", text)
-    if m:
-        return "deepest+K", int(m.group(1))
-    if text in ("deepest", "feasible", "exhaustive"):
-        return text, 0
-    raise NetcutError(f"unknown policy {text!r}; use deepest, deepest+K (e.g. deepest+2), feasible or exhaustive")
+@dataclass(frozen=True)
+class Policy:
+    """Which candidates to retrain: kind is deepest, feasible or exhaustive; neighbours (deepest+K) the K
+    shallower feasible cuts retrained beside the deepest one."""
+    kind: str
+    neighbours: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "Policy":
+        m = re.fullmatch(r"deepest\+(\d+)", text)
+        if m:
+            return cls("deepest", int(m.group(1)))
+        if text in ("deepest", "feasible", "exhaustive"):
+            return cls(text)
+        raise NetcutError(f"unknown policy {text!r}; use deepest, deepest+K (e.g. deepest+2), feasible or "
+                          "exhaustive")
+
+    def __str__(self) -> str:
+        return f"deepest+{self.neighbours}" if self.neighbours else self.kind
 
 
 def mark_feasible(candidates: list[Candidate], deadline_ms: float, margin_pct: float) -> None:
@@ -77,7 +88,7 @@ def mark_feasible(candidates: list[Candidate], deadline_ms: float, margin_pct: f
         c.feasible = c.estimated_ms + c.margin_ms <= deadline_ms
 
 
-def choose(candidates: list[Candidate], policy: str, k: int = 0, with_baselines: bool = True) -> list[Candidate]:
+def choose(candidates: list[Candidate], policy: Policy) -> list[Candidate]:
     """Which candidates to retrain.
 
     deepest: the deepest feasible candidate of each network (the method's proposal);
@@ -85,9 +96,9 @@ def choose(candidates: list[Candidate], policy: str, k: int = 0, with_baselines:
     exhaustive: every candidate, feasible or not (the baseline the method saves you from).
     Feasible full networks are always trained too: they are the off-the-shelf baseline.
     """
-    if policy == "exhaustive":
+    if policy.kind == "exhaustive":
         picked = list(candidates)
-    elif policy == "feasible":
+    elif policy.kind == "feasible":
         picked = [c for c in candidates if c.feasible]
     else:
         picked = []
@@ -97,11 +108,10 @@ def choose(candidates: list[Candidate], policy: str, k: int = 0, with_baselines:
                 by_model.setdefault(c.model, []).append(c)
         for group in by_model.values():
             group.sort(key=lambda c: c.depth, reverse=True)
-            picked += group[: 1 + (k if policy == "deepest+K" else 0)]
-        if with_baselines:
-            picked += [c for c in candidates if c.feasible and c.off_the_shelf and c not in picked]
+            picked += group[: 1 + policy.neighbours]
+        picked += [c for c in candidates if c.feasible and c.off_the_shelf and c not in picked]
     for c in picked:
-        c.chosen = True
+        c.retrained = True
     return picked
 
 

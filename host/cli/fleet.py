@@ -9,18 +9,15 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .client import AgentUnavailable
-from .fleet import SSHOptions, each, open_link, status_of, unreachable
-from .inventory import Board, default_path, load
-from .provision import Installation, default_wheels, wheel_version, wheelhouse
-from .ssh import BoardError, SSHBoard
+from ..errors import EXIT_TARGET_FAILED
+from ..inventory import Board, default_path, load
 
 FLEET_HELP = f"""\
 Boards are listed in a TOML inventory (--fleet FILE, default {default_path()}); see the README,
 "Add your boards". Commands act on every board, or on the targets and boards named. Each board is
 reached over SSH with its host key checked against known_hosts: an unknown key is refused with its
 fingerprint unless --accept-new. A board that fails is reported and the others carry on; the exit
-code is 2 if any board failed.
+code is 4 if any board failed (2 for a mistake in the command or the inventory).
 """
 _print_lock = threading.Lock()
 
@@ -38,7 +35,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="record the host keys of boards never seen before (a changed key is always refused)")
 
 
-def add_fleet_command(sub) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     fleet = sub.add_parser("fleet", help="provision and control the agents on your boards",
                            description=FLEET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     fsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
@@ -59,7 +56,8 @@ def add_fleet_command(sub) -> None:
     p = fsub.add_parser("status", help="one line per board: reachable, version, runtimes, temperature, throttled, busy")
     _common(p)
     p.add_argument("--json", action="store_true",
-                   help="a list of objects with name, target, reachable, agent_version, healthy, ...")
+                   help="print a list of objects with name, target, reachable, agent_version, healthy, machine, "
+                   "python, runtimes, ... instead of a table")
     p.set_defaults(func=cmd_status)
 
     for action, text in (("start", "start the agent"), ("stop", "stop the agent"),
@@ -79,7 +77,8 @@ def add_fleet_command(sub) -> None:
                         "Raspberry Pi 4/5 on 64-bit Raspberry Pi OS: --platform manylinux2014_aarch64 "
                         "--python-version 3.11.")
     p.add_argument("dir", type=Path, metavar="DIR")
-    p.add_argument("--platform", help="e.g. manylinux2014_aarch64 (default: this machine's)")
+    p.add_argument("--platform", help="the board's wheel platform, e.g. manylinux2014_aarch64 (default: this "
+                   "machine's)")
     p.add_argument("--python-version", default=f"{sys.version_info[0]}.{sys.version_info[1]}",
                    help="the board's Python (default: %(default)s)")
     p.add_argument("--glibc", default=None, help="the board's glibc, widening manylinux tags up to it "
@@ -89,21 +88,19 @@ def add_fleet_command(sub) -> None:
     p.set_defaults(func=cmd_wheelhouse)
 
 
-def _boards(args) -> list[Board]:
+def _boards(args: argparse.Namespace) -> list[Board]:
     return load(args.fleet).select(args.names)
 
 
-def _ssh(args) -> SSHOptions:
-    return SSHOptions(args.known_hosts, args.accept_new)
+def _over_ssh(board: Board, args: argparse.Namespace):
+    from ..ssh import BoardError, SSHBoard
 
-
-def _over_ssh(board: Board, args) -> SSHBoard:
     if board.direct:
         raise BoardError(f"board {board.name} is reached directly ({board.agent}); manage its agent on the board")
     return SSHBoard(board, args.known_hosts, args.accept_new)
 
 
-def _finish(results) -> int:
+def _finish(results: list) -> int:
     failed = 0
     for board, outcome, error in results:
         if error is not None:
@@ -111,10 +108,13 @@ def _finish(results) -> int:
             say(f"{board.name}: FAILED: {error}")
         elif outcome:
             say(f"{board.name}: {outcome}")
-    return 2 if failed else 0
+    return EXIT_TARGET_FAILED if failed else 0
 
 
-def cmd_provision(args) -> int:
+def cmd_provision(args: argparse.Namespace) -> int:
+    from ..fleet import each
+    from ..provision import Installation, default_wheels, wheel_version
+
     boards = _boards(args)
     with tempfile.TemporaryDirectory(prefix="netcut-wheel-") as tmp:
         wheel, files = default_wheels(args.wheel, args.wheelhouse, Path(tmp))
@@ -128,12 +128,16 @@ def cmd_provision(args) -> int:
         return _finish(each(boards, one))
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..client import AgentUnavailable
+    from ..fleet import each, open_link, status_of, unreachable
+    from .options import ssh_options
+
     boards = _boards(args)
 
     def one(board: Board) -> dict:
         try:
-            with open_link(board, _ssh(args)) as link:
+            with open_link(board, ssh_options(args)) as link:
                 return status_of(link)
         except AgentUnavailable as exc:  # the board answers, its agent does not
             return {**unreachable(board, str(exc)), "reachable": True}
@@ -152,10 +156,14 @@ def cmd_status(args) -> int:
             busy = f"yes ({r['queue_length']} queued)" if r["busy"] else "no"
             print(f"{r['name']:<16} {r['target']:<10} {'yes':<9} {r['agent_version']:<8} "
                   f"{', '.join(r['runtimes']):<34} {temp:>6} {'YES' if r['throttled'] else 'no':<9} {busy}")
-    return 0 if all(r["healthy"] for r in rows) else 2
+    return 0 if all(r["healthy"] for r in rows) else EXIT_TARGET_FAILED
 
 
-def cmd_control(args) -> int:
+def cmd_control(args: argparse.Namespace) -> int:
+    from ..fleet import each
+    from ..provision import Installation
+    from ..ssh import BoardError
+
     boards = _boards(args)
 
     def one(board: Board) -> str:
@@ -178,7 +186,9 @@ def cmd_control(args) -> int:
     return _finish(each(boards, one))
 
 
-def cmd_wheelhouse(args) -> int:
+def cmd_wheelhouse(args: argparse.Namespace) -> int:
+    from ..provision import default_wheels, wheelhouse
+
     glibc = args.glibc or ("2.36" if args.platform else (platform.libc_ver()[1] or "2.17"))
     with tempfile.TemporaryDirectory(prefix="netcut-wheel-") as tmp:
         wheel, _ = default_wheels(args.wheel, None, Path(tmp))

@@ -1,20 +1,27 @@
-"""Commands on networks: cuts (where to cut, at what cost) and export (build a TRN, write it)."""
+"""netcut-host cuts and export: where a network can be cut, and a trimmed network written to a file."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from netcut.vocabulary import FULL, GRANULARITIES, parse_cut_label
 
-def add_model_commands(sub) -> None:
+from ..choices import FORMATS
+from ..errors import ConfigError
+from .options import CLASSES_HELP, add_json
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
     cuts = sub.add_parser("cuts", help="list where a network can be cut",
                           description="List a network's cut points in execution order with the cumulative "
                           "multiply-adds (MACs) and parameters up to each cut and the size of the activation there. "
                           "Names are torchvision node names (get_graph_node_names) or their top-level block.")
     cuts.add_argument("model", help="a torchvision model name (e.g. mobilenet_v2) or package.module:factory")
     cuts.add_argument("--input-size", type=int, help="square input size in pixels (default: 224; 299 for inception_v3)")
-    cuts.add_argument("--granularity", choices=["block", "layer"], default="block",
-                      help="block: the ends of top-level blocks (default); layer: every possible cut")
-    cuts.add_argument("--json", action="store_true", help="print JSON")
+    cuts.add_argument("--granularity", choices=GRANULARITIES, default="block",
+                      help="block: the ends of top-level blocks; layer: every possible cut (default: %(default)s)")
+    add_json(cuts)
     cuts.set_defaults(func=cmd_cuts)
 
     export = sub.add_parser("export", help="build a trimmed network and export it",
@@ -23,32 +30,33 @@ def add_model_commands(sub) -> None:
                             "(verified in LiteRT; needs the convert extra). The head is untrained: export is for "
                             "latency work; `search` retrains.")
     export.add_argument("model", help="a torchvision model name or package.module:factory")
-    export.add_argument("--cut", default="full", help="cut name or index from `netcut-host cuts`, or 'full' (default)")
+    export.add_argument("--cut", default=FULL, help=f"cut name or index from `netcut-host cuts`, or '{FULL}' "
+                        "(default: %(default)s)")
     export.add_argument("--classes", type=int, default=None,
-                        help="classes of the new head (default: 1000; for 'full', keeps the network's own)")
+                        help=f"{CLASSES_HELP} (default: 1000; for '{FULL}', keeps the network's own)")
     export.add_argument("--head", choices=["gap-linear", "none"], default="gap-linear",
                         help="gap-linear (default) or none: the bare prefix, whose output is the activation at the cut")
-    export.add_argument("--format", choices=["onnx", "tflite"], default="onnx", help="default: onnx")
+    export.add_argument("--format", choices=FORMATS, default="onnx", help="onnx or tflite (default: %(default)s)")
     export.add_argument("--input-size", type=int, help="square input size (default: 224; 299 for inception_v3)")
     export.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     export.add_argument("--weights", default="none",
                         help="none (random; default, fine for latency), a torchvision weights name such as DEFAULT, "
                         "or a state_dict file")
-    export.add_argument("--granularity", choices=["block", "layer"], default="block",
-                        help="which cut names --cut refers to, and how nodes are labelled (default: block)")
+    export.add_argument("--granularity", choices=GRANULARITIES, default="block",
+                        help="which cut names --cut refers to, and how nodes are labelled (default: %(default)s)")
     export.add_argument("-o", "--output", type=Path, required=True, help="file to write (.onnx or .tflite)")
-    export.add_argument("--json", action="store_true", help="print what was written as JSON")
+    add_json(export, "what was written as JSON")
     export.set_defaults(func=cmd_export)
 
 
-def cuts_dict(a) -> dict:
+def cuts_dict(a) -> dict:  # noqa: ANN001 - a NetworkAnalysis (netcut.cuts loads torch)
     return {"model": a.model_name, "input_shape": list(a.input_shape), "granularity": a.granularity,
             "cuts": [{"index": c.index, "name": c.name, "node": c.node, "output_shape": list(c.output_shape),
                       "macs": c.macs, "params": c.params, "activation_bytes": c.activation_bytes} for c in a.cuts],
             "full": {"macs": a.full_macs, "params": a.full_params}}
 
 
-def cmd_cuts(args) -> int:
+def cmd_cuts(args: argparse.Namespace) -> int:
     from netcut.cuts import analyse_by_name
 
     a = analyse_by_name(args.model, args.input_size, args.granularity)
@@ -64,25 +72,25 @@ def cmd_cuts(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from netcut import models
     from netcut.cuts import analyse
     from netcut.export import export
     from netcut.trn import build_trn
 
     if args.batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+        raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     fmt = args.format
     if args.output.suffix.lower() not in (f".{fmt}",):
-        raise ValueError(f"the output {args.output} should end in .{fmt} for --format {fmt}")
+        raise ConfigError(f"the output {args.output} should end in .{fmt} for --format {fmt}")
     size = args.input_size or models.default_input_size(args.model)
     model = models.build(args.model, args.weights)
     a = analyse(model, args.model, size, args.granularity, batch=args.batch)
-    full = args.cut in ("full", "none", "")
+    full = parse_cut_label(args.cut) is None
     cut = None if full else a.cut(args.cut)
     classes = args.classes if args.classes is not None else (None if full else 1000)
     trn = build_trn(a, cut, classes, args.head)
-    metadata = {"netcut.model": args.model, "netcut.cut": "" if full else cut.name,
+    metadata = {"netcut.model": args.model, "netcut.cut": FULL if full else cut.name,
                 "netcut.granularity": args.granularity, "netcut.head": args.head,
                 "netcut.weights": args.weights}
     result = export(trn, args.output, a.input_shape, fmt, metadata)
