@@ -1,4 +1,5 @@
 """netcut-agent: the on-board benchmarking service (no torch needed)."""
+
 from netcut import __version__
 
 PROTOCOL_VERSION = 1

@@ -1,4 +1,5 @@
 """One benchmark, start to finish, as a plain function (the servicer and the local CLI share it)."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from .measure import Clock, Statistics, TimingConfig, choose_runs_per_sample, me
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64")
-PROFILE_RUNS = (10, 200)     # the profiled pass: at least / at most this many runs
+PROFILE_RUNS = (10, 200)  # the profiled pass: at least / at most this many runs
 PROFILE_SECONDS = 1.0
 
 
@@ -28,7 +29,7 @@ PROFILE_SECONDS = 1.0
 class InputRequest:
     name: str = ""
     shape: list[int] = field(default_factory=list)
-    dtype: str = ""          # "" = the model's declared type
+    dtype: str = ""  # "" = the model's declared type
 
 
 @dataclass
@@ -143,8 +144,9 @@ def _feeds(session: runtimes.Session, req: BenchmarkRequest) -> tuple[dict[str, 
     return feeds, effective
 
 
-def _profile_layers(path: Path, req: BenchmarkRequest, feeds, clean_median_ms: float,
-                    clock: Clock) -> tuple[list[LayerTime], str]:
+def _profile_layers(
+    path: Path, req: BenchmarkRequest, feeds, clean_median_ms: float, clock: Clock
+) -> tuple[list[LayerTime], str]:
     """A separate profiled pass (profiling inflates times), scaled to the clean median."""
     with tempfile.TemporaryDirectory(prefix="netcut-profile-") as tmp:
         session = runtimes.OrtSession(path, req.threads, req.execution_provider, profile_dir=Path(tmp))
@@ -156,13 +158,25 @@ def _profile_layers(path: Path, req: BenchmarkRequest, feeds, clean_median_ms: f
         events = json.loads(Path(session.end_profiling()).read_text())
     kernels, used = parse_ort_profile(events, skip_runs=1)
     nodes = node_table(session.metadata)
-    note = "" if nodes else ("the model carries no node table (netcut.nodes metadata), so layers are "
-                             "onnxruntime's kernels without block labels; export with netcut-host export to get them")
+    note = (
+        ""
+        if nodes
+        else (
+            "the model carries no node table (netcut.nodes metadata), so layers are "
+            "onnxruntime's kernels without block labels; export with netcut-host export to get them"
+        )
+    )
     return layer_times(kernels, nodes, clean_median_ms), note
 
 
-def run_benchmark(req: BenchmarkRequest, path: Path, model_format: str, emit: Callable[[object], None],
-                  cancelled: threading.Event, default_time_limit: float = 900.0) -> BenchmarkResult:
+def run_benchmark(
+    req: BenchmarkRequest,
+    path: Path,
+    model_format: str,
+    emit: Callable[[object], None],
+    cancelled: threading.Event,
+    default_time_limit: float = 900.0,
+) -> BenchmarkResult:
     info = check_request(req, model_format)
     if req.cooldown_celsius:
         board.wait_until_cool(req.cooldown_celsius, lambda c: emit(CoolingDown(c, req.cooldown_celsius)), cancelled)
@@ -184,11 +198,13 @@ def run_benchmark(req: BenchmarkRequest, path: Path, model_format: str, emit: Ca
             raise
         except Exception as exc:
             shapes = ", ".join(f"{i.name}{list(i.shape)}" for i in effective)
-            raise InvalidArgument(f"the model failed on inputs {shapes}: {str(exc).splitlines()[0][:300]}; "
-                                  "check the input shapes (InputSpec / --shape)") from None
+            raise InvalidArgument(
+                f"the model failed on inputs {shapes}: {str(exc).splitlines()[0][:300]}; "
+                "check the input shapes (InputSpec / --shape)"
+            ) from None
         emit(WarmingUp(0))
         warm = warm_up(session.run, cfg, clock, lambda n: emit(WarmingUp(n)))
-        typical = float(np.median(warm[len(warm) // 2:])) if warm else first_run_ms / 1000.0
+        typical = float(np.median(warm[len(warm) // 2 :])) if warm else first_run_ms / 1000.0
         per_sample = choose_runs_per_sample(cfg, typical)
         emit(Measuring(0, 0.0))
         samples = measure(session.run, cfg, per_sample, clock, lambda n, s: emit(Measuring(n, s)))
@@ -196,7 +212,9 @@ def run_benchmark(req: BenchmarkRequest, path: Path, model_format: str, emit: Ca
     if len(samples) < cfg.min_runs:
         warnings.append(f"stopped at max_seconds={cfg.max_seconds} after {len(samples)} of {cfg.min_runs} runs")
     if stats.cv > 0.1:
-        warnings.append(f"noisy: the coefficient of variation is {stats.cv:.2f}; is something else running on the board?")
+        warnings.append(
+            f"noisy: the coefficient of variation is {stats.cv:.2f}; is something else running on the board?"
+        )
     if sampler.throttled or sampler.clock_dropped:
         warnings.append("the board throttled or its clock dropped during the run; cool it and measure again")
     layers: list[LayerTime] = []
@@ -208,17 +226,36 @@ def run_benchmark(req: BenchmarkRequest, path: Path, model_format: str, emit: Ca
             layers, note = _profile_layers(path, req, feeds, stats.median_ms, clock)
             available = True
         else:
-            note = (f"per-layer profiling is unavailable for {req.runtime}: its Python API has no op profiler; "
-                    "profile the ONNX export with onnxruntime instead")
+            note = (
+                f"per-layer profiling is unavailable for {req.runtime}: its Python API has no op profiler; "
+                "profile the ONNX export with onnxruntime instead"
+            )
     cfg_used = TimingConfig(**vars(cfg))
     cfg_used.runs_per_sample = per_sample
     return BenchmarkResult(
-        model_id=req.model_id, runtime=req.runtime, runtime_version=info.version,
-        execution_provider=session.provider, threads=req.threads, timing=cfg_used, inputs=effective,
-        stats=stats, samples_ms=samples, session_create_ms=session_create_ms, first_run_ms=first_run_ms,
-        layers=layers, layer_profile_available=available, layer_profile_note=note,
-        board=board.describe(), state_start=sampler.start_state, state_end=sampler.end_state,
-        throttled=sampler.throttled, clock_dropped=sampler.clock_dropped, warnings=warnings,
-        started_unix=started, finished_unix=time.time(), agent_version=__version__,
-        max_celsius=sampler.max_celsius, runs_per_sample=per_sample,
+        model_id=req.model_id,
+        runtime=req.runtime,
+        runtime_version=info.version,
+        execution_provider=session.provider,
+        threads=req.threads,
+        timing=cfg_used,
+        inputs=effective,
+        stats=stats,
+        samples_ms=samples,
+        session_create_ms=session_create_ms,
+        first_run_ms=first_run_ms,
+        layers=layers,
+        layer_profile_available=available,
+        layer_profile_note=note,
+        board=board.describe(),
+        state_start=sampler.start_state,
+        state_end=sampler.end_state,
+        throttled=sampler.throttled,
+        clock_dropped=sampler.clock_dropped,
+        warnings=warnings,
+        started_unix=started,
+        finished_unix=time.time(),
+        agent_version=__version__,
+        max_celsius=sampler.max_celsius,
+        runs_per_sample=per_sample,
     )

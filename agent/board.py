@@ -3,6 +3,7 @@
 Everything here degrades to empty values where a file does not exist (containers, VMs,
 non-Linux), because a missing thermal zone must never stop a benchmark.
 """
+
 from __future__ import annotations
 
 import glob
@@ -108,7 +109,9 @@ def _thermal() -> list[ThermalReading]:
         except ValueError:
             continue
         kind = _read(f"{zone}/type")
-        readings.append(ThermalReading(f"{os.path.basename(zone)} ({kind})" if kind else os.path.basename(zone), celsius))
+        readings.append(
+            ThermalReading(f"{os.path.basename(zone)} ({kind})" if kind else os.path.basename(zone), celsius)
+        )
     return readings
 
 

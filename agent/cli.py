@@ -1,4 +1,5 @@
 """netcut-agent: serve the benchmarking service on a board, or time a model locally."""
+
 from __future__ import annotations
 
 import argparse
@@ -55,35 +56,63 @@ def parse_shape(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netcut-agent", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="netcut-agent", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"netcut-agent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the benchmarking service",
-                           description="Run the gRPC benchmarking service until SIGTERM or Ctrl-C. It listens on "
-                           "loopback by default; reach it through an SSH tunnel, or expose it with a token or TLS.")
-    serve.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT",
-                       help="address to listen on (default: %(default)s; port 0 picks a free port)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the benchmarking service",
+        description="Run the gRPC benchmarking service until SIGTERM or Ctrl-C. It listens on "
+        "loopback by default; reach it through an SSH tunnel, or expose it with a token or TLS.",
+    )
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:50051",
+        metavar="HOST:PORT",
+        help="address to listen on (default: %(default)s; port 0 picks a free port)",
+    )
     serve.add_argument("--store", type=Path, default=None, help="model store directory (default: the user's data dir)")
-    serve.add_argument("--max-model-mb", type=float, default=256, help="largest model accepted (default: %(default)s MB)")
-    serve.add_argument("--store-cap-mb", type=float, default=4096,
-                       help="total store size; least recently used models are evicted (default: %(default)s MB)")
+    serve.add_argument(
+        "--max-model-mb", type=float, default=256, help="largest model accepted (default: %(default)s MB)"
+    )
+    serve.add_argument(
+        "--store-cap-mb",
+        type=float,
+        default=4096,
+        help="total store size; least recently used models are evicted (default: %(default)s MB)",
+    )
     serve.add_argument("--token-file", type=Path, help="require this token (sent as call metadata) from clients")
     serve.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     serve.add_argument("--client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
-    serve.add_argument("--insecure", action="store_true",
-                       help="allow listening beyond loopback without authentication (not recommended)")
-    serve.add_argument("--cooldown-c", type=float, default=0.0,
-                       help="before each benchmark, wait until the board is below this temperature (C)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening beyond loopback without authentication (not recommended)",
+    )
+    serve.add_argument(
+        "--cooldown-c",
+        type=float,
+        default=0.0,
+        help="before each benchmark, wait until the board is below this temperature (C)",
+    )
     serve.add_argument("--max-queue", type=int, default=16, help="benchmarks allowed to wait (default: %(default)s)")
-    serve.add_argument("--max-request-seconds", type=float, default=900.0,
-                       help="time limit of one benchmark unless the request sets one (default: %(default)s)")
+    serve.add_argument(
+        "--max-request-seconds",
+        type=float,
+        default=900.0,
+        help="time limit of one benchmark unless the request sets one (default: %(default)s)",
+    )
 
-    bench = sub.add_parser("bench", help="time a model file here, without the service",
-                           description="Time one ONNX or TFLite file on this board with the same method as the service.")
+    bench = sub.add_parser(
+        "bench",
+        help="time a model file here, without the service",
+        description="Time one ONNX or TFLite file on this board with the same method as the service.",
+    )
     bench.add_argument("model", type=Path, help="an .onnx or .tflite file")
     bench.add_argument("--runtime", choices=["onnxruntime", "litert"], help="default: from the file's extension")
     bench.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's)")
@@ -92,10 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the full result as JSON")
     _timing_args(bench)
 
-    info = sub.add_parser("info", help="print this board's description, state and runtimes",
-                          description="Print what this board is (CPU, board model, kernel, Python), its state "
-                          "right now (governor, clock, temperatures, throttling) and which runtimes the agent can "
-                          "use here, without starting the service. A runtime that is missing says how to install it.")
+    info = sub.add_parser(
+        "info",
+        help="print this board's description, state and runtimes",
+        description="Print what this board is (CPU, board model, kernel, Python), its state "
+        "right now (governor, clock, temperatures, throttling) and which runtimes the agent can "
+        "use here, without starting the service. A runtime that is missing says how to install it.",
+    )
     info.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
@@ -151,9 +183,14 @@ def cmd_bench(args) -> int:
         return _fail(f"no such model file: {path}")
     fmt = "tflite" if path.suffix.lower() == ".tflite" else "onnx"
     runtime = args.runtime or ("litert" if fmt == "tflite" else "onnxruntime")
-    req = BenchmarkRequest(hashlib.sha256(path.read_bytes()).hexdigest(), runtime, args.threads,
-                           [InputRequest(shape=args.shape)] if args.shape else [], timing_from_args(args),
-                           args.profile)
+    req = BenchmarkRequest(
+        hashlib.sha256(path.read_bytes()).hexdigest(),
+        runtime,
+        args.threads,
+        [InputRequest(shape=args.shape)] if args.shape else [],
+        timing_from_args(args),
+        args.profile,
+    )
     try:
         result = run_benchmark(req, path, fmt, lambda e: None, threading.Event())
     except AgentError as exc:
@@ -162,8 +199,10 @@ def cmd_bench(args) -> int:
         print(json.dumps(dataclasses.asdict(result), indent=1))
     else:
         s = result.stats
-        print(f"{path.name}: median {s.median_ms:.3f} ms, p99 {s.p99_ms:.3f} ms, cv {s.cv:.3f}, n {s.n} "
-              f"({runtime} {result.runtime_version}, {args.threads or 'default'} threads)")
+        print(
+            f"{path.name}: median {s.median_ms:.3f} ms, p99 {s.p99_ms:.3f} ms, cv {s.cv:.3f}, n {s.n} "
+            f"({runtime} {result.runtime_version}, {args.threads or 'default'} threads)"
+        )
         for w in result.warnings:
             print(f"warning: {w}")
     return 0
@@ -172,9 +211,12 @@ def cmd_bench(args) -> int:
 def cmd_info(args) -> int:
     from . import board, runtimes
 
-    data = {"agent_version": __version__, "board": dataclasses.asdict(board.describe()),
-            "state": dataclasses.asdict(board.sample_state()),
-            "runtimes": [dataclasses.asdict(r) for r in runtimes.discover()]}
+    data = {
+        "agent_version": __version__,
+        "board": dataclasses.asdict(board.describe()),
+        "state": dataclasses.asdict(board.sample_state()),
+        "runtimes": [dataclasses.asdict(r) for r in runtimes.discover()],
+    }
     if args.json:
         print(json.dumps(data, indent=1))
     else:
@@ -187,8 +229,10 @@ def cmd_info(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return {"serve": cmd_serve, "bench": cmd_bench, "info": cmd_info}[args.command](args)
 
 

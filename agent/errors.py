@@ -1,4 +1,5 @@
 """Errors with a contract: each maps to one gRPC status code, and says what to do."""
+
 from __future__ import annotations
 
 

@@ -7,6 +7,7 @@ an output tensor, or by prefix; kernels that map to nothing (layout reorders) jo
 node that ran just before them. The node table (name, block, outputs) travels inside the
 model as metadata `netcut.nodes`, written by `netcut.export`.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -77,8 +78,9 @@ def parse_ort_profile(events: list[dict], skip_runs: int = 1) -> tuple[list[tupl
     over the runs, like every other figure here: a burst of memory contention from a
     neighbour inflates a mean, and it hits the memory-bound early layers hardest.
     """
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = sorted(
+        (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
     kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     used = runs[skip_runs:] if len(runs) > skip_runs else runs
     if not used:
@@ -100,7 +102,9 @@ def parse_ort_profile(events: list[dict], skip_runs: int = 1) -> tuple[list[tupl
     return [(k, ops[k], statistics.median(per_run[k])) for k in order], len(used)
 
 
-def layer_times(kernels: list[tuple[str, str, float]], nodes: list[NodeEntry], clean_median_ms: float) -> list[LayerTime]:
+def layer_times(
+    kernels: list[tuple[str, str, float]], nodes: list[NodeEntry], clean_median_ms: float
+) -> list[LayerTime]:
     """Map kernels to nodes and scale so the layers add up to the clean median."""
     mapper = KernelMapper(nodes)
     total = sum(ms for _, _, ms in kernels)
@@ -113,6 +117,5 @@ def layer_times(kernels: list[tuple[str, str, float]], nodes: list[NodeEntry], c
             node = previous  # a reorder or other inserted kernel: charge it to what ran before
         if node is not None:
             previous = node
-        out.append(LayerTime(node.name if node else kernel, op, node.block if node else "",
-                             ms * scale, ms, kernel))
+        out.append(LayerTime(node.name if node else kernel, op, node.block if node else "", ms * scale, ms, kernel))
     return out

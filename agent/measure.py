@@ -4,6 +4,7 @@ Only the inference call is inside the timed region; inputs are prepared in advan
 Very short models are timed in batches of `runs_per_sample` calls so the clock's
 resolution and the loop's own overhead do not dominate a sample.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,14 @@ class TimingConfig:
                 raise InvalidArgument(f"timing.{name} must be a finite number, got {value}")
             if value < 0:
                 raise InvalidArgument(f"timing.{name} must not be negative, got {value}")
-        limits = {"warmup_runs": 100_000, "warmup_seconds": 600, "min_runs": 1_000_000,
-                  "min_seconds": 3600, "max_seconds": 3600, "runs_per_sample": 100_000}
+        limits = {
+            "warmup_runs": 100_000,
+            "warmup_seconds": 600,
+            "min_runs": 1_000_000,
+            "min_seconds": 3600,
+            "max_seconds": 3600,
+            "runs_per_sample": 100_000,
+        }
         for name, limit in limits.items():
             if numbers[name] > limit:
                 raise InvalidArgument(f"timing.{name}={numbers[name]} is beyond the limit of {limit}")
@@ -47,8 +54,10 @@ class TimingConfig:
         if self.max_seconds <= 0:
             raise InvalidArgument("timing.max_seconds must be positive (leave it unset for the default, 60 s)")
         if self.min_seconds > self.max_seconds:
-            raise InvalidArgument(f"timing.min_seconds ({self.min_seconds}) exceeds timing.max_seconds "
-                                  f"({self.max_seconds}); raise max_seconds or lower min_seconds")
+            raise InvalidArgument(
+                f"timing.min_seconds ({self.min_seconds}) exceeds timing.max_seconds "
+                f"({self.max_seconds}); raise max_seconds or lower min_seconds"
+            )
         return self
 
 
@@ -73,8 +82,18 @@ def statistics(samples_ms: list[float]) -> Statistics:
     p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])
     std = float(a.std(ddof=1)) if a.size > 1 else 0.0
     mean = float(a.mean())
-    return Statistics(int(a.size), float(p50), mean, float(p90), float(p95), float(p99),
-                      float(a.min()), float(a.max()), std, std / mean if mean > 0 else 0.0)
+    return Statistics(
+        int(a.size),
+        float(p50),
+        mean,
+        float(p90),
+        float(p95),
+        float(p99),
+        float(a.min()),
+        float(a.max()),
+        std,
+        std / mean if mean > 0 else 0.0,
+    )
 
 
 class Clock:
@@ -88,12 +107,12 @@ class Clock:
         if self.cancelled.is_set():
             raise Cancelled("the benchmark was cancelled")
         if time.monotonic() > self.deadline:
-            raise DeadlineExceeded("the benchmark ran past its time limit; raise time_limit_seconds "
-                                   "or lower timing.min_seconds / min_runs")
+            raise DeadlineExceeded(
+                "the benchmark ran past its time limit; raise time_limit_seconds or lower timing.min_seconds / min_runs"
+            )
 
 
-def warm_up(run: Callable[[], None], cfg: TimingConfig, clock: Clock,
-            progress: Callable[[int], None]) -> list[float]:
+def warm_up(run: Callable[[], None], cfg: TimingConfig, clock: Clock, progress: Callable[[int], None]) -> list[float]:
     """Run until both warm-up runs and seconds are reached; returns the warm-up times (s)."""
     times: list[float] = []
     start = time.perf_counter()
@@ -118,8 +137,13 @@ def choose_runs_per_sample(cfg: TimingConfig, typical_run_s: float) -> int:
     return max(1, math.ceil(MIN_SAMPLE_SECONDS / typical_run_s)) if typical_run_s < MIN_SAMPLE_SECONDS else 1
 
 
-def measure(run: Callable[[], None], cfg: TimingConfig, runs_per_sample: int, clock: Clock,
-            progress: Callable[[int, float], None]) -> list[float]:
+def measure(
+    run: Callable[[], None],
+    cfg: TimingConfig,
+    runs_per_sample: int,
+    clock: Clock,
+    progress: Callable[[int, float], None],
+) -> list[float]:
     """Timed samples in milliseconds, each the mean of `runs_per_sample` back-to-back calls."""
     samples: list[float] = []
     perf = time.perf_counter

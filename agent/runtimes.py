@@ -3,6 +3,7 @@
 A Session hides the runtime's API behind three calls: prepare the inputs once, run
 (the only thing timed), and read the per-layer profile where the runtime has one.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,9 +24,14 @@ RUNTIMES = (ONNXRUNTIME, LITERT)
 FORMAT_OF_RUNTIME = {ONNXRUNTIME: "onnx", LITERT: "tflite"}
 
 _NUMPY_OF_ORT = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -56,7 +62,10 @@ def _version(dist: str) -> str:
 
 def _litert_module():
     """ai-edge-litert's Interpreter, or tflite-runtime's where only that is installed."""
-    for module, dist in (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime")):
+    for module, dist in (
+        ("ai_edge_litert.interpreter", "ai-edge-litert"),
+        ("tflite_runtime.interpreter", "tflite-runtime"),
+    ):
         try:
             return importlib.import_module(module), dist
         except ImportError:
@@ -69,17 +78,39 @@ def discover() -> list[RuntimeInfo]:
     try:
         import onnxruntime as ort
 
-        infos.append(RuntimeInfo(ONNXRUNTIME, True, ort.__version__, list(ort.get_available_providers()),
-                                 layer_profile=True, package="onnxruntime"))
+        infos.append(
+            RuntimeInfo(
+                ONNXRUNTIME,
+                True,
+                ort.__version__,
+                list(ort.get_available_providers()),
+                layer_profile=True,
+                package="onnxruntime",
+            )
+        )
     except ImportError as exc:
-        infos.append(RuntimeInfo(ONNXRUNTIME, False, unavailable_reason=f"onnxruntime is not installed ({exc}); "
-                                 "install it with: pip install 'netcut[agent]'", package="onnxruntime"))
+        infos.append(
+            RuntimeInfo(
+                ONNXRUNTIME,
+                False,
+                unavailable_reason=f"onnxruntime is not installed ({exc}); "
+                "install it with: pip install 'netcut[agent]'",
+                package="onnxruntime",
+            )
+        )
     module, dist = _litert_module()
     if module is not None:
         infos.append(RuntimeInfo(LITERT, True, _version(dist), ["CPU"], layer_profile=False, package=dist))
     else:
-        infos.append(RuntimeInfo(LITERT, False, unavailable_reason="LiteRT is not installed; install it with: "
-                                 "pip install 'netcut[tflite]' (ai-edge-litert)", package="ai-edge-litert"))
+        infos.append(
+            RuntimeInfo(
+                LITERT,
+                False,
+                unavailable_reason="LiteRT is not installed; install it with: "
+                "pip install 'netcut[tflite]' (ai-edge-litert)",
+                package="ai-edge-litert",
+            )
+        )
     return infos
 
 
@@ -106,8 +137,10 @@ def resolve_shape(spec: TensorSpec, requested: list[int] | None) -> list[int]:
     declared = list(spec.shape)
     if requested:
         if len(requested) != len(declared):
-            raise InvalidArgument(f"input {spec.name!r} has {len(declared)} dimensions {declared}, "
-                                  f"the request gave {len(requested)}: {requested}")
+            raise InvalidArgument(
+                f"input {spec.name!r} has {len(declared)} dimensions {declared}, "
+                f"the request gave {len(requested)}: {requested}"
+            )
         for i, (want, have) in enumerate(zip(requested, declared)):
             if want <= 0:
                 raise InvalidArgument(f"input {spec.name!r}: dimension {i} must be positive, got {want}")
@@ -121,8 +154,10 @@ def resolve_shape(spec: TensorSpec, requested: list[int] | None) -> list[int]:
         elif i == 0:
             shape.append(1)  # a dynamic batch: time batch 1 unless told otherwise
         else:
-            raise InvalidArgument(f"input {spec.name!r} has a dynamic dimension {i} ({dim!r}) in {declared}; "
-                                  "give its shape in the request (InputSpec.shape, or --shape on the command line)")
+            raise InvalidArgument(
+                f"input {spec.name!r} has a dynamic dimension {i} ({dim!r}) in {declared}; "
+                "give its shape in the request (InputSpec.shape, or --shape on the command line)"
+            )
     return shape
 
 
@@ -157,14 +192,17 @@ class OrtSession(Session):
         providers = ort.get_available_providers()
         self.provider = provider or "CPUExecutionProvider"
         if self.provider not in providers:
-            raise FailedPrecondition(f"execution provider {self.provider!r} is not available here; "
-                                     f"available: {', '.join(providers)}")
+            raise FailedPrecondition(
+                f"execution provider {self.provider!r} is not available here; available: {', '.join(providers)}"
+            )
         try:
             self.session = ort.InferenceSession(str(path), options, providers=[self.provider])
         except Exception as exc:  # onnxruntime raises its own exception types for bad models
             raise InvalidArgument(f"onnxruntime cannot load this model: {str(exc).splitlines()[0][:400]}") from None
-        self.inputs = [TensorSpec(i.name, list(i.shape), np.dtype(_NUMPY_OF_ORT.get(i.type, np.float32)))
-                       for i in self.session.get_inputs()]
+        self.inputs = [
+            TensorSpec(i.name, list(i.shape), np.dtype(_NUMPY_OF_ORT.get(i.type, np.float32)))
+            for i in self.session.get_inputs()
+        ]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._feeds: dict[str, np.ndarray] = {}
 
@@ -194,8 +232,10 @@ class LiteRtSession(Session):
         self.provider = "CPU"
         self.metadata = {}
         details = self.interpreter.get_input_details()
-        self.inputs = [TensorSpec(d["name"], [int(s) if s > 0 else None for s in d["shape_signature"]],
-                                  np.dtype(d["dtype"])) for d in details]
+        self.inputs = [
+            TensorSpec(d["name"], [int(s) if s > 0 else None for s in d["shape_signature"]], np.dtype(d["dtype"]))
+            for d in details
+        ]
         self._index = {d["name"]: d["index"] for d in details}
 
     def prepare(self, feeds):
@@ -210,8 +250,9 @@ class LiteRtSession(Session):
         self._invoke()
 
 
-def open_session(runtime: str, path: Path, threads: int, provider: str = "",
-                 profile_dir: Path | None = None) -> Session:
+def open_session(
+    runtime: str, path: Path, threads: int, provider: str = "", profile_dir: Path | None = None
+) -> Session:
     runtime_info(runtime)
     if runtime == ONNXRUNTIME:
         return OrtSession(path, threads, provider, profile_dir)

@@ -1,4 +1,5 @@
 """One benchmark at a time per board; the rest wait in line and can see their place."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,10 @@ class BenchmarkQueue:
         ticket = object()
         with self._cond:
             if len(self._line) > self.max_waiting:
-                raise ResourceExhausted(f"{self.max_waiting} benchmarks are already waiting on this board; "
-                                        "try again later (one board runs one benchmark at a time)")
+                raise ResourceExhausted(
+                    f"{self.max_waiting} benchmarks are already waiting on this board; "
+                    "try again later (one board runs one benchmark at a time)"
+                )
             self._line.append(ticket)
         try:
             last = -1

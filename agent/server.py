@@ -1,4 +1,5 @@
 """Build and run the gRPC server: listening address, security, health, graceful stop."""
+
 from __future__ import annotations
 
 import hmac
@@ -67,15 +68,21 @@ def check_exposure(host: str, security: Security) -> list[str]:
         return []
     if security.token or security.tls_cert:
         if not security.authenticated:
-            return [f"listening on {host} with TLS but no client authentication; anyone who reaches this port "
-                    "can run models: add --token-file or --client-ca"]
+            return [
+                f"listening on {host} with TLS but no client authentication; anyone who reaches this port "
+                "can run models: add --token-file or --client-ca"
+            ]
         return []
     if security.insecure:
-        return [f"listening on {host} WITHOUT authentication (--insecure): anyone who reaches this port can "
-                "upload and run models on this board"]
-    raise ConfigError(f"refusing to listen on {host} without authentication: the agent runs uploaded models. "
-                      "Use --token-file FILE or --tls-cert/--tls-key (with --client-ca for mutual TLS), "
-                      "keep the default 127.0.0.1 and reach it through an SSH tunnel, or pass --insecure")
+        return [
+            f"listening on {host} WITHOUT authentication (--insecure): anyone who reaches this port can "
+            "upload and run models on this board"
+        ]
+    raise ConfigError(
+        f"refusing to listen on {host} without authentication: the agent runs uploaded models. "
+        "Use --token-file FILE or --tls-cert/--tls-key (with --client-ca for mutual TLS), "
+        "keep the default 127.0.0.1 and reach it through an SSH tunnel, or pass --insecure"
+    )
 
 
 class TokenInterceptor(grpc.ServerInterceptor):
@@ -89,8 +96,9 @@ class TokenInterceptor(grpc.ServerInterceptor):
             return handler
 
         def deny(request, context):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "missing or wrong token: pass the agent's token file with --token-file")
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token: pass the agent's token file with --token-file"
+            )
 
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(deny)
@@ -107,8 +115,10 @@ def read_token(path: Path) -> str:
     except OSError as exc:
         raise ConfigError(f"cannot read the token file {path}: {exc.strerror}") from None
     if len(token) < 16:
-        raise ConfigError(f"the token in {path} is {len(token)} characters; use at least 16 random characters "
-                          "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE)")
+        raise ConfigError(
+            f"the token in {path} is {len(token)} characters; use at least 16 random characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE)"
+        )
     return token
 
 
@@ -123,8 +133,14 @@ class RunningAgent:
         self.server.stop(grace).wait()
 
 
-def start(listen: str, store: ModelStore, security: Security | None = None, max_waiting: int = 16,
-          default_time_limit: float = 900.0, cooldown_celsius: float = 0.0) -> tuple[RunningAgent, list[str]]:
+def start(
+    listen: str,
+    store: ModelStore,
+    security: Security | None = None,
+    max_waiting: int = 16,
+    default_time_limit: float = 900.0,
+    cooldown_celsius: float = 0.0,
+) -> tuple[RunningAgent, list[str]]:
     security = security or Security()
     host, port = split_address(listen)
     warnings = check_exposure(host, security)
@@ -132,24 +148,29 @@ def start(listen: str, store: ModelStore, security: Security | None = None, max_
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_waiting + 8, thread_name_prefix="rpc"),
         interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-                 ("grpc.max_send_message_length", MAX_SEND_BYTES),
-                 ("grpc.so_reuseport", 0),
-                 # Hosts ping every 10 s during long benchmarks to notice a dead link; allow it.
-                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
-                 ("grpc.http2.max_ping_strikes", 0)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.so_reuseport", 0),
+            # Hosts ping every 10 s during long benchmarks to notice a dead link; allow it.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+            ("grpc.http2.max_ping_strikes", 0),
+        ],
         maximum_concurrent_rpcs=max_waiting + 6,
     )
     pb_grpc.add_AgentServicer_to_server(
-        AgentServicer(store, BenchmarkQueue(max_waiting), default_time_limit, cooldown_celsius), server)
+        AgentServicer(store, BenchmarkQueue(max_waiting), default_time_limit, cooldown_celsius), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         if security.tls_cert:
-            creds = grpc.ssl_server_credentials([(security.tls_key, security.tls_cert)],
-                                                root_certificates=security.client_ca,
-                                                require_client_auth=security.client_ca is not None)
+            creds = grpc.ssl_server_credentials(
+                [(security.tls_key, security.tls_cert)],
+                root_certificates=security.client_ca,
+                require_client_auth=security.client_ca is not None,
+            )
             bound = server.add_secure_port(bind, creds)
         else:
             bound = server.add_insecure_port(bind)

@@ -1,4 +1,5 @@
 """The gRPC servicer: translates messages to plain calls and errors to status codes. Nothing more."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,18 @@ from netcut_protos.agent.v1 import agent_pb2 as pb
 from netcut_protos.agent.v1 import agent_pb2_grpc as pb_grpc
 
 from . import PROTOCOL_VERSION, __version__, board, runtimes
-from .benchmark import (BenchmarkRequest, BenchmarkResult, CoolingDown, InputRequest, Measuring, Profiling,
-                        Queued, WarmingUp, check_request, run_benchmark)
+from .benchmark import (
+    BenchmarkRequest,
+    BenchmarkResult,
+    CoolingDown,
+    InputRequest,
+    Measuring,
+    Profiling,
+    Queued,
+    WarmingUp,
+    check_request,
+    run_benchmark,
+)
 from .errors import AgentError, InvalidArgument
 from .measure import TimingConfig
 from .scheduler import BenchmarkQueue
@@ -24,8 +35,14 @@ log = logging.getLogger(__name__)
 
 FORMAT_TO_PB = {"onnx": pb.MODEL_FORMAT_ONNX, "tflite": pb.MODEL_FORMAT_TFLITE}
 FORMAT_FROM_PB = {v: k for k, v in FORMAT_TO_PB.items()}
-DTYPE_FROM_PB = {pb.DTYPE_FLOAT32: "float32", pb.DTYPE_FLOAT16: "float16", pb.DTYPE_INT8: "int8",
-                 pb.DTYPE_UINT8: "uint8", pb.DTYPE_INT32: "int32", pb.DTYPE_INT64: "int64"}
+DTYPE_FROM_PB = {
+    pb.DTYPE_FLOAT32: "float32",
+    pb.DTYPE_FLOAT16: "float16",
+    pb.DTYPE_INT8: "int8",
+    pb.DTYPE_UINT8: "uint8",
+    pb.DTYPE_INT32: "int32",
+    pb.DTYPE_INT64: "int64",
+}
 DTYPE_TO_PB = {v: k for k, v in DTYPE_FROM_PB.items()}
 _DONE = object()
 
@@ -37,8 +54,14 @@ def to_message(obj, message):
 
 
 def model_info_pb(info: ModelInfo) -> pb.ModelInfo:
-    return pb.ModelInfo(model_id=info.model_id, size_bytes=info.size_bytes, format=FORMAT_TO_PB[info.format],
-                        label=info.label, stored_unix=info.stored_unix, last_used_unix=info.last_used_unix)
+    return pb.ModelInfo(
+        model_id=info.model_id,
+        size_bytes=info.size_bytes,
+        format=FORMAT_TO_PB[info.format],
+        label=info.label,
+        stored_unix=info.stored_unix,
+        last_used_unix=info.last_used_unix,
+    )
 
 
 def timing_from_pb(msg: pb.TimingConfig) -> TimingConfig:
@@ -51,9 +74,18 @@ def timing_from_pb(msg: pb.TimingConfig) -> TimingConfig:
 
 def request_from_pb(msg: pb.BenchmarkRequest) -> BenchmarkRequest:
     inputs = [InputRequest(i.name, list(i.shape), DTYPE_FROM_PB.get(i.dtype, "")) for i in msg.inputs]
-    return BenchmarkRequest(msg.model_id, msg.runtime or runtimes.ONNXRUNTIME, msg.threads, inputs,
-                            timing_from_pb(msg.timing), msg.profile_layers, msg.seed, msg.execution_provider,
-                            msg.time_limit_seconds, msg.cooldown_celsius)
+    return BenchmarkRequest(
+        msg.model_id,
+        msg.runtime or runtimes.ONNXRUNTIME,
+        msg.threads,
+        inputs,
+        timing_from_pb(msg.timing),
+        msg.profile_layers,
+        msg.seed,
+        msg.execution_provider,
+        msg.time_limit_seconds,
+        msg.cooldown_celsius,
+    )
 
 
 def result_pb(result: BenchmarkResult) -> pb.BenchmarkResult:
@@ -69,13 +101,15 @@ def event_pb(event) -> pb.BenchmarkEvent:
     if isinstance(event, Queued):
         return pb.BenchmarkEvent(queued=pb.BenchmarkEvent.Queued(position=event.position))
     if isinstance(event, CoolingDown):
-        return pb.BenchmarkEvent(cooling_down=pb.BenchmarkEvent.CoolingDown(
-            celsius=event.celsius, target_celsius=event.target_celsius))
+        return pb.BenchmarkEvent(
+            cooling_down=pb.BenchmarkEvent.CoolingDown(celsius=event.celsius, target_celsius=event.target_celsius)
+        )
     if isinstance(event, WarmingUp):
         return pb.BenchmarkEvent(warming_up=pb.BenchmarkEvent.WarmingUp(runs=event.runs))
     if isinstance(event, Measuring):
-        return pb.BenchmarkEvent(measuring=pb.BenchmarkEvent.Measuring(
-            runs=event.runs, elapsed_seconds=event.elapsed_seconds))
+        return pb.BenchmarkEvent(
+            measuring=pb.BenchmarkEvent.Measuring(runs=event.runs, elapsed_seconds=event.elapsed_seconds)
+        )
     if isinstance(event, Profiling):
         return pb.BenchmarkEvent(profiling=pb.BenchmarkEvent.Profiling())
     return pb.BenchmarkEvent(result=result_pb(event))
@@ -85,24 +119,33 @@ def _abort(context: grpc.ServicerContext, exc: Exception):
     if isinstance(exc, AgentError):
         context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
     log.exception("internal error", exc_info=exc)
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error in the agent: {type(exc).__name__}: {str(exc)[:300]}; "
-                  "see the agent's log")
+    context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in the agent: {type(exc).__name__}: {str(exc)[:300]}; see the agent's log",
+    )
 
 
 def _guard(method):
     """Map plain exceptions to statuses; never let a traceback cross the wire."""
+
     def wrapper(self, request, context):
         try:
             return method(self, request, context)
         except Exception as exc:  # the servicer's one catch-all: turn it into a status
             _abort(context, exc)
+
     wrapper.__name__ = method.__name__
     return wrapper
 
 
 class AgentServicer(pb_grpc.AgentServicer):
-    def __init__(self, store: ModelStore, bench_queue: BenchmarkQueue, default_time_limit: float = 900.0,
-                 cooldown_celsius: float = 0.0):
+    def __init__(
+        self,
+        store: ModelStore,
+        bench_queue: BenchmarkQueue,
+        default_time_limit: float = 900.0,
+        cooldown_celsius: float = 0.0,
+    ):
         self.store = store
         self.queue = bench_queue
         self.default_time_limit = default_time_limit
@@ -110,13 +153,22 @@ class AgentServicer(pb_grpc.AgentServicer):
         self._board = board.describe()
 
     def _store_pb(self) -> pb.StoreInfo:
-        return pb.StoreInfo(models=len(self.store.list()), bytes_used=self.store.bytes_used,
-                            bytes_cap=self.store.cap_bytes, max_model_bytes=self.store.max_model_bytes)
+        return pb.StoreInfo(
+            models=len(self.store.list()),
+            bytes_used=self.store.bytes_used,
+            bytes_cap=self.store.cap_bytes,
+            max_model_bytes=self.store.max_model_bytes,
+        )
 
     @_guard
     def Info(self, request, context):
-        reply = pb.InfoResponse(agent_version=__version__, protocol_version=PROTOCOL_VERSION,
-                                busy=self.queue.busy, queue_length=self.queue.waiting, store=self._store_pb())
+        reply = pb.InfoResponse(
+            agent_version=__version__,
+            protocol_version=PROTOCOL_VERSION,
+            busy=self.queue.busy,
+            queue_length=self.queue.waiting,
+            store=self._store_pb(),
+        )
         for rt in runtimes.discover():
             to_message(rt, reply.runtimes.add())
         to_message(self._board, reply.board)
@@ -178,8 +230,9 @@ class AgentServicer(pb_grpc.AgentServicer):
             try:
                 with self.queue.slot(cancelled, lambda p: events.put(Queued(p))):
                     with self.store.use(req.model_id) as (path, stored):
-                        events.put(run_benchmark(req, path, stored.format, events.put, cancelled,
-                                                 self.default_time_limit))
+                        events.put(
+                            run_benchmark(req, path, stored.format, events.put, cancelled, self.default_time_limit)
+                        )
             except Exception as exc:
                 events.put(exc)
             finally:

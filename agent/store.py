@@ -9,6 +9,7 @@ A model id is a sha256 in lowercase hex and nothing else, so no client-supplied 
 ever becomes a path. An upload is written to tmp/, verified (size, hash, format) and
 renamed into models/ in one step: a broken upload never leaves a partial model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,10 @@ class ModelInfo:
 
 def check_model_id(model_id: str) -> str:
     if not MODEL_ID.match(model_id or ""):
-        raise InvalidArgument(f"model id {model_id[:80]!r} is not a sha256 in lowercase hex (64 characters); "
-                              "ids are the sha256 of the model file")
+        raise InvalidArgument(
+            f"model id {model_id[:80]!r} is not a sha256 in lowercase hex (64 characters); "
+            "ids are the sha256 of the model file"
+        )
     return model_id
 
 
@@ -82,8 +85,10 @@ def check_onnx(path: Path, store_dir: Path) -> None:
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:
-        raise InvalidArgument(f"the upload is not a valid ONNX model ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}); export it again with netcut-host export") from None
+        raise InvalidArgument(
+            f"the upload is not a valid ONNX model ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); export it again with netcut-host export"
+        ) from None
     if not model.graph.node:
         raise InvalidArgument("the upload parses as ONNX but holds no graph nodes; is it really an ONNX model?")
     for tensor in _onnx_tensors(model.graph):
@@ -91,16 +96,20 @@ def check_onnx(path: Path, store_dir: Path) -> None:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         resolved = (store_dir / location).resolve()
-        where = ("points outside the store" if not resolved.is_relative_to(store_dir.resolve())
-                 else "is not part of the upload")
-        raise InvalidArgument(f"tensor {tensor.name!r} keeps its data in an external file {location!r} that "
-                              f"{where}; save the model with its weights inside the file "
-                              "(onnx.save_model(model, path, save_as_external_data=False))")
+        where = (
+            "points outside the store"
+            if not resolved.is_relative_to(store_dir.resolve())
+            else "is not part of the upload"
+        )
+        raise InvalidArgument(
+            f"tensor {tensor.name!r} keeps its data in an external file {location!r} that "
+            f"{where}; save the model with its weights inside the file "
+            "(onnx.save_model(model, path, save_as_external_data=False))"
+        )
 
 
 class ModelStore:
-    def __init__(self, root: Path, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
-                 cap_bytes: int = DEFAULT_CAP_BYTES):
+    def __init__(self, root: Path, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, cap_bytes: int = DEFAULT_CAP_BYTES):
         self.root = Path(root)
         self.models_dir = self.root / "models"
         self.tmp_dir = self.root / "tmp"
@@ -168,8 +177,10 @@ class ModelStore:
         with self._lock:
             info = self._index.get(model_id)
             if info is None:
-                raise NotFound(f"model {model_id[:12]}… is not in this agent's store; upload it first "
-                               "(netcut-host bench uploads automatically)")
+                raise NotFound(
+                    f"model {model_id[:12]}… is not in this agent's store; upload it first "
+                    "(netcut-host bench uploads automatically)"
+                )
             info.last_used_unix = time.time()
             self._write_meta(info)
             self._pins[model_id] = self._pins.get(model_id, 0) + 1
@@ -191,11 +202,15 @@ class ModelStore:
         if size_bytes <= 0:
             raise InvalidArgument("the upload header must give the model's size in bytes")
         if size_bytes > self.max_model_bytes:
-            raise ResourceExhausted(f"the model is {size_bytes / 1e6:.1f} MB, over this agent's limit of "
-                                    f"{self.max_model_bytes / 1e6:.0f} MB; restart the agent with a larger --max-model-mb")
+            raise ResourceExhausted(
+                f"the model is {size_bytes / 1e6:.1f} MB, over this agent's limit of "
+                f"{self.max_model_bytes / 1e6:.0f} MB; restart the agent with a larger --max-model-mb"
+            )
         if size_bytes > self.cap_bytes:
-            raise ResourceExhausted(f"the model ({size_bytes / 1e6:.1f} MB) is larger than the whole store "
-                                    f"({self.cap_bytes / 1e6:.0f} MB); raise --store-cap-mb")
+            raise ResourceExhausted(
+                f"the model ({size_bytes / 1e6:.1f} MB) is larger than the whole store "
+                f"({self.cap_bytes / 1e6:.0f} MB); raise --store-cap-mb"
+            )
         # Recreated if someone removed the store under a running agent.
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -219,12 +234,16 @@ class ModelStore:
             if received != size_bytes:
                 raise InvalidArgument(f"the upload ended after {received} of {size_bytes} bytes; send it again")
             if digest.hexdigest() != sha256:
-                raise InvalidArgument(f"the content's sha256 is {digest.hexdigest()[:12]}…, not the "
-                                      f"{sha256[:12]}… its header claims; the file changed or was corrupted in transit")
+                raise InvalidArgument(
+                    f"the content's sha256 is {digest.hexdigest()[:12]}…, not the "
+                    f"{sha256[:12]}… its header claims; the file changed or was corrupted in transit"
+                )
             sniffed = sniff_format(head)
             if fmt == "tflite" and sniffed != "tflite":
-                raise InvalidArgument("the upload is not a TFLite flatbuffer (no 'TFL3' identifier); "
-                                      "convert the model with netcut-host export --format tflite")
+                raise InvalidArgument(
+                    "the upload is not a TFLite flatbuffer (no 'TFL3' identifier); "
+                    "convert the model with netcut-host export --format tflite"
+                )
             if fmt == "onnx":
                 if sniffed == "tflite":
                     raise InvalidArgument("the upload is a TFLite model but was sent as ONNX; use --runtime litert")

@@ -4,6 +4,7 @@
 
 Goals: under 100 MB idle, under 2 s from start to SERVING.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,11 @@ def rss_mb(pid: int) -> float:
 def start(store: Path, port: int) -> tuple[subprocess.Popen, float]:
     """Spawn the agent and poll its health service; returns seconds from spawn to SERVING."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "netcut_agent", "serve", "--listen", f"127.0.0.1:{port}",
-                             "--store", str(store)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netcut_agent", "serve", "--listen", f"127.0.0.1:{port}", "--store", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
@@ -76,17 +80,26 @@ def main(argv=None) -> int:
             c.info()
             time.sleep(1.0)
             idle = rss_mb(proc.pid)
-            c.benchmark(pb.BenchmarkRequest(model_id=c.upload(path), threads=1, profile_layers=True,
-                                            timing=pb.TimingConfig(min_seconds=2)))
+            c.benchmark(
+                pb.BenchmarkRequest(
+                    model_id=c.upload(path), threads=1, profile_layers=True, timing=pb.TimingConfig(min_seconds=2)
+                )
+            )
             after = rss_mb(proc.pid)
         proc.terminate()
         proc.wait()
-    out = {"idle_rss_mb": round(idle, 1), "after_benchmark_rss_mb": round(after, 1),
-           "benchmark_model": "mobilenet_v2 224 (with per-layer profile)",
-           "start_to_serving_s": {"median": round(statistics.median(startup), 3), "max": round(max(startup), 3),
-                                  "runs": [round(s, 3) for s in startup]},
-           "goals": {"idle_rss_mb": 100, "start_to_serving_s": 2.0},
-           "met": idle < 100 and statistics.median(startup) < 2.0}
+    out = {
+        "idle_rss_mb": round(idle, 1),
+        "after_benchmark_rss_mb": round(after, 1),
+        "benchmark_model": "mobilenet_v2 224 (with per-layer profile)",
+        "start_to_serving_s": {
+            "median": round(statistics.median(startup), 3),
+            "max": round(max(startup), 3),
+            "runs": [round(s, 3) for s in startup],
+        },
+        "goals": {"idle_rss_mb": 100, "start_to_serving_s": 2.0},
+        "met": idle < 100 and statistics.median(startup) < 2.0,
+    }
     print(json.dumps(out, indent=1))
     return 0
 

@@ -5,6 +5,7 @@
 Same model, same thread count, same session options; rounds alternate agent and
 in-process so the machine's drift hits both. Goal: ratio within 1.03.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,12 +69,16 @@ def main(argv=None) -> int:
                 agent_ms.append(result.stats.median_ms)
                 local_ms.append(in_process_median(path, args.threads, args.seconds))
             ratio = statistics.median(agent_ms) / statistics.median(local_ms)
-            out["models"][label] = {"model": name, "input_size": size,
-                                    "agent_median_ms": round(statistics.median(agent_ms), 4),
-                                    "in_process_median_ms": round(statistics.median(local_ms), 4),
-                                    "ratio": round(ratio, 4),
-                                    "per_round_ratios": [round(x / y, 4) for x, y in zip(agent_ms, local_ms)],
-                                    "goal": "ratio <= 1.03", "met": ratio <= 1.03}
+            out["models"][label] = {
+                "model": name,
+                "input_size": size,
+                "agent_median_ms": round(statistics.median(agent_ms), 4),
+                "in_process_median_ms": round(statistics.median(local_ms), 4),
+                "ratio": round(ratio, 4),
+                "per_round_ratios": [round(x / y, 4) for x, y in zip(agent_ms, local_ms)],
+                "goal": "ratio <= 1.03",
+                "met": ratio <= 1.03,
+            }
             print(json.dumps(out["models"][label]), file=sys.stderr)
     print(json.dumps(out, indent=1))
     return 0

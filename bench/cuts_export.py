@@ -1,7 +1,8 @@
 """How long listing cuts and exporting every TRN takes, per network. Prints JSON.
 
-    python bench/cuts_export.py [--models mobilenet_v2,resnet18,efficientnet_b0] [--input-size 224]
+python bench/cuts_export.py [--models mobilenet_v2,resnet18,efficientnet_b0] [--input-size 224]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,18 @@ def main(argv=None) -> int:
                 result = export_onnx(build_trn(a, cut, num_classes=10), Path(tmp) / "m.onnx", a.input_shape)
                 per_trn.append(time.perf_counter() - t0)
                 errors.append(result.relative_error)
-            report.append({"model": name, "input_size": args.input_size, "cuts": len(a.cuts),
-                           "list_cuts_s": round(list_s, 3), "export_all_s": round(sum(per_trn), 3),
-                           "export_median_s": round(statistics.median(per_trn), 3),
-                           "export_max_s": round(max(per_trn), 3), "max_relative_error": max(errors)})
+            report.append(
+                {
+                    "model": name,
+                    "input_size": args.input_size,
+                    "cuts": len(a.cuts),
+                    "list_cuts_s": round(list_s, 3),
+                    "export_all_s": round(sum(per_trn), 3),
+                    "export_median_s": round(statistics.median(per_trn), 3),
+                    "export_max_s": round(max(per_trn), 3),
+                    "max_relative_error": max(errors),
+                }
+            )
             print(json.dumps(report[-1]), file=sys.stderr)
     print(json.dumps(report, indent=1))
     return 0

@@ -13,6 +13,7 @@ timing each job; the e2e measurements, taken alongside the profile, are the fres
 - the analytical estimator leave-one-network-out (goal: median APE < 10%),
 and report each mode's profiling wall time against the pure inference time it contains.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,18 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=",".join([*DEFAULT_MODELS, "mnasnet1_0"]))
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--min-seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="windows per measurement, in passes over the network's jobs (profile --rounds)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="windows per measurement, in passes over the network's jobs (profile --rounds)",
+    )
     parser.add_argument("--db", type=Path, help="keep the measurements in this table (default: a temporary one)")
-    parser.add_argument("--rescore", action="store_true",
-                        help="measure nothing: score the estimators on the rows an earlier run left in --db")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="measure nothing: score the estimators on the rows an earlier run left in --db",
+    )
     args = parser.parse_args(argv)
     if args.rescore and not (args.db and args.db.is_file()):
         parser.error("--rescore needs --db FILE from an earlier run")
@@ -48,10 +56,19 @@ def main(argv=None) -> int:
     key = RowKey(input_size=args.input_size, threads=1)
     timing = Timing(min_seconds=args.min_seconds)
     analyses = analyses_for(names, key)
-    out = {"input_size": args.input_size, "threads": 1, "min_seconds": args.min_seconds, "rounds": args.rounds,
-           "profiling": {}, "per_cut": []}
-    with tempfile.TemporaryDirectory() as tmp, LatencyDB(args.db or Path(tmp) / "t.sqlite") as db, \
-            connect("local", None, "onnxruntime", 1) as target:
+    out = {
+        "input_size": args.input_size,
+        "threads": 1,
+        "min_seconds": args.min_seconds,
+        "rounds": args.rounds,
+        "profiling": {},
+        "per_cut": [],
+    }
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LatencyDB(args.db or Path(tmp) / "t.sqlite") as db,
+        connect("local", None, "onnxruntime", 1) as target,
+    ):
         files = ModelFiles(Path(tmp) / "exports", key, analyses)
         # Export outside the timed region: both modes then pay only for the board.
         for name in names if not args.rescore else []:
@@ -73,8 +90,11 @@ def main(argv=None) -> int:
             for mode, parts in (("layers", ("layers", "head", "anchor")), ("e2e", ("e2e",))):
                 wall = sum(report.by_mode.get(p, {}).get("wall_s", 0.0) for p in parts)
                 inference = sum(report.by_mode.get(p, {}).get("inference_s", 0.0) for p in parts)
-                cost[mode] = {"wall_s": round(wall, 2), "inference_s": round(inference, 2),
-                              "overhead_ratio": round(wall / max(inference, 1e-9), 2)}
+                cost[mode] = {
+                    "wall_s": round(wall, 2),
+                    "inference_s": round(inference, 2),
+                    "overhead_ratio": round(wall / max(inference, 1e-9), 2),
+                }
             cost["layers_vs_e2e_wall"] = round(cost["layers"]["wall_s"] / cost["e2e"]["wall_s"], 3)
             out["profiling"][name] = cost
             print(json.dumps({name: cost}), file=sys.stderr)
@@ -92,21 +112,33 @@ def main(argv=None) -> int:
                 a_err = abs(ana - measured) / measured * 100
                 empirical_errors.append(e_err)
                 analytical_errors.append(a_err)
-                out["per_cut"].append({"model": name, "cut": cut, "anchor": cut in anchors,
-                                       "measured_ms": round(measured, 4),
-                                       "empirical_ms": round(emp, 4), "analytical_lono_ms": round(ana, 4),
-                                       "empirical_ape_pct": round(e_err, 2), "analytical_ape_pct": round(a_err, 2)})
+                out["per_cut"].append(
+                    {
+                        "model": name,
+                        "cut": cut,
+                        "anchor": cut in anchors,
+                        "measured_ms": round(measured, 4),
+                        "empirical_ms": round(emp, 4),
+                        "analytical_lono_ms": round(ana, 4),
+                        "empirical_ape_pct": round(e_err, 2),
+                        "analytical_ape_pct": round(a_err, 2),
+                    }
+                )
         out["empirical"] = {**summary(empirical_errors), "goal": "median < 3%, p95 < 8%"}
         # Cuts whose estimate is not simply their own anchor row.
-        out["empirical_non_anchor_cuts"] = summary([r["empirical_ape_pct"] for r in out["per_cut"]
-                                                    if r["cut"] is not None and not r["anchor"]])
+        out["empirical_non_anchor_cuts"] = summary(
+            [r["empirical_ape_pct"] for r in out["per_cut"] if r["cut"] is not None and not r["anchor"]]
+        )
         # The machine's repeatability: the same TRN measured twice in the run (anchor row vs e2e row).
         out["same_trn_measured_twice"] = summary([r["empirical_ape_pct"] for r in out["per_cut"] if r["anchor"]])
         # The same full network, measured with its profile and end to end, differs by what the profile
         # costs it and by noise; dividing each network's estimates by that ratio leaves the cuts' own error.
         drift = {r["model"]: r["measured_ms"] / r["empirical_ms"] for r in out["per_cut"] if r["cut"] is None}
-        normalised = [abs(r["empirical_ms"] * drift[r["model"]] - r["measured_ms"]) / r["measured_ms"] * 100
-                      for r in out["per_cut"] if r["cut"] is not None]
+        normalised = [
+            abs(r["empirical_ms"] * drift[r["model"]] - r["measured_ms"]) / r["measured_ms"] * 100
+            for r in out["per_cut"]
+            if r["cut"] is not None
+        ]
         out["machine_drift_between_phases"] = {m: round(v, 4) for m, v in drift.items()}
         out["empirical_drift_normalised"] = summary(normalised)
         out["analytical_leave_one_network_out"] = {**summary(analytical_errors), "goal": "median < 10%"}

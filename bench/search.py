@@ -15,6 +15,7 @@ runs once per deadline: `auto` (the demo's rule), `pNN` (the NNth percentile of 
 candidates' estimated latencies), or a time such as 0.1ms. Where a GPU is present, also
 training throughput (images/s) for head and full.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,12 +54,22 @@ def run_policy(policy: str, base: SearchConfig, out: Path, target, db, cache, ta
     outcome = search.run()
     seconds = time.monotonic() - started
     trained = [c for c in outcome.candidates if c.trained]
-    return {"policy": policy, "exploration_s": round(seconds, 2),
-            "phases_s": {k: round(v, 2) for k, v in outcome.phases_s.items()}, "trained": len(trained),
-            "candidates": len(outcome.candidates), "pick": outcome.pick.key, "pick_accuracy": outcome.pick.accuracy,
+    return (
+        {
+            "policy": policy,
+            "exploration_s": round(seconds, 2),
+            "phases_s": {k: round(v, 2) for k, v in outcome.phases_s.items()},
+            "trained": len(trained),
+            "candidates": len(outcome.candidates),
+            "pick": outcome.pick.key,
+            "pick_accuracy": outcome.pick.accuracy,
             "pick_measured_ms": outcome.pick.measured_ms,
             "accuracies": {c.key: c.accuracy for c in trained},
-            "feasible_keys": [c.key for c in outcome.candidates if c.feasible]}, search, outcome.candidates
+            "feasible_keys": [c.key for c in outcome.candidates if c.feasible],
+        },
+        search,
+        outcome.candidates,
+    )
 
 
 class TestAccuracy:
@@ -83,8 +94,11 @@ def throughput(device: str) -> dict:
     cut = a.cuts[len(a.cuts) // 2].name
     head = train_heads(a, [cut], task.train_plain, task.val, 10, TrainConfig("head", 30, device=device))[cut][1]
     full = train_full(build_trn(a, cut, 10), task.train, task.val, TrainConfig("full", 2, 256, device=device))[1]
-    return {"device": torch.cuda.get_device_name(0) if device == "cuda" else device,
-            "head_images_per_s": round(head.images_per_second), "full_images_per_s": round(full.images_per_second)}
+    return {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else device,
+        "head_images_per_s": round(head.images_per_second),
+        "full_images_per_s": round(full.images_per_second),
+    }
 
 
 def deadline_from(spec: str, auto_ms: float, estimates: list[float]) -> float:
@@ -99,10 +113,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--finetune", default="full", choices=["head", "full"])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--deadlines", default="auto,p10,p20,p30,p40,p50",
-                        help="comma-separated: auto, pNN, or times")
-    parser.add_argument("--models", default="shipped",
-                        help="shipped (the package's backbones), all (also those on NETCUT_BUILTIN_PATH), or a list")
+    parser.add_argument("--deadlines", default="auto,p10,p20,p30,p40,p50", help="comma-separated: auto, pNN, or times")
+    parser.add_argument(
+        "--models",
+        default="shipped",
+        help="shipped (the package's backbones), all (also those on NETCUT_BUILTIN_PATH), or a list",
+    )
     args = parser.parse_args(argv)
     if args.models == "shipped":
         names = [m for m in models.builtin_models() if (models.BUILTIN_DIR / f"{m}.pt").is_file()]
@@ -111,11 +127,19 @@ def main(argv=None) -> int:
     else:
         names = args.models.split(",")
     out: dict = {"finetune": args.finetune, "epochs": args.epochs, "models": names, "per_deadline": []}
-    with tempfile.TemporaryDirectory() as tmp, LatencyDB(Path(tmp) / "t.sqlite") as db, \
-            connect("local", None, "onnxruntime", 1) as target:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LatencyDB(Path(tmp) / "t.sqlite") as db,
+        connect("local", None, "onnxruntime", 1) as target,
+    ):
         cache = Path(tmp) / "exports"
-        base = SearchConfig(models=tuple(names), finetune=args.finetune, epochs=args.epochs,
-                            timing=Timing(min_seconds=0.5), out=Path(tmp) / "warm")
+        base = SearchConfig(
+            models=tuple(names),
+            finetune=args.finetune,
+            epochs=args.epochs,
+            timing=Timing(min_seconds=0.5),
+            out=Path(tmp) / "warm",
+        )
         task = digits(base.input_size, normalization_for(base.weights), SEED, test_fraction=TEST_FRACTION)
         out["images"] = task.counts
         test_accuracy = TestAccuracy(task)
@@ -128,17 +152,20 @@ def main(argv=None) -> int:
         deadlines = [deadline_from(s, warmed.deadline.ms, estimates) for s in args.deadlines.split(",")]
         # Exhaustive trains everything whatever the deadline; a loose one makes its confirmation one measurement.
         loose = dataclasses.replace(base, deadline_ms=2 * max(estimates))
-        exhaustive, ex_search, ex_candidates = run_policy("exhaustive", loose, Path(tmp) / "exhaustive", target, db,
-                                                          cache, task)
+        exhaustive, ex_search, ex_candidates = run_policy(
+            "exhaustive", loose, Path(tmp) / "exhaustive", target, db, cache, task
+        )
         out["exhaustive"] = {k: v for k, v in exhaustive.items() if k not in ("accuracies", "feasible_keys")}
         for spec, deadline in zip(args.deadlines.split(","), deadlines):
             try:
                 at_deadline = dataclasses.replace(base, deadline_ms=deadline)
-                deepest, search, candidates = run_policy("deepest", at_deadline, Path(tmp) / f"deepest-{spec}", target, db,
-                                                         cache, task)
+                deepest, search, candidates = run_policy(
+                    "deepest", at_deadline, Path(tmp) / f"deepest-{spec}", target, db, cache, task
+                )
             except NoFeasibleCandidate as exc:  # an estimate the board contradicted: worth reporting, not fatal
-                out["per_deadline"].append({"deadline": spec, "deadline_ms": round(deadline, 4), "error": str(exc),
-                                            "goal_met": False})
+                out["per_deadline"].append(
+                    {"deadline": spec, "deadline_ms": round(deadline, 4), "error": str(exc), "goal_met": False}
+                )
                 continue
             # The best feasible candidate at this deadline among all that exhaustive trained.
             feasible = set(deepest["feasible_keys"])
@@ -153,26 +180,44 @@ def main(argv=None) -> int:
             speedup = exhaustive["exploration_s"] / deepest["exploration_s"]
             # The pick as trained by the exhaustive run (training is seeded per candidate, so the same training).
             pick_val = exhaustive["accuracies"][deepest["pick"]]
-            out["per_deadline"].append({
-                "deadline": spec, "deadline_ms": round(deadline, 4), "feasible": len(feasible),
-                "deepest": {k: v for k, v in deepest.items() if k not in ("accuracies", "feasible_keys")},
-                "exploration_speedup": round(speedup, 2),
-                "training_speedup": round(exhaustive["phases_s"]["training"] /
-                                          max(deepest["phases_s"]["training"], 1e-9), 2),
-                "measured_over_the_deadline": missed,
-                "validation": {"images": val_images, "pick_accuracy": round(pick_val, 4),
-                               "exhaustive_pick": ex_pick.key, "exhaustive_pick_accuracy": round(ex_pick.accuracy, 4),
-                               "regret": round(ex_pick.accuracy - pick_val, 4),
-                               # One standard error of a difference of two accuracies on these images.
-                               "regret_standard_error": round(math.sqrt(2 * ex_pick.accuracy *
-                                                                        (1 - ex_pick.accuracy) / val_images), 4),
-                               "same_or_better_pick": pick_val >= ex_pick.accuracy},
-                "test": {"images": len(task.test), "pick_accuracy": round(test_pick, 4),
-                         "exhaustive_pick": ex_pick.key, "exhaustive_pick_accuracy": round(test_ex, 4),
-                         "regret": round(test_ex - test_pick, 4), "same_or_better_pick": test_pick >= test_ex},
-                "goal_met": speedup >= GOAL_SPEEDUP and test_pick >= test_ex})
-    out["goal"] = (f"exploration speedup >= {GOAL_SPEEDUP:g} with the same or a better pick (test accuracy of "
-                   "deepest's pick >= that of exhaustive's pick)")
+            out["per_deadline"].append(
+                {
+                    "deadline": spec,
+                    "deadline_ms": round(deadline, 4),
+                    "feasible": len(feasible),
+                    "deepest": {k: v for k, v in deepest.items() if k not in ("accuracies", "feasible_keys")},
+                    "exploration_speedup": round(speedup, 2),
+                    "training_speedup": round(
+                        exhaustive["phases_s"]["training"] / max(deepest["phases_s"]["training"], 1e-9), 2
+                    ),
+                    "measured_over_the_deadline": missed,
+                    "validation": {
+                        "images": val_images,
+                        "pick_accuracy": round(pick_val, 4),
+                        "exhaustive_pick": ex_pick.key,
+                        "exhaustive_pick_accuracy": round(ex_pick.accuracy, 4),
+                        "regret": round(ex_pick.accuracy - pick_val, 4),
+                        # One standard error of a difference of two accuracies on these images.
+                        "regret_standard_error": round(
+                            math.sqrt(2 * ex_pick.accuracy * (1 - ex_pick.accuracy) / val_images), 4
+                        ),
+                        "same_or_better_pick": pick_val >= ex_pick.accuracy,
+                    },
+                    "test": {
+                        "images": len(task.test),
+                        "pick_accuracy": round(test_pick, 4),
+                        "exhaustive_pick": ex_pick.key,
+                        "exhaustive_pick_accuracy": round(test_ex, 4),
+                        "regret": round(test_ex - test_pick, 4),
+                        "same_or_better_pick": test_pick >= test_ex,
+                    },
+                    "goal_met": speedup >= GOAL_SPEEDUP and test_pick >= test_ex,
+                }
+            )
+    out["goal"] = (
+        f"exploration speedup >= {GOAL_SPEEDUP:g} with the same or a better pick (test accuracy of "
+        "deepest's pick >= that of exhaustive's pick)"
+    )
     out["goal_met_at"] = [d["deadline"] for d in out["per_deadline"] if d["goal_met"]]
     out["gpu_throughput"] = throughput("cuda") if torch.cuda.is_available() else "no GPU on this machine"
     print(json.dumps(out, indent=1))

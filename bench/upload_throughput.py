@@ -5,6 +5,7 @@
 Each repeat uploads a different 100 MB ONNX model (so nothing is deduplicated), then
 times the second, skipped upload of the same file (HasModel answers, nothing is sent).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,13 @@ from netcut_host.local_agent import local_agent
 def big_model(path: Path, mb: float, seed: int) -> None:
     n = int((mb * 1e6 / 4) ** 0.5)
     weight = numpy_helper.from_array(np.random.default_rng(seed).standard_normal((n, n)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, n])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, n])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "big",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, n])],
+        [weight],
+    )
     onnx.save_model(helper.make_model(graph), str(path))
 
 
@@ -54,11 +59,13 @@ def main(argv=None) -> int:
             c.upload(path, model_id=model_id)
             skipped.append(time.perf_counter() - t0)
             path.unlink()
-    out = {"model_mb": round(size / 1e6, 1), "upload_mb_per_s": {"median": round(statistics.median(rates), 1),
-                                                                 "runs": [round(r, 1) for r in rates]},
-           "upload_includes": "transfer, sha256 check, ONNX validation, fsync, atomic rename",
-           "client_sha256_s": round(statistics.median(hashing), 3),
-           "second_upload_skipped_s": round(statistics.median(skipped), 4)}
+    out = {
+        "model_mb": round(size / 1e6, 1),
+        "upload_mb_per_s": {"median": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates]},
+        "upload_includes": "transfer, sha256 check, ONNX validation, fsync, atomic rename",
+        "client_sha256_s": round(statistics.median(hashing), 3),
+        "second_upload_skipped_s": round(statistics.median(skipped), 4),
+    }
     print(json.dumps(out, indent=1))
     return 0
 

@@ -3,6 +3,7 @@
 - netcut-agent.service: the systemd user unit (boards with systemd);
 - netcut-agent-supervise.sh: a supervisor with a pid file that restarts the agent (boards without).
 """
+
 from importlib import resources
 
 

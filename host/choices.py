@@ -1,17 +1,18 @@
 """The values the host's options accept, in one light module (no torch, no grpc), so that building
 the command line stays fast and each list is written once."""
+
 from __future__ import annotations
 
 from netcut.vocabulary import GRANULARITIES, QUANTILES  # noqa: F401  (re-exported for the CLI)
 
 RUNTIMES = ("onnxruntime", "litert")
-FORMAT_OF = {"onnxruntime": "onnx", "litert": "tflite"}      # the model format each runtime runs
+FORMAT_OF = {"onnxruntime": "onnx", "litert": "tflite"}  # the model format each runtime runs
 RUNTIME_OF = {fmt: runtime for runtime, fmt in FORMAT_OF.items()}
 FORMATS = tuple(RUNTIME_OF)
-MODES = ("e2e", "layers", "both")                            # how `profile` measures a network
+MODES = ("e2e", "layers", "both")  # how `profile` measures a network
 ESTIMATORS = ("empirical", "analytical")
 FINETUNE = ("head", "full")
 DEFAULT_ROUNDS = 1
 # The networks a search of the user's own data considers when --models is not given.
 DEFAULT_MODELS = ("mobilenet_v3_small", "mobilenet_v2", "resnet18", "efficientnet_b0", "resnet50")
-LOCAL = "local"       # the target that starts an agent on this machine for the duration of a command
+LOCAL = "local"  # the target that starts an agent on this machine for the duration of a command

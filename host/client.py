@@ -1,4 +1,5 @@
 """A client for one netcut-agent: per-call deadlines, bounded retries, chunked uploads."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,9 +31,15 @@ class AgentUnavailable(TargetError):
 
 
 # Statuses that say the request was wrong (the model, the options, the credentials), not the board.
-REQUEST_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
-                  grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.UNAUTHENTICATED,
-                  grpc.StatusCode.PERMISSION_DENIED)
+REQUEST_ERRORS = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
 
 
 class AgentCallError(HostError):
@@ -53,8 +60,8 @@ class AgentCallError(HostError):
 @dataclass
 class Credentials:
     token: str | None = None
-    ca_cert: bytes | None = None       # TLS: trust this CA (None: plaintext)
-    client_cert: bytes | None = None   # mutual TLS
+    ca_cert: bytes | None = None  # TLS: trust this CA (None: plaintext)
+    client_cert: bytes | None = None  # mutual TLS
     client_key: bytes | None = None
 
 
@@ -71,19 +78,24 @@ def sha256_file(path: Path) -> str:
 
 
 class AgentClient:
-    def __init__(self, address: str, credentials: Credentials | None = None, connect_timeout: float = CONNECT_TIMEOUT_S):
+    def __init__(
+        self, address: str, credentials: Credentials | None = None, connect_timeout: float = CONNECT_TIMEOUT_S
+    ):
         self.address = address
         self.credentials = credentials or Credentials()
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                   ("grpc.max_send_message_length", 8 * 1024 * 1024),
-                   # A board that vanishes without closing the connection (power, network, a frozen tunnel)
-                   # fails the call within about 20 s instead of waiting for the benchmark's deadline.
-                   ("grpc.keepalive_time_ms", KEEPALIVE_S * 1000),
-                   ("grpc.keepalive_timeout_ms", KEEPALIVE_S * 1000),
-                   ("grpc.http2.max_pings_without_data", 0)]
+        options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 8 * 1024 * 1024),
+            # A board that vanishes without closing the connection (power, network, a frozen tunnel)
+            # fails the call within about 20 s instead of waiting for the benchmark's deadline.
+            ("grpc.keepalive_time_ms", KEEPALIVE_S * 1000),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_S * 1000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
         if self.credentials.ca_cert is not None:
-            creds = grpc.ssl_channel_credentials(self.credentials.ca_cert, self.credentials.client_key,
-                                                 self.credentials.client_cert)
+            creds = grpc.ssl_channel_credentials(
+                self.credentials.ca_cert, self.credentials.client_key, self.credentials.client_cert
+            )
             self.channel = grpc.secure_channel(address, creds, options)
         else:
             self.channel = grpc.insecure_channel(address, options)
@@ -111,19 +123,20 @@ class AgentClient:
         try:
             grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout)
         except grpc.FutureTimeoutError:
-            raise AgentUnavailable(f"cannot reach the agent at {self.address} within {self.connect_timeout:.0f} s: "
-                                   "is `netcut-agent serve` running there, and is the address right?") from None
+            raise AgentUnavailable(
+                f"cannot reach the agent at {self.address} within {self.connect_timeout:.0f} s: "
+                "is `netcut-agent serve` running there, and is the address right?"
+            ) from None
         self._connected = True
 
-    def _call(self, method: Callable, request: object, timeout: float = CALL_TIMEOUT_S,
-              idempotent: bool = True):  # noqa: ANN202 - the method's own reply type
+    def _call(self, method: Callable, request: object, timeout: float = CALL_TIMEOUT_S, idempotent: bool = True):  # noqa: ANN202 - the method's own reply type
         self.connect()
         for attempt in range(RETRIES + 1):
             try:
                 return method(request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE and idempotent and attempt < RETRIES:
-                    time.sleep(0.5 * 2 ** attempt)
+                    time.sleep(0.5 * 2**attempt)
                     continue
                 raise self._translate(exc) from None
 
@@ -159,8 +172,11 @@ class AgentClient:
         size = path.stat().st_size
 
         def chunks() -> Iterator[pb.UploadChunk]:
-            yield pb.UploadChunk(header=pb.UploadHeader(sha256=model_id, size_bytes=size, format=model_format(path),
-                                                        label=label or path.name))
+            yield pb.UploadChunk(
+                header=pb.UploadHeader(
+                    sha256=model_id, size_bytes=size, format=model_format(path), label=label or path.name
+                )
+            )
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(CHUNK_BYTES), b""):
                     yield pb.UploadChunk(data=block)
@@ -169,8 +185,12 @@ class AgentClient:
         self._call(self.stub.UploadModel, chunks(), timeout=60 + size / 1e6, idempotent=False)
         return model_id
 
-    def benchmark(self, request: pb.BenchmarkRequest, on_event: Callable[[pb.BenchmarkEvent], None] | None = None,
-                  timeout: float | None = None) -> pb.BenchmarkResult:
+    def benchmark(
+        self,
+        request: pb.BenchmarkRequest,
+        on_event: Callable[[pb.BenchmarkEvent], None] | None = None,
+        timeout: float | None = None,
+    ) -> pb.BenchmarkResult:
         """Run a benchmark, passing progress events to on_event; returns the final result."""
         self.connect()
         limit = timeout or (request.time_limit_seconds or 900.0) + 3600.0  # queueing included

@@ -3,12 +3,13 @@
 Library modules raise these (or netcut.errors.NetcutError for bad input to the pure library); the CLI
 turns them into one line and the exit code. Anything else is a bug: its traceback is kept (exit 1).
 """
+
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_BUG = 1
-EXIT_USAGE = 2          # bad input or configuration: fix the command, the file, the inventory
-EXIT_INFEASIBLE = 3     # no candidate meets the deadline
+EXIT_USAGE = 2  # bad input or configuration: fix the command, the file, the inventory
+EXIT_INFEASIBLE = 3  # no candidate meets the deadline
 EXIT_TARGET_FAILED = 4  # a target or board failed (unreachable, or failed midway: rows measured so far are kept)
 
 EXIT_CODES_HELP = """\

@@ -6,6 +6,7 @@ the measurements an estimator needs, profiling them (when given a way to), the a
 The fitted cost model is stored beside the rows it was fitted on and read back while they are
 unchanged, so estimating again does not trace every measured network again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,14 @@ from typing import Callable, Iterable
 
 from netcut.cuts import NetworkAnalysis, candidate_cuts
 from netcut.errors import NetcutError
-from netcut.estimate import CalibrationPoint, CostModel, EmpiricalEstimator, Estimate, calibration_points, fit_cost_model
+from netcut.estimate import (
+    CalibrationPoint,
+    CostModel,
+    EmpiricalEstimator,
+    Estimate,
+    calibration_points,
+    fit_cost_model,
+)
 from netcut.features import head_features, segment_features, trn_features
 
 from .profiling import analyses_for
@@ -23,22 +31,29 @@ from .tables import LatencyDB, RowKey, TableView
 log = logging.getLogger(__name__)
 
 
-def empirical(db: LatencyDB, identity: str, key: RowKey, a: NetworkAnalysis, quantile: str,
-              only: list[str | None] | None = None) -> list[Estimate]:
+def empirical(
+    db: LatencyDB, identity: str, key: RowKey, a: NetworkAnalysis, quantile: str, only: list[str | None] | None = None
+) -> list[Estimate]:
     estimator = EmpiricalEstimator(TableView(db, identity, key))
     names = [c.name for c in a.cuts]
-    return [estimator.estimate(a.model_name, names, cut, quantile)
-            for cut in (only if only is not None else candidate_cuts(a))]
+    return [
+        estimator.estimate(a.model_name, names, cut, quantile)
+        for cut in (only if only is not None else candidate_cuts(a))
+    ]
 
 
-def analytical(cost_model: CostModel, a: NetworkAnalysis, key: RowKey, quantile: str,
-               only: list[str | None] | None = None) -> list[Estimate]:
-    return [cost_model.estimate(trn_features(a, cut, key.classes), cut, quantile)
-            for cut in (only if only is not None else candidate_cuts(a))]
+def analytical(
+    cost_model: CostModel, a: NetworkAnalysis, key: RowKey, quantile: str, only: list[str | None] | None = None
+) -> list[Estimate]:
+    return [
+        cost_model.estimate(trn_features(a, cut, key.classes), cut, quantile)
+        for cut in (only if only is not None else candidate_cuts(a))
+    ]
 
 
-def points_for(db: LatencyDB, identity: str, key: RowKey,
-               analyses: dict[str, NetworkAnalysis]) -> list[CalibrationPoint]:
+def points_for(
+    db: LatencyDB, identity: str, key: RowKey, analyses: dict[str, NetworkAnalysis]
+) -> list[CalibrationPoint]:
     points = []
     for name, a in analyses.items():
         rows = TableView(db, identity, key).measurements(name)
@@ -48,8 +63,13 @@ def points_for(db: LatencyDB, identity: str, key: RowKey,
     return points
 
 
-def fit(db: LatencyDB, identity: str, key: RowKey, exclude: str | None = None,
-        analyses: dict[str, NetworkAnalysis] | None = None) -> CostModel:
+def fit(
+    db: LatencyDB,
+    identity: str,
+    key: RowKey,
+    exclude: str | None = None,
+    analyses: dict[str, NetworkAnalysis] | None = None,
+) -> CostModel:
     """Calibrate the cost model on every network measured on this target (but `exclude`, for
     leave-one-network-out scoring, whose fits are not stored).
 
@@ -63,7 +83,7 @@ def fit(db: LatencyDB, identity: str, key: RowKey, exclude: str | None = None,
         if stored is not None:
             try:
                 return CostModel.from_json(stored)
-            except NetcutError as exc:   # fitted with other features by another version: fit again
+            except NetcutError as exc:  # fitted with other features by another version: fit again
                 log.info("stored cost model not used: %s", exc)
     names = [m for m in db.archs(identity, key) if m != exclude]
     if analyses is None:
@@ -78,19 +98,27 @@ def fit(db: LatencyDB, identity: str, key: RowKey, exclude: str | None = None,
 @dataclass(frozen=True)
 class Estimates:
     """Every candidate's estimate, per network in candidate_cuts order, and the margin to apply."""
+
     by_model: dict[str, list[Estimate]]
     margin_pct: float
-    profiled: list[str] = field(default_factory=list)     # networks measured to make these estimates
+    profiled: list[str] = field(default_factory=list)  # networks measured to make these estimates
     notes: list[str] = field(default_factory=list)
 
     def of(self, model: str, cut: str | None) -> Estimate:
         return next(e for e in self.by_model[model] if e.cut == cut)
 
 
-def estimate_candidates(db: LatencyDB, identity: str, key: RowKey, analyses: dict[str, NetworkAnalysis],
-                        estimator: str, quantile: str, margin_pct: float,
-                        profile: Callable[[list[str]], None] | None = None,
-                        only: list[str | None] | None = None) -> Estimates:
+def estimate_candidates(
+    db: LatencyDB,
+    identity: str,
+    key: RowKey,
+    analyses: dict[str, NetworkAnalysis],
+    estimator: str,
+    quantile: str,
+    margin_pct: float,
+    profile: Callable[[list[str]], None] | None = None,
+    only: list[str | None] | None = None,
+) -> Estimates:
     """Estimate every candidate of `analyses` (or the cuts `only`) on a target.
 
     Networks whose estimates the table cannot give (no profile; for the analytical estimator, too few
@@ -98,7 +126,7 @@ def estimate_candidates(db: LatencyDB, identity: str, key: RowKey, analyses: dic
     is margin_pct, or for the analytical estimator at least twice the cost model's typical error.
     """
     notes: list[str] = []
-    fit_cache = dict(analyses)   # the cost model also calibrates on other networks measured here
+    fit_cache = dict(analyses)  # the cost model also calibrates on other networks measured here
 
     def empirical_all(names: Iterable[str]) -> dict[str, list[Estimate]]:
         return {n: empirical(db, identity, key, analyses[n], quantile, only) for n in names}
@@ -117,7 +145,7 @@ def estimate_candidates(db: LatencyDB, identity: str, key: RowKey, analyses: dic
     except NetcutError:
         if profile is None:
             raise
-        profiled = list(analyses)   # too few rows to calibrate: profile these networks first
+        profiled = list(analyses)  # too few rows to calibrate: profile these networks first
         profile(profiled)
         cost_model = fit(db, identity, key, analyses=fit_cache)
     by_model = {n: analytical(cost_model, a, key, quantile, only) for n, a in analyses.items()}

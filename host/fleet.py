@@ -4,6 +4,7 @@ Each board's agent listens on the board's loopback; `open_link` opens an SSH con
 port forward through it, and an AgentClient on the forwarded port. Boards are reached in
 parallel, and one that cannot be reached is reported and left out while the others carry on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,7 @@ from .wire import info as agent_info
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-AGREEMENT_TOLERANCE = 0.2     # a board more than 20% off its target's median reference time is flagged
+AGREEMENT_TOLERANCE = 0.2  # a board more than 20% off its target's median reference time is flagged
 
 
 @dataclass
@@ -67,20 +68,23 @@ def open_link(board: Board, ssh: SSHOptions) -> Iterator[BoardLink]:
         try:
             info = agent_info(client)
         except AgentUnavailable:
-            raise AgentUnavailable(f"board {board.name}: no agent answers on its port {board.agent_port}"
-                                   f"{'' if board.direct else ' (through SSH)'}: run `netcut-host fleet provision "
-                                   f"{board.name}` or `fleet start {board.name}`") from None
+            raise AgentUnavailable(
+                f"board {board.name}: no agent answers on its port {board.agent_port}"
+                f"{'' if board.direct else ' (through SSH)'}: run `netcut-host fleet provision "
+                f"{board.name}` or `fleet start {board.name}`"
+            ) from None
         yield BoardLink(board, client, info)
 
 
 def each(boards: list[Board], work: Callable[[Board], T]) -> list[tuple[Board, T | None, str | None]]:
     """Run work on every board in parallel; (board, result, error message) per board, in order."""
+
     def one(board: Board):
         try:
             return board, work(board), None
         except AgentCallError as exc:
             return board, None, f"board {board.name}: {exc}"
-        except (HostError, OSError) as exc:   # BoardError, AgentUnavailable included
+        except (HostError, OSError) as exc:  # BoardError, AgentUnavailable included
             return board, None, str(exc)
 
     if not boards:
@@ -93,6 +97,7 @@ def each(boards: list[Board], work: Callable[[Board], T]) -> list[tuple[Board, T
 def open_links(boards: list[Board], ssh: SSHOptions) -> Iterator[tuple[list[BoardLink], dict[str, str]]]:
     """Links to every reachable board, and {board: why} for the others."""
     with contextlib.ExitStack() as stack:
+
         def enter(board: Board) -> BoardLink:
             cm = open_link(board, ssh)
             link = cm.__enter__()
@@ -105,19 +110,41 @@ def open_links(boards: list[Board], ssh: SSHOptions) -> Iterator[tuple[list[Boar
 
 def status_of(link: BoardLink) -> dict:
     info = link.info
-    return {"name": link.board.name, "target": link.board.target, "reachable": True,
-            "agent_version": info.agent_version, "healthy": link.client.health() == "SERVING",
-            "runtimes": [f"{r.name} {r.version}" for r in info.runtimes if r.available],
-            "temperature_c": round(info.state.max_celsius, 1) if info.state.max_celsius else None,
-            "throttled": info.state.throttled, "busy": info.busy, "queue_length": info.queue_length,
-            "board": info.board.board_model or info.board.cpu_model, "machine": info.board.machine,
-            "python": info.board.python_version, "error": None}
+    return {
+        "name": link.board.name,
+        "target": link.board.target,
+        "reachable": True,
+        "agent_version": info.agent_version,
+        "healthy": link.client.health() == "SERVING",
+        "runtimes": [f"{r.name} {r.version}" for r in info.runtimes if r.available],
+        "temperature_c": round(info.state.max_celsius, 1) if info.state.max_celsius else None,
+        "throttled": info.state.throttled,
+        "busy": info.busy,
+        "queue_length": info.queue_length,
+        "board": info.board.board_model or info.board.cpu_model,
+        "machine": info.board.machine,
+        "python": info.board.python_version,
+        "error": None,
+    }
 
 
 def unreachable(board: Board, error: str) -> dict:
-    return {"name": board.name, "target": board.target, "reachable": False, "agent_version": None, "healthy": False,
-            "runtimes": [], "temperature_c": None, "throttled": None, "busy": None, "queue_length": None,
-            "board": None, "machine": None, "python": None, "error": error}
+    return {
+        "name": board.name,
+        "target": board.target,
+        "reachable": False,
+        "agent_version": None,
+        "healthy": False,
+        "runtimes": [],
+        "temperature_c": None,
+        "throttled": None,
+        "busy": None,
+        "queue_length": None,
+        "board": None,
+        "machine": None,
+        "python": None,
+        "error": error,
+    }
 
 
 def disagreeing(medians: dict[str, float], tolerance: float = AGREEMENT_TOLERANCE) -> dict[str, float]:

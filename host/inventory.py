@@ -11,6 +11,7 @@
 Omitted board keys take the defaults below, or what ~/.ssh/config says for the host (port,
 user, key) at connection time. Mistakes are reported with the file, the line and the fix.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,16 +40,16 @@ class Board:
     name: str
     target: str
     host: str
-    port: int | None = None             # None: ~/.ssh/config, else 22
-    user: str | None = None             # None: ~/.ssh/config, else the local user
-    key: str | None = None              # None: ~/.ssh/config, else the SSH agent and default keys
+    port: int | None = None  # None: ~/.ssh/config, else 22
+    user: str | None = None  # None: ~/.ssh/config, else the local user
+    key: str | None = None  # None: ~/.ssh/config, else the SSH agent and default keys
     agent_port: int = 50051
     python: str = "python3"
     install_dir: str = "~/.local/share/netcut-agent"
-    tflite: bool = False                # also install the LiteRT runtime
-    agent: str | None = None            # direct mode: HOST:PORT of an agent exposed with TLS or a token
-    token_file: str | None = None       # direct mode
-    ca_cert: str | None = None          # direct mode
+    tflite: bool = False  # also install the LiteRT runtime
+    agent: str | None = None  # direct mode: HOST:PORT of an agent exposed with TLS or a token
+    token_file: str | None = None  # direct mode
+    ca_cert: str | None = None  # direct mode
 
     @property
     def direct(self) -> bool:
@@ -58,6 +59,7 @@ class Board:
 @dataclass
 class ConfiguredTarget:
     """A target as the inventory configures it: its runtime, threads and boards (not yet reached)."""
+
     name: str
     runtime: str = "onnxruntime"
     threads: int = 1
@@ -111,8 +113,9 @@ def load(path: Path | None) -> Inventory:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise InventoryError(f"no fleet inventory at {path}: write one (see the README, \"Add your boards\") "
-                             "or pass --fleet FILE") from None
+        raise InventoryError(
+            f'no fleet inventory at {path}: write one (see the README, "Add your boards") or pass --fleet FILE'
+        ) from None
     except OSError as exc:
         raise InventoryError(f"cannot read the fleet inventory {path}: {exc.strerror}") from None
     try:
@@ -129,8 +132,10 @@ def parse(data: dict, text: str, path: Path) -> Inventory:
     unknown = set(data) - {"targets"}
     if unknown:
         key = sorted(unknown)[0]
-        raise fail(_line_of(text, rf"^\s*\[?\[?\s*{re.escape(key)}\b"), f"unknown section {key!r}; "
-                   "the inventory holds [targets.NAME] tables")
+        raise fail(
+            _line_of(text, rf"^\s*\[?\[?\s*{re.escape(key)}\b"),
+            f"unknown section {key!r}; the inventory holds [targets.NAME] tables",
+        )
     targets: dict[str, ConfiguredTarget] = {}
     seen_boards: dict[str, str] = {}
     for tname, tdata in (data.get("targets") or {}).items():
@@ -141,16 +146,22 @@ def parse(data: dict, text: str, path: Path) -> Inventory:
             raise fail(tline, f"target name {tname!r}: use letters, digits, '.', '_' or '-' (and not 'local')")
         for key in tdata:
             if key not in TARGET_KEYS:
-                raise fail(_line_of(text, rf"^\s*{re.escape(key)}\s*=", tline - 1),
-                           f"unknown key {key!r} in target {tname!r}; known: {', '.join(sorted(TARGET_KEYS))}")
+                raise fail(
+                    _line_of(text, rf"^\s*{re.escape(key)}\s*=", tline - 1),
+                    f"unknown key {key!r} in target {tname!r}; known: {', '.join(sorted(TARGET_KEYS))}",
+                )
         runtime = tdata.get("runtime", "onnxruntime")
         if runtime not in RUNTIMES:
-            raise fail(_line_of(text, r"^\s*runtime\s*=", tline - 1),
-                       f"runtime {runtime!r} of target {tname!r}: use one of {', '.join(RUNTIMES)}")
+            raise fail(
+                _line_of(text, r"^\s*runtime\s*=", tline - 1),
+                f"runtime {runtime!r} of target {tname!r}: use one of {', '.join(RUNTIMES)}",
+            )
         threads = tdata.get("threads", 1)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-            raise fail(_line_of(text, r"^\s*threads\s*=", tline - 1),
-                       f"threads of target {tname!r} must be a whole number >= 0, got {threads!r}")
+            raise fail(
+                _line_of(text, r"^\s*threads\s*=", tline - 1),
+                f"threads of target {tname!r} must be a whole number >= 0, got {threads!r}",
+            )
         target = ConfiguredTarget(tname, runtime, threads)
         boards = tdata.get("boards", [])
         if not isinstance(boards, list) or not boards:
@@ -169,8 +180,9 @@ def parse(data: dict, text: str, path: Path) -> Inventory:
     return Inventory(path, targets)
 
 
-def _board(bdata: object, tname: str, text: str, line: int, fail: Callable[[int, str], InventoryError],
-           runtime: str) -> Board:
+def _board(
+    bdata: object, tname: str, text: str, line: int, fail: Callable[[int, str], InventoryError], runtime: str
+) -> Board:
     if not isinstance(bdata, dict):
         raise fail(line, f"boards of target {tname!r} must be tables ([[targets.{tname}.boards]])")
     for key, value in bdata.items():
@@ -178,12 +190,15 @@ def _board(bdata: object, tname: str, text: str, line: int, fail: Callable[[int,
         if key not in BOARD_KEYS:
             raise fail(where, f"unknown board key {key!r}; known: {', '.join(sorted(BOARD_KEYS))}")
         want = BOARD_KEYS[key]
-        if ("int" in want and (not isinstance(value, int) or isinstance(value, bool))) or \
-                ("str" in want and not isinstance(value, str)) or ("bool" in want and not isinstance(value, bool)):
+        if (
+            ("int" in want and (not isinstance(value, int) or isinstance(value, bool)))
+            or ("str" in want and not isinstance(value, str))
+            or ("bool" in want and not isinstance(value, bool))
+        ):
             kind = "a whole number" if "int" in want else "true or false" if "bool" in want else "a string"
             raise fail(where, f"board key {key!r} must be {kind}, got {value!r}")
     if "name" not in bdata:
-        raise fail(line, "a board needs a name (name = \"pi4-lab-1\")")
+        raise fail(line, 'a board needs a name (name = "pi4-lab-1")')
     if not NAME.match(bdata["name"]):
         raise fail(line, f"board name {bdata['name']!r}: use letters, digits, '.', '_' or '-'")
     if "host" not in bdata and "agent" not in bdata:

@@ -1,4 +1,5 @@
 """Start a netcut-agent on this machine for the duration of a command (`--target local`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,9 @@ def local_agent(store: Path | None = None, extra_args: list[str] | None = None) 
     if store is not None:
         cmd += ["--store", str(store)]
     cmd += extra_args or []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     try:
         address = _wait_for_address(proc)
         yield address
@@ -58,5 +60,7 @@ def _wait_for_address(proc: subprocess.Popen) -> str:
                 return line.split("listening on ", 1)[1].strip()
         if proc.poll() is not None:
             err = proc.stderr.read().strip().splitlines()
-            raise LocalAgentError(f"the local agent did not start: {err[-1] if err else 'exit code ' + str(proc.returncode)}")
+            raise LocalAgentError(
+                f"the local agent did not start: {err[-1] if err else 'exit code ' + str(proc.returncode)}"
+            )
     raise LocalAgentError(f"the local agent did not start within {STARTUP_TIMEOUT_S:.0f} s")

@@ -1,4 +1,5 @@
 """Where the host keeps its files by default (the user's data and cache directories)."""
+
 from __future__ import annotations
 
 from pathlib import Path

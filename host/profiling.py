@@ -4,6 +4,7 @@ Jobs are ordered so that cuts interleave (both ends of a network alternate, and 
 take turns), so a slow drift of the board does not bias one end of the table. Each
 measurement is committed on its own: an interrupted run resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import collections
@@ -46,10 +47,10 @@ SEED = 0
 @dataclass(frozen=True)
 class Job:
     model: str
-    cut: str | None      # None: the full network
-    mode: str            # e2e; layers (full network, per-layer profile), head (the head alone) and anchor
-                         # (a TRN end to end) for layers mode
-    round: int = 0       # measurements taken in rounds: which window (0 = the first)
+    cut: str | None  # None: the full network
+    mode: str  # e2e; layers (full network, per-layer profile), head (the head alone) and anchor
+    # (a TRN end to end) for layers mode
+    round: int = 0  # measurements taken in rounds: which window (0 = the first)
 
     def label(self) -> str:
         what = "full network" if self.cut is None else f"cut {self.cut}"
@@ -62,15 +63,15 @@ class ProfileFailed(TargetError):
 
 @dataclass
 class ProfileReport:
-    measured: list[int] = field(default_factory=list)     # row ids
+    measured: list[int] = field(default_factory=list)  # row ids
     skipped: int = 0
     failed: list[tuple[Job, str]] = field(default_factory=list)
     seconds: float = 0.0
-    inference_seconds: float = 0.0                         # time spent inside timed inference calls
-    by_mode: dict[str, dict[str, float]] = field(default_factory=dict)   # job mode -> wall_s, inference_s
-    boards: dict[str, int] = field(default_factory=dict)   # rows measured per board
+    inference_seconds: float = 0.0  # time spent inside timed inference calls
+    by_mode: dict[str, dict[str, float]] = field(default_factory=dict)  # job mode -> wall_s, inference_s
+    boards: dict[str, int] = field(default_factory=dict)  # rows measured per board
     board_errors: dict[str, str] = field(default_factory=dict)
-    reference_ms: dict[str, float] = field(default_factory=dict)   # fleets: each board's reference median
+    reference_ms: dict[str, float] = field(default_factory=dict)  # fleets: each board's reference median
 
 
 def interleave(items: list) -> list:
@@ -138,8 +139,10 @@ class ModelFiles:
 
     def path(self, job: Job) -> Path:
         k = self.key
-        name = f"{job.model.replace(':', '_')}-{k.input_size}-b{k.batch}-{k.granularity}-{cut_label(job.cut)}-" \
-               f"{job.mode}-k{k.classes}.{k.format}"
+        name = (
+            f"{job.model.replace(':', '_')}-{k.input_size}-b{k.batch}-{k.granularity}-{cut_label(job.cut)}-"
+            f"{job.mode}-k{k.classes}.{k.format}"
+        )
         return self.cache / name
 
     def get(self, job: Job) -> Path:
@@ -158,8 +161,9 @@ class ModelFiles:
         return export_whole(module, path, shape, self.key.format, metadata if self.key.format == "onnx" else None)
 
 
-def export_whole(module: torch.nn.Module, path: Path, shape: tuple[int, ...], fmt: str,
-                 metadata: dict | None = None) -> Path:
+def export_whole(
+    module: torch.nn.Module, path: Path, shape: tuple[int, ...], fmt: str, metadata: dict | None = None
+) -> Path:
     """Export through a temporary name of this process and thread, so the cache never holds half a file
     and two exports of the same file (two profiles at once) never write into each other."""
     tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.part{path.suffix}")
@@ -182,31 +186,59 @@ def round_timing(timing: Timing, rounds: int = 1, head: bool = False) -> Timing:
         out = dataclasses.replace(out, warmup_seconds=warmup_seconds / rounds, min_seconds=min_seconds / rounds)
     if rounds > 1:
         # Each round runs after other models: a few warm-up runs refill the caches.
-        out = dataclasses.replace(out, warmup_runs=max(3, math.ceil(timing.value("warmup_runs") / rounds)),
-                                  min_runs=max(1, math.ceil(timing.value("min_runs") / rounds)))
+        out = dataclasses.replace(
+            out,
+            warmup_runs=max(3, math.ceil(timing.value("warmup_runs") / rounds)),
+            min_runs=max(1, math.ceil(timing.value("min_runs") / rounds)),
+        )
     return out
 
 
-def store_result(db: LatencyDB, target: ConnectedTarget, key: RowKey, job: Job, result: AgentResult,
-                 replace: bool = False, board: str | None = None, rounds: int | None = None) -> int:
+def store_result(
+    db: LatencyDB,
+    target: ConnectedTarget,
+    key: RowKey,
+    job: Job,
+    result: AgentResult,
+    replace: bool = False,
+    board: str | None = None,
+    rounds: int | None = None,
+) -> int:
     """One benchmark result (one round of a measurement) as one committed row of the target's table;
     returns the row id. replace: drop the old row of this round (and rounds beyond `rounds`)."""
     blocks = result.blocks() if job.mode == "layers" else {}
-    row = Row(target.name, target.identity.key, job.model, key, job.cut, job.mode, result, blocks, round=job.round,
-              board=board)
+    row = Row(
+        target.name,
+        target.identity.key,
+        job.model,
+        key,
+        job.cut,
+        job.mode,
+        result,
+        blocks,
+        round=job.round,
+        board=board,
+    )
     return db.add(row, replace=replace, rounds=rounds)
 
 
 @dataclass
 class Worker:
     """One board measuring jobs: its name and its agent client."""
+
     name: str
     client: AgentClient
 
 
 # Statuses that say the board (not the model) is the problem: its job goes to another board.
-BOARD_FAILURES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
-                  grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+BOARD_FAILURES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
 
 
 class _JobQueue:
@@ -220,7 +252,7 @@ class _JobQueue:
     def take(self) -> Job | None:
         with self.cond:
             while not self.pending and self.in_flight:
-                self.cond.wait()        # a job in flight elsewhere may come back
+                self.cond.wait()  # a job in flight elsewhere may come back
             if not self.pending:
                 return None
             self.in_flight += 1
@@ -236,8 +268,14 @@ class _JobQueue:
 
 def _measure(worker: Worker, job: Job, path: Path, key: RowKey, timing: Timing, rounds: int = 1) -> AgentResult:
     model_id = worker.client.upload(path, label=job.label())
-    return wire.benchmark(worker.client, model_id, key.runtime, key.threads,
-                          round_timing(timing, rounds, head=job.mode == "head"), profile_layers=job.mode == "layers")
+    return wire.benchmark(
+        worker.client,
+        model_id,
+        key.runtime,
+        key.threads,
+        round_timing(timing, rounds, head=job.mode == "head"),
+        profile_layers=job.mode == "layers",
+    )
 
 
 def workers_of(target: ConnectedTarget) -> list[Worker]:
@@ -271,15 +309,30 @@ def agreeing(target: ConnectedTarget, files: ModelFiles, tolerance: float) -> tu
             log.warning("board %s: reference measurement failed: %s", worker.name, exc)
     flagged = disagreeing(medians, tolerance)
     for name, ratio in flagged.items():
-        log.warning("board %s disagrees with the other boards of %s: reference network %.3f ms, %.2fx their "
-                    "median (tolerance %.0f%%; overheating? wrong clock?); it measures nothing this run",
-                    name, target.name, medians[name], ratio, tolerance * 100)
+        log.warning(
+            "board %s disagrees with the other boards of %s: reference network %.3f ms, %.2fx their "
+            "median (tolerance %.0f%%; overheating? wrong clock?); it measures nothing this run",
+            name,
+            target.name,
+            medians[name],
+            ratio,
+            tolerance * 100,
+        )
     return [w for w in workers if w.name in medians and w.name not in flagged], medians
 
 
-def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, files: ModelFiles,
-        timing: Timing, force: bool = False, progress: Callable[[int, int, Job | None], None] | None = None,
-        agreement: float | None = None, rounds: int = 1) -> ProfileReport:
+def run(
+    jobs: list[Job],
+    target: ConnectedTarget,
+    db: LatencyDB,
+    key: RowKey,
+    files: ModelFiles,
+    timing: Timing,
+    force: bool = False,
+    progress: Callable[[int, int, Job | None], None] | None = None,
+    agreement: float | None = None,
+    rounds: int = 1,
+) -> ProfileReport:
     """Measure jobs on the target's boards in parallel (one job per board at a time) and store each result.
 
     rounds > 1 splits each measurement's timing into that many windows, taken in as many passes over
@@ -350,7 +403,7 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
                 log.warning("board %s failed and is left out: %s", worker.name, payload)
             if kind == "crashed":
                 crash = crash or (job, payload)
-                queue.pending.clear()   # the other boards finish their job in flight and stop
+                queue.pending.clear()  # the other boards finish their job in flight and stop
             continue
         done += 1
         if kind == "failed":
@@ -360,8 +413,18 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
             if job.mode == "layers" and not payload.blocks():
                 report.failed.append((job, payload.layer_profile_note or "the agent returned no per-layer profile"))
             else:
-                report.measured.append(store_result(db, target, key, job, payload, replace=force,
-                                                    board=worker.name if target.links else None, rounds=rounds))
+                report.measured.append(
+                    store_result(
+                        db,
+                        target,
+                        key,
+                        job,
+                        payload,
+                        replace=force,
+                        board=worker.name if target.links else None,
+                        rounds=rounds,
+                    )
+                )
                 report.boards[worker.name] = report.boards.get(worker.name, 0) + 1
                 inference = payload.inference_seconds
                 report.inference_seconds += inference
@@ -373,12 +436,16 @@ def run(jobs: list[Job], target: ConnectedTarget, db: LatencyDB, key: RowKey, fi
     report.seconds = time.monotonic() - started
     if crash:
         job, exc = crash
-        raise ProfileFailed(f"measuring {job.label()} failed: {type(exc).__name__}: {exc}; the "
-                            f"{len(report.measured)} rows measured are stored: rerun to continue") from exc
+        raise ProfileFailed(
+            f"measuring {job.label()} failed: {type(exc).__name__}: {exc}; the "
+            f"{len(report.measured)} rows measured are stored: rerun to continue"
+        ) from exc
     left = len(queue.pending)
     if left:
         why = "; ".join(f"{name}: {error}" for name, error in board_errors.items())
-        raise TargetError(f"every board of {target.name} failed with {left} measurements left ({why}); "
-                               f"the {len(report.measured)} measured are stored: rerun to continue")
+        raise TargetError(
+            f"every board of {target.name} failed with {left} measurements left ({why}); "
+            f"the {len(report.measured)} measured are stored: rerun to continue"
+        )
     report.board_errors = board_errors
     return report

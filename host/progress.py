@@ -1,4 +1,5 @@
 """Progress on stderr for people: one rewritten line on a terminal, nothing when piped."""
+
 from __future__ import annotations
 
 import sys

@@ -5,6 +5,7 @@ A board's install folder (inventory `install_dir`) holds `wheels/` (what was upl
 "process"), and for the process mode `agent.pid` and `agent.log`. Provisioning is
 idempotent: the same version already running is left alone; another version is upgraded.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ from .wire import info as agent_info
 from .ssh import BoardError, SSHBoard
 
 MIN_PYTHON = (3, 9)
-MIN_FREE_MB = 400            # a venv with onnxruntime, numpy and grpcio, plus room for models
+MIN_FREE_MB = 400  # a venv with onnxruntime, numpy and grpcio, plus room for models
 UNIT = "netcut-agent.service"
 HEALTH_TIMEOUT_S = 60.0
 
@@ -57,13 +58,18 @@ def build_wheel(dest: Path) -> Path:
     """Build the project's wheel from the checkout the host runs from."""
     root = source_root()
     if root is None:
-        raise ConfigError("this netcut-host was not installed from a checkout, so it cannot build the agent's wheel: "
-                         "pass --wheel FILE (e.g. `pip download --no-deps netcut`)")
+        raise ConfigError(
+            "this netcut-host was not installed from a checkout, so it cannot build the agent's wheel: "
+            "pass --wheel FILE (e.g. `pip download --no-deps netcut`)"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("netcut-*.whl"):
         old.unlink()
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                           str(dest), str(root)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest), str(root)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise ConfigError(f"building the wheel failed: {done.stderr.strip().splitlines()[-1:]}")
     return next(dest.glob("netcut-*.whl"))
@@ -79,13 +85,27 @@ def platform_tags(platform: str, glibc: str) -> list[str]:
     return [platform] + [f"manylinux_{major}_{m}_{arch}" for m in range(17, minor + 1)]
 
 
-def wheelhouse(dest: Path, wheel: Path, platform: str | None, python_version: str, glibc: str,
-               extras: str = "agent") -> list[Path]:
+def wheelhouse(
+    dest: Path, wheel: Path, platform: str | None, python_version: str, glibc: str, extras: str = "agent"
+) -> list[Path]:
     """Download the wheels `netcut[extras]` needs on a board into dest (with the project wheel)."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(dest),
-           "--only-binary=:all:", "--python-version", python_version, "--implementation", "cp",
-           f"netcut[{extras}] @ {Path(wheel).resolve().as_uri()}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        f"netcut[{extras}] @ {Path(wheel).resolve().as_uri()}",
+    ]
     for tag in platform_tags(platform, glibc) if platform else []:
         cmd += ["--platform", tag]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -122,22 +142,27 @@ class Installation:
     def probe(self) -> Facts:
         rc, out, err = self.ssh.run(f"{self.board.python} -c {shlex.quote(PROBE)} {self._p()}")
         if rc == 127 or "not found" in err:
-            raise BoardError(f"board {self.board.name}: {self.board.python} not found; install Python "
-                             f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}+ there or set python = \"...\" for the board")
+            raise BoardError(
+                f"board {self.board.name}: {self.board.python} not found; install Python "
+                f'{MIN_PYTHON[0]}.{MIN_PYTHON[1]}+ there or set python = "..." for the board'
+            )
         if rc != 0:
             raise BoardError(f"board {self.board.name}: probing {self.board.python} failed: {err.strip()[-300:]}")
         data = json.loads(out.strip().splitlines()[-1])
         systemd = self.ssh.run("systemctl --user show-environment >/dev/null 2>&1")[0] == 0
         facts = Facts(tuple(data["python"]), data["machine"], data["libc"], data["free_mb"], systemd)
         if facts.python[:2] < MIN_PYTHON:
-            raise BoardError(f"board {self.board.name}: {self.board.python} is Python "
-                             f"{'.'.join(map(str, facts.python))}; the agent needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+ "
-                             "(install a newer one and set python = \"python3.X\" for the board)")
+            raise BoardError(
+                f"board {self.board.name}: {self.board.python} is Python "
+                f"{'.'.join(map(str, facts.python))}; the agent needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+ "
+                '(install a newer one and set python = "python3.X" for the board)'
+            )
         return facts
 
     def installed_version(self) -> str | None:
-        rc, out, _ = self.ssh.run(f"{self._p('venv/bin/python')} -c "
-                                  "'import netcut_agent; print(netcut_agent.__version__)' 2>/dev/null")
+        rc, out, _ = self.ssh.run(
+            f"{self._p('venv/bin/python')} -c 'import netcut_agent; print(netcut_agent.__version__)' 2>/dev/null"
+        )
         return out.strip() if rc == 0 and out.strip() else None
 
     def mode(self) -> str | None:
@@ -150,30 +175,37 @@ class Installation:
         text = netcut_deploy.read(UNIT)
         install = self.ssh.path(self.dir)
         text = text.replace("%h/.local/share/netcut-agent", install)
-        return text.replace("--listen 127.0.0.1:50051",
-                            f"--listen 127.0.0.1:{self.board.agent_port} --store {install}/store")
+        return text.replace(
+            "--listen 127.0.0.1:50051", f"--listen 127.0.0.1:{self.board.agent_port} --store {install}/store"
+        )
 
     def running(self) -> bool:
         if self.mode() == "systemd":
             return self.ssh.run(f"systemctl --user is-active --quiet {UNIT}")[0] == 0
         pid = self._p("agent.pid")
-        return self.ssh.run(f"test -f {pid} && kill -0 \"$(cat {pid})\" 2>/dev/null")[0] == 0
+        return self.ssh.run(f'test -f {pid} && kill -0 "$(cat {pid})" 2>/dev/null')[0] == 0
 
     def start(self) -> None:
         if self.running():
             return
         if self.ssh.port_in_use(self.board.agent_port):
-            raise BoardError(f"board {self.board.name}: port {self.board.agent_port} on the board is taken by another "
-                             "process (an agent of another install_dir?); stop it, or set agent_port for the board")
+            raise BoardError(
+                f"board {self.board.name}: port {self.board.agent_port} on the board is taken by another "
+                "process (an agent of another install_dir?); stop it, or set agent_port for the board"
+            )
         if self.mode() == "systemd":
-            self.ssh.check(f"systemctl --user daemon-reload && systemctl --user enable --now {UNIT}",
-                           "starting the agent")
+            self.ssh.check(
+                f"systemctl --user daemon-reload && systemctl --user enable --now {UNIT}", "starting the agent"
+            )
             return
         d = self.ssh.path(self.dir)
         # `;` not `&&`: only the supervisor goes to the background, holding none of the session's pipes.
-        self.ssh.check(f"cd {shlex.quote(d)} || exit 1; setsid sh netcut-agent-supervise.sh {shlex.quote(d)} "
-                       f"--listen 127.0.0.1:{self.board.agent_port} --store {shlex.quote(d + '/store')} "
-                       ">> agent.log 2>&1 < /dev/null &", "starting the agent")
+        self.ssh.check(
+            f"cd {shlex.quote(d)} || exit 1; setsid sh netcut-agent-supervise.sh {shlex.quote(d)} "
+            f"--listen 127.0.0.1:{self.board.agent_port} --store {shlex.quote(d + '/store')} "
+            ">> agent.log 2>&1 < /dev/null &",
+            "starting the agent",
+        )
 
     def stop(self) -> None:
         mode = self.mode()
@@ -184,9 +216,11 @@ class Installation:
             return
         pid = self._p("agent.pid")
         # The supervisor leads its own process group (setsid): stop it and the agent together.
-        self.ssh.run(f"kill -TERM -- -\"$(cat {pid})\"; for i in $(seq 50); do "
-                     f"kill -0 \"$(cat {pid} 2>/dev/null)\" 2>/dev/null || exit 0; sleep 0.2; done; "
-                     f"kill -KILL -- -\"$(cat {pid})\"; rm -f {pid}")
+        self.ssh.run(
+            f'kill -TERM -- -"$(cat {pid})"; for i in $(seq 50); do '
+            f'kill -0 "$(cat {pid} 2>/dev/null)" 2>/dev/null || exit 0; sleep 0.2; done; '
+            f'kill -KILL -- -"$(cat {pid})"; rm -f {pid}'
+        )
 
     def logs(self, lines: int = 50) -> str:
         if self.mode() == "systemd":
@@ -197,8 +231,9 @@ class Installation:
         mode = self.mode()
         self.stop()
         if mode == "systemd":
-            self.ssh.run(f"systemctl --user disable {UNIT}; rm -f ~/.config/systemd/user/{UNIT}; "
-                         "systemctl --user daemon-reload")
+            self.ssh.run(
+                f"systemctl --user disable {UNIT}; rm -f ~/.config/systemd/user/{UNIT}; systemctl --user daemon-reload"
+            )
         self.ssh.check(f"rm -rf {self._p()}", "removing the install folder")
 
     def healthy(self, version: str | None = None, timeout: float = HEALTH_TIMEOUT_S) -> str:
@@ -215,25 +250,32 @@ class Installation:
                     pass
                 if time.monotonic() > deadline:
                     log = "\n".join(self.logs(8).strip().splitlines()[-8:])
-                    raise BoardError(f"board {self.board.name}: the agent did not answer within {timeout:.0f} s"
-                                     f"{' as version ' + version if version else ''}; its log ends:\n{log}")
+                    raise BoardError(
+                        f"board {self.board.name}: the agent did not answer within {timeout:.0f} s"
+                        f"{' as version ' + version if version else ''}; its log ends:\n{log}"
+                    )
                 time.sleep(1.0)
 
     # ------------------------------------------------------------ provisioning
 
-    def provision(self, wheel: Path, wheels: list[Path], dry_run: bool = False,
-                  say: Callable[[str], None] = print) -> str:
+    def provision(
+        self, wheel: Path, wheels: list[Path], dry_run: bool = False, say: Callable[[str], None] = print
+    ) -> str:
         """Make the board run the agent of `wheel`; returns what was done (installed/upgraded/up to date/...)."""
         version = wheel_version(wheel)
         facts = self.probe()
         need_mb = MIN_FREE_MB + sum(p.stat().st_size for p in wheels) / 1e6
         installed = self.installed_version()
         if installed != version and facts.free_mb < need_mb:
-            raise BoardError(f"board {self.board.name}: only {facts.free_mb:.0f} MB free under {self.dir}; "
-                             f"the agent needs about {need_mb:.0f} MB (free some space or set install_dir)")
-        say(f"{self.board.name}: Python {'.'.join(map(str, facts.python))}, {facts.machine}, {facts.libc}, "
+            raise BoardError(
+                f"board {self.board.name}: only {facts.free_mb:.0f} MB free under {self.dir}; "
+                f"the agent needs about {need_mb:.0f} MB (free some space or set install_dir)"
+            )
+        say(
+            f"{self.board.name}: Python {'.'.join(map(str, facts.python))}, {facts.machine}, {facts.libc}, "
             f"{facts.free_mb:.0f} MB free, {'systemd' if facts.systemd else 'no systemd: supervised process'}; "
-            f"installed: {installed or 'nothing'}")
+            f"installed: {installed or 'nothing'}"
+        )
         if installed == version:
             if dry_run:
                 return f"up to date ({version}){'' if self.running() else ', would start it'}"
@@ -245,16 +287,24 @@ class Installation:
             return f"up to date ({version}), started"
         action = "upgraded" if installed else "installed"
         if dry_run:
-            return f"would install {version}" + (f" over {installed}" if installed else "") + \
-                   f" ({len(wheels)} wheels, {'offline' if len(wheels) > 1 else 'dependencies from PyPI'})"
+            return (
+                f"would install {version}"
+                + (f" over {installed}" if installed else "")
+                + f" ({len(wheels)} wheels, {'offline' if len(wheels) > 1 else 'dependencies from PyPI'})"
+            )
         self._upload(wheels)
         extras = "agent,tflite" if self.board.tflite else "agent"
         offline = "--no-index " if len(wheels) > 1 else ""
         say(f"{self.board.name}: installing netcut[{extras}]=={version}")
-        self.ssh.check(f"test -x {self._p('venv/bin/python')} || {self.board.python} -m venv {self._p('venv')}",
-                       "creating the virtual environment")
-        self.ssh.check(f"{self._p('venv/bin/python')} -m pip install -q --disable-pip-version-check {offline}"
-                       f"--find-links {self._p('wheels')} 'netcut[{extras}]=={version}'", "pip install")
+        self.ssh.check(
+            f"test -x {self._p('venv/bin/python')} || {self.board.python} -m venv {self._p('venv')}",
+            "creating the virtual environment",
+        )
+        self.ssh.check(
+            f"{self._p('venv/bin/python')} -m pip install -q --disable-pip-version-check {offline}"
+            f"--find-links {self._p('wheels')} 'netcut[{extras}]=={version}'",
+            "pip install",
+        )
         self.stop()
         self._install_service(facts.systemd)
         self.start()
@@ -272,14 +322,17 @@ class Installation:
         if systemd:
             self.ssh.check("mkdir -p ~/.config/systemd/user", "creating the systemd user folder")
             self.ssh.write(f"~/.config/systemd/user/{UNIT}", self.unit_text())
-            self.ssh.run("loginctl enable-linger \"$USER\" 2>/dev/null")  # keep running after logout, where allowed
+            self.ssh.run('loginctl enable-linger "$USER" 2>/dev/null')  # keep running after logout, where allowed
         else:
-            self.ssh.write(f"{self.dir}/netcut-agent-supervise.sh", netcut_deploy.read("netcut-agent-supervise.sh"),
-                           0o755)
+            self.ssh.write(
+                f"{self.dir}/netcut-agent-supervise.sh", netcut_deploy.read("netcut-agent-supervise.sh"), 0o755
+            )
         self.ssh.write(f"{self.dir}/service", "systemd\n" if systemd else "process\n")
 
 
-def default_wheels(wheel: Path | None, wheelhouse_dir: Path | None, workdir: Path | None = None) -> tuple[Path, list[Path]]:
+def default_wheels(
+    wheel: Path | None, wheelhouse_dir: Path | None, workdir: Path | None = None
+) -> tuple[Path, list[Path]]:
     """The wheel to install and every file to upload: the wheel alone, or a wheelhouse with it."""
     if wheel is None:
         wheel = build_wheel(workdir or Path(tempfile.mkdtemp(prefix="netcut-wheel-")))
@@ -293,5 +346,7 @@ def default_wheels(wheel: Path | None, wheelhouse_dir: Path | None, workdir: Pat
         raise ConfigError(f"no such wheelhouse folder: {wheelhouse_dir} (make one with `netcut-host fleet wheelhouse`)")
     files = [p for p in sorted(Path(wheelhouse_dir).glob("*.whl")) if not p.name.startswith("netcut-")]
     if not files:
-        raise ConfigError(f"the wheelhouse {wheelhouse_dir} holds no wheels (make one with `netcut-host fleet wheelhouse`)")
+        raise ConfigError(
+            f"the wheelhouse {wheelhouse_dir} holds no wheels (make one with `netcut-host fleet wheelhouse`)"
+        )
     return wheel, [wheel] + files

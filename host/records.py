@@ -1,25 +1,26 @@
 """The host's records: one typed, frozen record per concept that crosses the wire (timing, a benchmark
 result, an agent's Info). netcut_host.wire converts protobuf messages to these and back; nothing else
 in the host reads message fields."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
 # The agent's timing defaults as the protocol documents them (agent.proto, TimingConfig); a test checks
 # that the agent agrees. The host uses them to split a measurement into rounds.
-DEFAULT_TIMING = {"warmup_runs": 10, "warmup_seconds": 1.0, "min_runs": 50, "min_seconds": 2.0,
-                  "max_seconds": 60.0}
+DEFAULT_TIMING = {"warmup_runs": 10, "warmup_seconds": 1.0, "min_runs": 50, "min_seconds": 2.0, "max_seconds": 60.0}
 
 
 @dataclass(frozen=True)
 class Timing:
     """How to time on the board; None leaves a field to the agent's default."""
+
     warmup_runs: int | None = None
     warmup_seconds: float | None = None
     min_runs: int | None = None
     min_seconds: float | None = None
     max_seconds: float | None = None
-    runs_per_sample: int | None = None     # None: automatic for very short models
+    runs_per_sample: int | None = None  # None: automatic for very short models
 
     def value(self, name: str) -> float:
         """This field, or the agent's default where unset."""
@@ -128,6 +129,7 @@ class AgentInfo:
 @dataclass(frozen=True)
 class AgentResult:
     """One benchmark as the agent reported it: statistics, samples, the timing it used, the board's state."""
+
     model_id: str
     agent_version: str
     runtime: str
@@ -141,14 +143,14 @@ class AgentResult:
     throttled: bool
     clock_dropped: bool
     warnings: tuple[str, ...]
-    timing: Timing                                   # the effective config, the agent's defaults filled in
-    inputs: tuple[dict, ...]                         # the effective input specs: name, shape, dtype
+    timing: Timing  # the effective config, the agent's defaults filled in
+    inputs: tuple[dict, ...]  # the effective input specs: name, shape, dtype
     board: BoardDescription
     state_start: BoardState
     state_end: BoardState
     layers: tuple[Layer, ...] = ()
     layer_profile_note: str = ""
-    profiled: bool = field(default=False)            # per-layer times were asked for
+    profiled: bool = field(default=False)  # per-layer times were asked for
 
     def blocks(self) -> dict[str, float]:
         """Per-layer times summed per block (layers without a block are left out)."""
@@ -165,14 +167,27 @@ class AgentResult:
 
     def to_dict(self, model: str) -> dict:
         """The flat JSON shape of `bench --json` (and the table's stored board state)."""
-        out = {"model": model, "model_id": self.model_id, "agent_version": self.agent_version,
-               "runtime": self.runtime, "runtime_version": self.runtime_version,
-               "execution_provider": self.execution_provider, "threads": self.threads, **asdict(self.stats),
-               "samples_ms": list(self.samples_ms), "session_create_ms": self.session_create_ms,
-               "first_run_ms": self.first_run_ms, "throttled": self.throttled, "clock_dropped": self.clock_dropped,
-               "warnings": list(self.warnings), "timing": self.timing.given(), "inputs": list(self.inputs),
-               "board": asdict(self.board), "state_start": asdict(self.state_start),
-               "state_end": asdict(self.state_end)}
+        out = {
+            "model": model,
+            "model_id": self.model_id,
+            "agent_version": self.agent_version,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "execution_provider": self.execution_provider,
+            "threads": self.threads,
+            **asdict(self.stats),
+            "samples_ms": list(self.samples_ms),
+            "session_create_ms": self.session_create_ms,
+            "first_run_ms": self.first_run_ms,
+            "throttled": self.throttled,
+            "clock_dropped": self.clock_dropped,
+            "warnings": list(self.warnings),
+            "timing": self.timing.given(),
+            "inputs": list(self.inputs),
+            "board": asdict(self.board),
+            "state_start": asdict(self.state_start),
+            "state_end": asdict(self.state_end),
+        }
         if self.profiled:
             out["layers"] = [asdict(layer) for layer in self.layers]
             out["layer_profile_note"] = self.layer_profile_note

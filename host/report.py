@@ -1,4 +1,5 @@
 """The search's report: report.json, report.md, pareto.png and pareto.svg."""
+
 from __future__ import annotations
 
 import json
@@ -13,18 +14,51 @@ def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
     def brief(c: Candidate | None) -> dict | None:
         if c is None:
             return None
-        return {"model": c.model, "cut": c.cut, "estimated_ms": c.estimated_ms, "measured_ms": c.measured_ms,
-                "accuracy": c.accuracy}
+        return {
+            "model": c.model,
+            "cut": c.cut,
+            "estimated_ms": c.estimated_ms,
+            "measured_ms": c.measured_ms,
+            "accuracy": c.accuracy,
+        }
 
-    keys = ("model", "cut", "macs", "params", "estimated_ms", "uncertainty_ms", "margin_ms", "evidence",
-            "measured_ms", "accuracy", "feasible", "retrained", "off_the_shelf", "confirmation")
-    return {"deadline_ms": outcome.deadline.ms, "deadline_source": outcome.deadline.source, "quantile": cfg.quantile,
-            "estimator": cfg.estimator, "policy": str(cfg.policy), "finetune": cfg.finetune, "epochs": cfg.epochs, "margin_pct": cfg.margin_pct,
-            "input_size": cfg.input_size, "weights": cfg.weights, "target": outcome.target, "task": outcome.task,
-            "pick": brief(outcome.pick), "best_off_the_shelf": brief(outcome.best_off_the_shelf),
-            "artefact": str(outcome.artefact) if outcome.artefact else None, "sidecar": outcome.sidecar,
-            "phases_s": {k: round(v, 2) for k, v in outcome.phases_s.items()}, "notes": outcome.notes,
-            "candidates": [{k: c.report()[k] for k in keys} for c in outcome.candidates]}
+    keys = (
+        "model",
+        "cut",
+        "macs",
+        "params",
+        "estimated_ms",
+        "uncertainty_ms",
+        "margin_ms",
+        "evidence",
+        "measured_ms",
+        "accuracy",
+        "feasible",
+        "retrained",
+        "off_the_shelf",
+        "confirmation",
+    )
+    return {
+        "deadline_ms": outcome.deadline.ms,
+        "deadline_source": outcome.deadline.source,
+        "quantile": cfg.quantile,
+        "estimator": cfg.estimator,
+        "policy": str(cfg.policy),
+        "finetune": cfg.finetune,
+        "epochs": cfg.epochs,
+        "margin_pct": cfg.margin_pct,
+        "input_size": cfg.input_size,
+        "weights": cfg.weights,
+        "target": outcome.target,
+        "task": outcome.task,
+        "pick": brief(outcome.pick),
+        "best_off_the_shelf": brief(outcome.best_off_the_shelf),
+        "artefact": str(outcome.artefact) if outcome.artefact else None,
+        "sidecar": outcome.sidecar,
+        "phases_s": {k: round(v, 2) for k, v in outcome.phases_s.items()},
+        "notes": outcome.notes,
+        "candidates": [{k: c.report()[k] for k in keys} for c in outcome.candidates],
+    }
 
 
 def write_markdown(path: Path, data: dict) -> None:
@@ -32,31 +66,44 @@ def write_markdown(path: Path, data: dict) -> None:
     t = data["target"]
     lines = [f"# NetCut search: {t['name']}, deadline {data['deadline_ms']:g} ms at {data['quantile']}", ""]
     if pick:
-        lines.append(f"**Pick: {pick['model']} {'cut after ' + pick['cut'] if pick['cut'] else '(full network)'}** "
-                     f"— {pick['measured_ms']:.3f} ms {data['quantile']} measured on {t['name']}, "
-                     f"validation accuracy {pick['accuracy']:.1%}.")
+        lines.append(
+            f"**Pick: {pick['model']} {'cut after ' + pick['cut'] if pick['cut'] else '(full network)'}** "
+            f"— {pick['measured_ms']:.3f} ms {data['quantile']} measured on {t['name']}, "
+            f"validation accuracy {pick['accuracy']:.1%}."
+        )
     if off:
         lat = off["measured_ms"] if off["measured_ms"] is not None else off["estimated_ms"]
-        lines.append(f"Best off-the-shelf network within the deadline: {off['model']}, {lat:.3f} ms, "
-                     f"accuracy {off['accuracy']:.1%}.")
+        lines.append(
+            f"Best off-the-shelf network within the deadline: {off['model']}, {lat:.3f} ms, "
+            f"accuracy {off['accuracy']:.1%}."
+        )
     machine = " ".join(p for p in (t.get("board_model"), t.get("cpu_model")) if p) or "unknown machine"
     threads = t.get("threads")
-    lines += ["", f"Target: {machine}, {t.get('runtime')} {t.get('runtime_version')}, "
-              f"{threads} thread{'' if threads == 1 else 's'} (identity {t['identity']}).",
-              f"Task: {data['task']['source']}, {len(data['task']['classes'])} classes, "
-              f"{data['task'].get('train', '?')} training / {data['task'].get('val', '?')} validation images.",
-              f"Estimator: {data['estimator']} (margin {data['margin_pct']:g}%), policy {data['policy']}, "
-              f"fine-tuning {data['finetune']}.",
-              "Time per phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["phases_s"].items()) + ".", ""]
+    lines += [
+        "",
+        f"Target: {machine}, {t.get('runtime')} {t.get('runtime_version')}, "
+        f"{threads} thread{'' if threads == 1 else 's'} (identity {t['identity']}).",
+        f"Task: {data['task']['source']}, {len(data['task']['classes'])} classes, "
+        f"{data['task'].get('train', '?')} training / {data['task'].get('val', '?')} validation images.",
+        f"Estimator: {data['estimator']} (margin {data['margin_pct']:g}%), policy {data['policy']}, "
+        f"fine-tuning {data['finetune']}.",
+        "Time per phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["phases_s"].items()) + ".",
+        "",
+    ]
     for note in data["notes"]:
         lines.append(f"- {note}")
-    lines += ["", "| model | cut | MMACs | estimated ms | measured ms | accuracy | feasible | retrained |",
-              "|---|---|---:|---:|---:|---:|:-:|:-:|"]
+    lines += [
+        "",
+        "| model | cut | MMACs | estimated ms | measured ms | accuracy | feasible | retrained |",
+        "|---|---|---:|---:|---:|---:|:-:|:-:|",
+    ]
     for c in data["candidates"]:
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
-        lines.append(f"| {c['model']} | {c['cut'] or '(full)'} | {c['macs'] / 1e6:.1f} | {fmt(c['estimated_ms'], '.3f')} "
-                     f"| {fmt(c['measured_ms'], '.3f')} | {fmt(c['accuracy'], '.3f')} | {'yes' if c['feasible'] else ''} "
-                     f"| {'yes' if c['retrained'] else ''} |")
+        lines.append(
+            f"| {c['model']} | {c['cut'] or '(full)'} | {c['macs'] / 1e6:.1f} | {fmt(c['estimated_ms'], '.3f')} "
+            f"| {fmt(c['measured_ms'], '.3f')} | {fmt(c['accuracy'], '.3f')} | {'yes' if c['feasible'] else ''} "
+            f"| {'yes' if c['retrained'] else ''} |"
+        )
     lines += ["", "![latency vs accuracy](pareto.png)", ""]
     path.write_text("\n".join(lines))
 
@@ -71,19 +118,35 @@ def write_plots(out: Path, cfg: SearchConfig, outcome: SearchOutcome) -> None:
     trained = [c for c in outcome.candidates if c.accuracy is not None]
     for shelf, marker, label in ((True, "s", "off-the-shelf"), (False, "o", "trimmed (TRN)")):
         group = [c for c in trained if c.off_the_shelf == shelf]
-        ax.scatter([latency_of(c) for c in group], [c.accuracy for c in group], marker=marker, s=45, label=label,
-                   alpha=0.85)
+        ax.scatter(
+            [latency_of(c) for c in group], [c.accuracy for c in group], marker=marker, s=45, label=label, alpha=0.85
+        )
     front = pareto_front(trained)
     if front:
-        ax.step([latency_of(c) for c in front], [c.accuracy for c in front], where="post", color="grey",
-                linewidth=1, label="Pareto frontier")
+        ax.step(
+            [latency_of(c) for c in front],
+            [c.accuracy for c in front],
+            where="post",
+            color="grey",
+            linewidth=1,
+            label="Pareto frontier",
+        )
     ax.axvline(outcome.deadline.ms, color="red", linestyle="--", label=f"deadline {outcome.deadline.ms:g} ms")
     if outcome.pick:
-        ax.scatter([latency_of(outcome.pick)], [outcome.pick.accuracy], marker="*", s=300, color="gold",
-                   edgecolor="black", zorder=5, label=f"pick: {outcome.pick.key}")
+        ax.scatter(
+            [latency_of(outcome.pick)],
+            [outcome.pick.accuracy],
+            marker="*",
+            s=300,
+            color="gold",
+            edgecolor="black",
+            zorder=5,
+            label=f"pick: {outcome.pick.key}",
+        )
     for c in trained:
-        ax.annotate(c.key, (latency_of(c), c.accuracy), fontsize=6, alpha=0.7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(
+            c.key, (latency_of(c), c.accuracy), fontsize=6, alpha=0.7, xytext=(3, 3), textcoords="offset points"
+        )
     ax.set_xlabel(f"latency at {cfg.quantile} on {outcome.target['name']} (ms; measured where confirmed)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("NetCut: latency vs accuracy of retrained candidates")

@@ -4,6 +4,7 @@ Everything is saved as it happens under --out (state.json after every step, a ch
 per trained candidate), so a search killed midway continues with --resume, and a target
 that dies stops the search with all measurements and training kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,8 @@ class ClassesMismatch(ConfigError):
 class SearchConfig:
     """What the user asked for. Built by keyword; values resolved during the search (the demo's deadline)
     are returned in the outcome, never written back here."""
-    deadline_ms: float | None = None      # None: the built-in demo's rule (see resolve_deadline)
+
+    deadline_ms: float | None = None  # None: the built-in demo's rule (see resolve_deadline)
     quantile: str = "p99"
     models: tuple[str, ...] = ()
     weights: str = "builtin"
@@ -71,13 +73,22 @@ class SearchConfig:
     margin_pct: float = 5.0
     out: Path = Path("netcut-out")
     timing: Timing = Timing()
-    expected_classes: int | None = None   # checked against the data before any work
-    rounds: int = DEFAULT_ROUNDS           # profiling: windows per measurement (netcut_host.profiling.run)
+    expected_classes: int | None = None  # checked against the data before any work
+    rounds: int = DEFAULT_ROUNDS  # profiling: windows per measurement (netcut_host.profiling.run)
 
     def identity(self) -> dict:
         """What must match for --resume to continue a search."""
-        keep = ("deadline_ms", "quantile", "weights", "data", "estimator", "finetune", "epochs", "input_size",
-                "margin_pct")
+        keep = (
+            "deadline_ms",
+            "quantile",
+            "weights",
+            "data",
+            "estimator",
+            "finetune",
+            "epochs",
+            "input_size",
+            "margin_pct",
+        )
         return {**{k: getattr(self, k) for k in keep}, "models": list(self.models), "policy": str(self.policy)}
 
 
@@ -85,6 +96,7 @@ class SearchConfig:
 class Deadline:
     """The deadline a search ran against, and where it came from: given, resumed (the deadline an
     interrupted demo had chosen) or demo (the median of the off-the-shelf networks' estimates)."""
+
     ms: float
     source: str
 
@@ -117,8 +129,16 @@ def normalization_for(weights: str) -> dict:
 
 
 class Search:
-    def __init__(self, cfg: SearchConfig, target: ConnectedTarget, db: LatencyDB, export_cache: Path,
-                 say: Callable[[str], None] = lambda s: None, resume: bool = False, task: TaskData | None = None):
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        target: ConnectedTarget,
+        db: LatencyDB,
+        export_cache: Path,
+        say: Callable[[str], None] = lambda s: None,
+        resume: bool = False,
+        task: TaskData | None = None,
+    ):
         self.cfg, self.target, self.db, self.say = cfg, target, db, say
         self.task = task  # given: used instead of loading cfg.data (bench/search.py holds a test split out)
         self.deadline: Deadline | None = None
@@ -137,12 +157,16 @@ class Search:
         self.previous: dict = {}
         if state.exists():
             if not resume:
-                raise OutputInUse(f"{self.out} holds a search already: continue it, or write this one elsewhere",
-                                  resumable=True)
+                raise OutputInUse(
+                    f"{self.out} holds a search already: continue it, or write this one elsewhere", resumable=True
+                )
             self.previous = json.loads(state.read_text())
             if self.previous.get("config") != self.requested:
-                raise OutputInUse(f"{self.out} holds a search with other options; continuing it needs the same "
-                                  f"options (saved: {self.previous.get('config')})", resumable=False)
+                raise OutputInUse(
+                    f"{self.out} holds a search with other options; continuing it needs the same "
+                    f"options (saved: {self.previous.get('config')})",
+                    resumable=False,
+                )
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
     def resolve_deadline(self, candidates: list[Candidate]) -> Deadline:
@@ -153,14 +177,21 @@ class Search:
         if self.previous.get("deadline_ms"):
             return Deadline(self.previous["deadline_ms"], "resumed")
         deadline = Deadline(demo_deadline(candidates), "demo")
-        self.notes.append(f"no --deadline given: the demo uses {deadline.ms:g} ms, the median of the "
-                          "off-the-shelf networks' estimates on this target")
+        self.notes.append(
+            f"no --deadline given: the demo uses {deadline.ms:g} ms, the median of the "
+            "off-the-shelf networks' estimates on this target"
+        )
         self.say(self.notes[-1])
         return deadline
 
     def save(self, candidates: list[Candidate], **extra) -> None:
-        data = {"config": self.requested, "deadline_ms": self.deadline.ms if self.deadline else None,
-                "candidates": [c.report() for c in candidates], "phases_s": self.phases, **extra}
+        data = {
+            "config": self.requested,
+            "deadline_ms": self.deadline.ms if self.deadline else None,
+            "candidates": [c.report() for c in candidates],
+            "phases_s": self.phases,
+            **extra,
+        }
         tmp = self.out / (STATE + ".tmp")
         tmp.write_text(json.dumps(data, indent=1, default=str))
         tmp.replace(self.out / STATE)
@@ -172,16 +203,28 @@ class Search:
         check_input_size(cfg.input_size)  # mistakes in the options are told before the data is read
         for name in cfg.models:
             models.check(name, cfg.weights)
-        task = self.task if self.task is not None else load_task(cfg.data, cfg.input_size,
-                                                                 normalization_for(cfg.weights), SEED)
+        task = (
+            self.task
+            if self.task is not None
+            else load_task(cfg.data, cfg.input_size, normalization_for(cfg.weights), SEED)
+        )
         classes = len(task.classes)
         if cfg.expected_classes is not None and cfg.expected_classes != classes:
-            raise ClassesMismatch(f"{cfg.expected_classes} classes expected, but {task.source} has {classes} "
-                                  f"classes ({', '.join(task.classes[:10])}); expect what the data has")
+            raise ClassesMismatch(
+                f"{cfg.expected_classes} classes expected, but {task.source} has {classes} "
+                f"classes ({', '.join(task.classes[:10])}); expect what the data has"
+            )
         if task.skipped:
             self.notes.append(f"skipped {task.skipped} unreadable image{'s' if task.skipped > 1 else ''}")
-        self.key = RowKey(cfg.input_size, 1, FORMAT_OF[self.target.runtime], self.target.runtime,
-                          self.target.threads, "block", classes)
+        self.key = RowKey(
+            cfg.input_size,
+            1,
+            FORMAT_OF[self.target.runtime],
+            self.target.runtime,
+            self.target.threads,
+            "block",
+            classes,
+        )
         self.analyses = {m: self._analyse(m) for m in cfg.models}
         candidates = [self._candidate(m, a, cut) for m, a in self.analyses.items() for cut in candidate_cuts(a)]
         self._estimate(candidates)
@@ -191,21 +234,37 @@ class Search:
         if not feasible:
             known = [c for c in candidates if c.estimated_ms is not None]
             fastest = min(known, key=lambda c: c.estimated_ms, default=None)
-            hint = (f"; the fastest candidate, {fastest.key}, is estimated at {fastest.estimated_ms:.3g} ms "
-                    f"(+{fastest.margin_ms:.2g} ms margin)") if fastest else ""
+            hint = (
+                (
+                    f"; the fastest candidate, {fastest.key}, is estimated at {fastest.estimated_ms:.3g} ms "
+                    f"(+{fastest.margin_ms:.2g} ms margin)"
+                )
+                if fastest
+                else ""
+            )
             raise NoFeasibleCandidate(f"no candidate can meet {deadline.ms:g} ms at {cfg.quantile}{hint}")
         retrained = choose(candidates, cfg.policy)
-        self.say(f"{len(feasible)} of {len(candidates)} candidates are feasible; retraining {len(retrained)} "
-                 f"({cfg.policy}, {cfg.finetune})")
+        self.say(
+            f"{len(feasible)} of {len(candidates)} candidates are feasible; retraining {len(retrained)} "
+            f"({cfg.policy}, {cfg.finetune})"
+        )
         self._train(candidates, retrained, task)
         pick, artefact, sidecar = self._confirm(candidates, task)
         off = [c for c in candidates if c.off_the_shelf and c.feasible and c.accuracy is not None]
         best_off = max(off, key=lambda c: c.accuracy, default=None)
         self.save(candidates, pick=pick.key if pick else None)
-        return SearchOutcome(candidates, pick, best_off, deadline, self.phases, artefact, sidecar,
-                             {"source": task.source, "classes": task.classes, **task.counts, "skipped": task.skipped},
-                             {"name": self.target.name, "identity": self.target.identity.key,
-                              **self.target.identity.description}, self.notes)
+        return SearchOutcome(
+            candidates,
+            pick,
+            best_off,
+            deadline,
+            self.phases,
+            artefact,
+            sidecar,
+            {"source": task.source, "classes": task.classes, **task.counts, "skipped": task.skipped},
+            {"name": self.target.name, "identity": self.target.identity.key, **self.target.identity.description},
+            self.notes,
+        )
 
     @staticmethod
     def _candidate(model: str, a: NetworkAnalysis, cut: str | None) -> Candidate:
@@ -223,8 +282,16 @@ class Search:
         t0 = time.monotonic()
         self.db.add_target(self.target.identity)
         profiling_before = self.phases["profiling"]
-        estimates = estimate_candidates(self.db, self.target.identity.key, self.key, self.analyses,
-                                        self.cfg.estimator, self.cfg.quantile, self.cfg.margin_pct, self._profile)
+        estimates = estimate_candidates(
+            self.db,
+            self.target.identity.key,
+            self.key,
+            self.analyses,
+            self.cfg.estimator,
+            self.cfg.quantile,
+            self.cfg.margin_pct,
+            self._profile,
+        )
         for c in candidates:
             e = estimates.of(c.model, c.cut)
             c.estimated_ms, c.uncertainty_ms, c.evidence = e.estimated_ms, e.uncertainty_ms, e.evidence
@@ -242,8 +309,16 @@ class Search:
         jobs = plan(analyses, "all", mode)
         self.say(f"profiling {', '.join(names)} on {self.target.name} ({len(jobs)} measurements, {mode} mode)")
         files = ModelFiles(self.export_cache, self.key, analyses)
-        report = run(jobs, self.target, self.db, self.key, files, self.cfg.timing, rounds=self.cfg.rounds,
-                     progress=lambda d, t, j: self.say(f"  [{d}/{t}] {j.label()}") if j else None)
+        report = run(
+            jobs,
+            self.target,
+            self.db,
+            self.key,
+            files,
+            self.cfg.timing,
+            rounds=self.cfg.rounds,
+            progress=lambda d, t, j: self.say(f"  [{d}/{t}] {j.label()}") if j else None,
+        )
         for job, error in report.failed:
             self.notes.append(f"could not measure {job.label()}: {error}")
         self.phases["profiling"] += time.monotonic() - t0
@@ -257,8 +332,9 @@ class Search:
 
     def _train(self, candidates: list[Candidate], retrained: list[Candidate], task: TaskData) -> None:
         t0 = time.monotonic()
-        done = {c["model"] + "@" + cut_label(c["cut"]): c for c in self.previous.get("candidates", [])
-                if c.get("trained")}
+        done = {
+            c["model"] + "@" + cut_label(c["cut"]): c for c in self.previous.get("candidates", []) if c.get("trained")
+        }
         todo = []
         for c in retrained:
             prior = done.get(c.key)
@@ -284,8 +360,13 @@ class Search:
                 for c in group:
                     self.say(f"fine-tuning {c.key} ({self.cfg.epochs} epochs on {self.cfg.device})")
                     torch.manual_seed(SEED)
-                    trn, result = train_full(build_trn(a, c.cut, classes), task.train, task.val, train_cfg,
-                                             progress=lambda s: self.say(f"  {c.key}: {s}"))
+                    trn, result = train_full(
+                        build_trn(a, c.cut, classes),
+                        task.train,
+                        task.val,
+                        train_cfg,
+                        progress=lambda s: self.say(f"  {c.key}: {s}"),
+                    )
                     self._record(c, trn, result, candidates)
         self.phases["training"] += time.monotonic() - t0
 
@@ -318,8 +399,10 @@ class Search:
                 c.feasible = False
                 c.confirmation = f"missed: measured {c.measured_ms:.3f} ms > {self.deadline.ms:g} ms"
                 stand_in = next_shallower(candidates, c)  # None when every feasible one is trained
-                self.notes.append(f"{c.key} was estimated to meet the deadline but measured {c.measured_ms:.3f} ms; "
-                                  + (f"retraining {stand_in.key} in its place" if stand_in else "trying the next best"))
+                self.notes.append(
+                    f"{c.key} was estimated to meet the deadline but measured {c.measured_ms:.3f} ms; "
+                    + (f"retraining {stand_in.key} in its place" if stand_in else "trying the next best")
+                )
                 self.say(self.notes[-1])
                 if stand_in:
                     stand_in.retrained = True
@@ -330,15 +413,22 @@ class Search:
         # Time spent retraining stand-ins is training, not confirmation.
         self.phases["confirmation"] += time.monotonic() - t0 - (self.phases["training"] - training_before)
         if pick is None:
-            raise NoFeasibleCandidate("every trained feasible candidate missed the deadline when measured on the "
-                                      "target; raise --margin, or profile the target again (--force) if the table is old")
+            raise NoFeasibleCandidate(
+                "every trained feasible candidate missed the deadline when measured on the "
+                "target; raise --margin, or profile the target again (--force) if the table is old"
+            )
         return pick, artefact, sidecar
 
     def _measure(self, c: Candidate, task: TaskData) -> tuple[Path, AgentResult]:
         """Export a trained candidate in the target's format and time it end to end there (kept in the table)."""
         path = self.out / "confirm" / f"{self._stem(c)}.{self.key.format}"
-        export(self.trained_trn(c, len(task.classes)), path, self.analyses[c.model].input_shape, self.key.format,
-               {"netcut.model": c.model, "netcut.cut": cut_label(c.cut)} if self.key.format == "onnx" else None)
+        export(
+            self.trained_trn(c, len(task.classes)),
+            path,
+            self.analyses[c.model].input_shape,
+            self.key.format,
+            {"netcut.model": c.model, "netcut.cut": cut_label(c.cut)} if self.key.format == "onnx" else None,
+        )
         self.say(f"confirming {c.key} on {self.target.name}")
         model_id = self.target.client.upload(path, label=c.key)
         result = wire.benchmark(self.target.client, model_id, self.key.runtime, self.key.threads, self.cfg.timing)
@@ -352,16 +442,26 @@ class Search:
         c.confirmation = "meets the deadline when measured"
         artefact = self.out / f"model.{fmt}"
         shutil.copyfile(path, artefact)
-        sidecar = {"model": c.model, "cut": c.cut, "weights": self.cfg.weights, "classes": task.classes,
-                   "input_shape": list(self.analyses[c.model].input_shape),
-                   "normalization": task.normalization, "format": fmt,
-                   "accuracy": c.accuracy, "deadline_ms": self.deadline.ms, "quantile": self.cfg.quantile,
-                   "measured_latency_ms": {k: getattr(result.stats, k) for k in ("median_ms", "p90_ms", "p95_ms",
-                                                                                  "p99_ms")},
-                   "measured_n": result.stats.n, "throttled": result.throttled,
-                   "target": {"name": self.target.name, "identity": self.target.identity.key,
-                              **self.target.identity.description},
-                   "netcut_version": __version__}
+        sidecar = {
+            "model": c.model,
+            "cut": c.cut,
+            "weights": self.cfg.weights,
+            "classes": task.classes,
+            "input_shape": list(self.analyses[c.model].input_shape),
+            "normalization": task.normalization,
+            "format": fmt,
+            "accuracy": c.accuracy,
+            "deadline_ms": self.deadline.ms,
+            "quantile": self.cfg.quantile,
+            "measured_latency_ms": {k: getattr(result.stats, k) for k in ("median_ms", "p90_ms", "p95_ms", "p99_ms")},
+            "measured_n": result.stats.n,
+            "throttled": result.throttled,
+            "target": {
+                "name": self.target.name,
+                "identity": self.target.identity.key,
+                **self.target.identity.description,
+            },
+            "netcut_version": __version__,
+        }
         (self.out / "model.json").write_text(json.dumps(sidecar, indent=1))
         return artefact, sidecar
-

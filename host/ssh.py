@@ -5,6 +5,7 @@ refused with its fingerprint unless `accept_new` (OpenSSH's StrictHostKeyCheckin
 which records it; a changed key is always refused. The agent on the board listens on its
 loopback only: `tunnel()` forwards a local loopback port to it over the same connection.
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,16 +49,23 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         if not self.accept_new:
-            raise BoardError(f"board {self.board.name}: unknown host key for {hostname} ({key.get_name()} "
-                             f"{fingerprint(key)}); check it on the board with `ssh-keygen -lf "
-                             f"/etc/ssh/ssh_host_{key.get_name().split('-')[-1]}_key.pub`, then rerun with "
-                             "--accept-new to record it")
+            raise BoardError(
+                f"board {self.board.name}: unknown host key for {hostname} ({key.get_name()} "
+                f"{fingerprint(key)}); check it on the board with `ssh-keygen -lf "
+                f"/etc/ssh/ssh_host_{key.get_name().split('-')[-1]}_key.pub`, then rerun with "
+                "--accept-new to record it"
+            )
         client.get_host_keys().add(hostname, key.get_name(), key)
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.known_hosts, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        log.warning("board %s: recorded new host key %s for %s in %s", self.board.name, fingerprint(key), hostname,
-                    self.known_hosts)
+        log.warning(
+            "board %s: recorded new host key %s for %s in %s",
+            self.board.name,
+            fingerprint(key),
+            hostname,
+            self.known_hosts,
+        )
 
 
 def _ssh_config(host: str) -> dict:
@@ -70,8 +78,13 @@ def _ssh_config(host: str) -> dict:
 class SSHBoard:
     """One SSH connection to one board."""
 
-    def __init__(self, board: Board, known_hosts: Path | None = None, accept_new: bool = False,
-                 timeout: float = CONNECT_TIMEOUT_S):
+    def __init__(
+        self,
+        board: Board,
+        known_hosts: Path | None = None,
+        accept_new: bool = False,
+        timeout: float = CONNECT_TIMEOUT_S,
+    ):
         self.board = board
         config = _ssh_config(board.host)
         self.hostname = config.get("hostname", board.host)
@@ -85,20 +98,30 @@ class SSHBoard:
         self.client.set_missing_host_key_policy(_HostKeyPolicy(self.known_hosts, accept_new, board))
         where = f"{self.user}@{self.hostname}:{self.port}"
         try:
-            self.client.connect(self.hostname, self.port, self.user, key_filename=os.path.expanduser(key) if key else None,
-                                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                                look_for_keys=key is None)
+            self.client.connect(
+                self.hostname,
+                self.port,
+                self.user,
+                key_filename=os.path.expanduser(key) if key else None,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                look_for_keys=key is None,
+            )
         except BoardError:
             raise
         except paramiko.BadHostKeyException as exc:
             name = self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
-            raise BoardError(f"board {board.name}: the host key of {where} CHANGED (now {fingerprint(exc.key)}, "
-                             f"known_hosts has {fingerprint(exc.expected_key)}); refusing to connect. If the board "
-                             f"was reinstalled, remove the old key with `ssh-keygen -R '{name}' -f {self.known_hosts}`"
-                             ) from None
+            raise BoardError(
+                f"board {board.name}: the host key of {where} CHANGED (now {fingerprint(exc.key)}, "
+                f"known_hosts has {fingerprint(exc.expected_key)}); refusing to connect. If the board "
+                f"was reinstalled, remove the old key with `ssh-keygen -R '{name}' -f {self.known_hosts}`"
+            ) from None
         except paramiko.AuthenticationException:
-            raise BoardError(f"board {board.name}: authentication failed for {where}: check user and key "
-                             f"({key or 'default keys and the SSH agent'})") from None
+            raise BoardError(
+                f"board {board.name}: authentication failed for {where}: check user and key "
+                f"({key or 'default keys and the SSH agent'})"
+            ) from None
         except FileNotFoundError:
             raise BoardError(f"board {board.name}: key file {key} not found") from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
@@ -183,8 +206,9 @@ class SSHBoard:
     def port_in_use(self, port: int) -> bool:
         """Whether something accepts connections on the board's 127.0.0.1:port."""
         try:
-            channel = self.client.get_transport().open_channel("direct-tcpip", ("127.0.0.1", port),
-                                                               ("127.0.0.1", 0), timeout=5)
+            channel = self.client.get_transport().open_channel(
+                "direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=5
+            )
         except (paramiko.SSHException, OSError, EOFError):
             return False
         channel.close()

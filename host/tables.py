@@ -6,6 +6,7 @@ own transaction, so a crash loses at most the measurement in flight. A target's
 identity (board model, CPU, runtime and version, threads) is stored with every row, and
 readers only mix rows of one identity.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -124,8 +125,10 @@ MIGRATIONS = {
 }
 STALE_DAYS = 30
 # The columns that name one measurement (all its rounds).
-JOB_KEY = "identity=? AND arch=? AND input_size=? AND batch=? AND cut=? AND granularity=? AND format=? AND threads=? " \
-          "AND mode=? AND classes=?"
+JOB_KEY = (
+    "identity=? AND arch=? AND input_size=? AND batch=? AND cut=? AND granularity=? AND format=? AND threads=? "
+    "AND mode=? AND classes=?"
+)
 
 
 class TableError(ConfigError):
@@ -135,6 +138,7 @@ class TableError(ConfigError):
 @dataclass(frozen=True)
 class RowKey:
     """The options that identify rows besides the target and the model."""
+
     input_size: int = 224
     batch: int = 1
     format: str = "onnx"
@@ -148,6 +152,7 @@ class RowKey:
 class TargetIdentity:
     """What a target's rows are keyed by: its name, what changes latency there (board, CPU, runtime and
     version, threads) and `key`, a hash of that description. Rows of one key are never mixed with others."""
+
     name: str
     description: dict
     key: str = ""
@@ -161,6 +166,7 @@ class TargetIdentity:
 @dataclass(frozen=True)
 class Row:
     """One measurement (or one round of it) of one network's cut on one target, as stored."""
+
     target: str
     identity: str
     model: str
@@ -170,8 +176,8 @@ class Row:
     result: AgentResult
     blocks: dict = field(default_factory=dict)
     measured_at: float = 0.0
-    round: int = 0                    # which window of a measurement taken in rounds
-    board: str | None = None          # fleets: the board that measured it
+    round: int = 0  # which window of a measurement taken in rounds
+    board: str | None = None  # fleets: the board that measured it
 
 
 def _friendly(exc: sqlite3.Error, path: Path) -> TableError:
@@ -211,8 +217,10 @@ class LatencyDB:
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise TableError(f"{self.path} was written by a newer NetCut (schema {version}, this one reads up to "
-                             f"{SCHEMA_VERSION}); upgrade netcut, or pass another --db")
+            raise TableError(
+                f"{self.path} was written by a newer NetCut (schema {version}, this one reads up to "
+                f"{SCHEMA_VERSION}); upgrade netcut, or pass another --db"
+            )
         for target_version in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
                 for statement in MIGRATIONS[target_version].split(";"):
@@ -240,9 +248,10 @@ class LatencyDB:
 
     def add_target(self, target: TargetIdentity) -> None:
         try:
-            self.conn.execute("INSERT OR IGNORE INTO targets VALUES (?, ?, ?, ?)",
-                              (target.key, target.name, json.dumps(target.description, sort_keys=True),
-                               time.time()))
+            self.conn.execute(
+                "INSERT OR IGNORE INTO targets VALUES (?, ?, ?, ?)",
+                (target.key, target.name, json.dumps(target.description, sort_keys=True), time.time()),
+            )
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
 
@@ -252,29 +261,71 @@ class LatencyDB:
         replace: measured again, so the row of the same round goes, and with `rounds` (how many the
         measurement now has) the rounds beyond those too."""
         r, st = row.result, row.result.stats
-        state = {"board": asdict(r.board), "fleet_board": row.board, "state_start": asdict(r.state_start),
-                 "state_end": asdict(r.state_end), "warnings": list(r.warnings)}
-        values = (row.target, row.identity, row.model, row.model, row.key.input_size, row.key.batch,
-                  cut_label(row.cut), row.key.granularity, row.key.format, row.key.runtime, r.runtime_version,
-                  row.key.threads, row.mode, row.key.classes, json.dumps(r.timing.given()), st.n, st.median_ms,
-                  st.mean_ms, st.p90_ms, st.p95_ms, st.p99_ms, st.min_ms, st.max_ms, st.std_ms, st.cv,
-                  json.dumps(list(r.samples_ms)), json.dumps(row.blocks),
-                  json.dumps([[x.node, x.op_type, x.block, x.time_ms] for x in r.layers]), json.dumps(state),
-                  int(r.throttled), int(r.clock_dropped), r.model_id, r.agent_version, row.measured_at or time.time(),
-                  row.round)
+        state = {
+            "board": asdict(r.board),
+            "fleet_board": row.board,
+            "state_start": asdict(r.state_start),
+            "state_end": asdict(r.state_end),
+            "warnings": list(r.warnings),
+        }
+        values = (
+            row.target,
+            row.identity,
+            row.model,
+            row.model,
+            row.key.input_size,
+            row.key.batch,
+            cut_label(row.cut),
+            row.key.granularity,
+            row.key.format,
+            row.key.runtime,
+            r.runtime_version,
+            row.key.threads,
+            row.mode,
+            row.key.classes,
+            json.dumps(r.timing.given()),
+            st.n,
+            st.median_ms,
+            st.mean_ms,
+            st.p90_ms,
+            st.p95_ms,
+            st.p99_ms,
+            st.min_ms,
+            st.max_ms,
+            st.std_ms,
+            st.cv,
+            json.dumps(list(r.samples_ms)),
+            json.dumps(row.blocks),
+            json.dumps([[x.node, x.op_type, x.block, x.time_ms] for x in r.layers]),
+            json.dumps(state),
+            int(r.throttled),
+            int(r.clock_dropped),
+            r.model_id,
+            r.agent_version,
+            row.measured_at or time.time(),
+            row.round,
+        )
         try:
             with self.transaction():
                 if replace:
-                    which, extra = ("(round=? OR round>=?)", (row.round, rounds)) if rounds is not None else \
-                        ("round=?", (row.round,))
-                    self.conn.execute(f"DELETE FROM measurements WHERE {JOB_KEY} AND {which}",
-                                      self._job_params(row.identity, row.model, row.key, row.cut, row.mode) + extra)
-                cursor = self.conn.execute("INSERT INTO measurements (target, identity, model, arch, input_size, "
-                                           "batch, cut, granularity, format, runtime, runtime_version, threads, mode, "
-                                           "classes, timing, n, median_ms, mean_ms, p90_ms, p95_ms, p99_ms, min_ms, "
-                                           "max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
-                                           "clock_dropped, model_id, agent_version, measured_at, round) VALUES "
-                                           f"({', '.join('?' * len(values))})", values)
+                    which, extra = (
+                        ("(round=? OR round>=?)", (row.round, rounds))
+                        if rounds is not None
+                        else ("round=?", (row.round,))
+                    )
+                    self.conn.execute(
+                        f"DELETE FROM measurements WHERE {JOB_KEY} AND {which}",
+                        self._job_params(row.identity, row.model, row.key, row.cut, row.mode) + extra,
+                    )
+                cursor = self.conn.execute(
+                    "INSERT INTO measurements (target, identity, model, arch, input_size, "
+                    "batch, cut, granularity, format, runtime, runtime_version, threads, mode, "
+                    "classes, timing, n, median_ms, mean_ms, p90_ms, p95_ms, p99_ms, min_ms, "
+                    "max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
+                    "clock_dropped, model_id, agent_version, measured_at, round) VALUES "
+                    f"({', '.join('?' * len(values))})",
+                    values,
+                )
             return cursor.lastrowid
         except sqlite3.IntegrityError:
             raise TableError("this measurement is already in the table; use --force to measure it again") from None
@@ -297,34 +348,52 @@ class LatencyDB:
 
     @staticmethod
     def _job_params(identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> tuple:
-        return (identity, arch, key.input_size, key.batch, cut_label(cut), key.granularity, key.format, key.threads,
-                mode, key.classes)
+        return (
+            identity,
+            arch,
+            key.input_size,
+            key.batch,
+            cut_label(cut),
+            key.granularity,
+            key.format,
+            key.threads,
+            mode,
+            key.classes,
+        )
 
     def rounds(self, identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> set[int]:
         """The rounds of this measurement already in the table (empty: never measured)."""
         try:
-            return {r[0] for r in self.conn.execute(f"SELECT round FROM measurements WHERE {JOB_KEY}",
-                                                     self._job_params(identity, arch, key, cut, mode))}
+            return {
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT round FROM measurements WHERE {JOB_KEY}", self._job_params(identity, arch, key, cut, mode)
+                )
+            }
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
 
     def count(self, identity: str, older_than: float | None = None) -> int:
-        return self._scalar("SELECT COUNT(*) FROM measurements WHERE identity=? AND measured_at < ?",
-                            (identity, older_than if older_than is not None else float("inf")))
+        return self._scalar(
+            "SELECT COUNT(*) FROM measurements WHERE identity=? AND measured_at < ?",
+            (identity, older_than if older_than is not None else float("inf")),
+        )
 
     def archs(self, identity: str, key: RowKey) -> list[str]:
         """The networks measured under this identity and row key."""
         try:
-            rows = self.conn.execute("SELECT DISTINCT arch FROM measurements WHERE identity=? AND input_size=? AND "
-                                     "batch=? AND format=? AND runtime=? AND threads=? AND granularity=? ORDER BY arch",
-                                     (identity, key.input_size, key.batch, key.format, key.runtime, key.threads,
-                                      key.granularity)).fetchall()
+            rows = self.conn.execute(
+                "SELECT DISTINCT arch FROM measurements WHERE identity=? AND input_size=? AND "
+                "batch=? AND format=? AND runtime=? AND threads=? AND granularity=? ORDER BY arch",
+                (identity, key.input_size, key.batch, key.format, key.runtime, key.threads, key.granularity),
+            ).fetchall()
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
         return [r[0] for r in rows]
 
-    def rows(self, target: str | None = None, identity: str | None = None, arch: str | None = None,
-             key: RowKey | None = None) -> list[sqlite3.Row]:
+    def rows(
+        self, target: str | None = None, identity: str | None = None, arch: str | None = None, key: RowKey | None = None
+    ) -> list[sqlite3.Row]:
         clauses, params = ["1=1"], []
         for column, value in (("target", target), ("identity", identity), ("arch", arch)):
             if value is not None:
@@ -345,22 +414,27 @@ class LatencyDB:
         """A fingerprint of the rows a cost model of this identity and row key is fitted on: it changes when
         a row is added, replaced or removed."""
         where = "identity=? AND input_size=? AND batch=? AND format=? AND runtime=? AND threads=? AND granularity=?"
-        count, last = self.conn.execute(f"SELECT COUNT(*), MAX(id) FROM measurements WHERE {where}",
-                                        (identity, key.input_size, key.batch, key.format, key.runtime, key.threads,
-                                         key.granularity)).fetchone()
+        count, last = self.conn.execute(
+            f"SELECT COUNT(*), MAX(id) FROM measurements WHERE {where}",
+            (identity, key.input_size, key.batch, key.format, key.runtime, key.threads, key.granularity),
+        ).fetchone()
         return f"{count}:{last}:{key.classes}"
 
     def save_cost_model(self, identity: str, key: RowKey, model_json: str, fitted_rows: str) -> None:
         try:
-            self.conn.execute("INSERT OR REPLACE INTO cost_models VALUES (?, ?, ?, ?, ?)",
-                              (identity, json.dumps(vars(key), sort_keys=True), time.time(), model_json, fitted_rows))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO cost_models VALUES (?, ?, ?, ?, ?)",
+                (identity, json.dumps(vars(key), sort_keys=True), time.time(), model_json, fitted_rows),
+            )
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
 
     def cost_model(self, identity: str, key: RowKey, fitted_rows: str) -> str | None:
         """The stored cost model's JSON if it was fitted on exactly these rows, else None."""
-        row = self.conn.execute("SELECT model FROM cost_models WHERE identity=? AND row_key=? AND fitted_rows=?",
-                                (identity, json.dumps(vars(key), sort_keys=True), fitted_rows)).fetchone()
+        row = self.conn.execute(
+            "SELECT model FROM cost_models WHERE identity=? AND row_key=? AND fitted_rows=?",
+            (identity, json.dumps(vars(key), sort_keys=True), fitted_rows),
+        ).fetchone()
         return row[0] if row else None
 
     def integrity(self) -> str:
@@ -372,8 +446,11 @@ class LatencyDB:
         rows = self.rows(target=target)
         identities = {r["identity"] for r in rows}
         targets = [dict(t) for t in self.targets() if t["identity"] in identities]
-        return {"netcut_table": SCHEMA_VERSION, "targets": targets,
-                "measurements": [{k: r[k] for k in r.keys() if k != "id"} for r in rows]}
+        return {
+            "netcut_table": SCHEMA_VERSION,
+            "targets": targets,
+            "measurements": [{k: r[k] for k in r.keys() if k != "id"} for r in rows],
+        }
 
     def import_rows(self, data: dict) -> tuple[int, int]:
         """Add rows from an export; rows already present (same key) are skipped. Returns (added, skipped)."""
@@ -381,20 +458,25 @@ class LatencyDB:
             raise TableError("not a NetCut table export (expected keys: netcut_table, targets, measurements)")
         if data.get("netcut_table", 0) > SCHEMA_VERSION:
             raise TableError(f"the export comes from a newer NetCut (table format {data['netcut_table']}); upgrade")
-        old_spelling = data.get("netcut_table", 0) < 3     # the full network was cut ''
+        old_spelling = data.get("netcut_table", 0) < 3  # the full network was cut ''
 
         added = skipped = 0
         try:
             with self.transaction():
                 for t in data["targets"]:
-                    self.conn.execute("INSERT OR IGNORE INTO targets VALUES (?, ?, ?, ?)",
-                                      (t["identity"], t["name"], t["description"], t["first_seen"]))
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO targets VALUES (?, ?, ?, ?)",
+                        (t["identity"], t["name"], t["description"], t["first_seen"]),
+                    )
                 for m in data["measurements"]:
                     if old_spelling and m.get("cut") == "":
                         m = {**m, "cut": FULL}
                     columns = list(m)
-                    cursor = self.conn.execute(f"INSERT OR IGNORE INTO measurements ({', '.join(columns)}) VALUES "
-                                               f"({', '.join('?' * len(columns))})", [m[c] for c in columns])
+                    cursor = self.conn.execute(
+                        f"INSERT OR IGNORE INTO measurements ({', '.join(columns)}) VALUES "
+                        f"({', '.join('?' * len(columns))})",
+                        [m[c] for c in columns],
+                    )
                     added += cursor.rowcount
                     skipped += 1 - cursor.rowcount
         except (sqlite3.Error, KeyError, TypeError) as exc:
@@ -403,17 +485,32 @@ class LatencyDB:
 
 
 def to_measurement(r: sqlite3.Row) -> Measurement:
-    return Measurement(r["id"], r["arch"], parse_cut_label(r["cut"]), r["mode"], r["n"], r["median_ms"], r["p90_ms"],
-                       r["p95_ms"], r["p99_ms"], tuple(json.loads(r["samples"])), json.loads(r["blocks"]))
+    return Measurement(
+        r["id"],
+        r["arch"],
+        parse_cut_label(r["cut"]),
+        r["mode"],
+        r["n"],
+        r["median_ms"],
+        r["p90_ms"],
+        r["p95_ms"],
+        r["p99_ms"],
+        tuple(json.loads(r["samples"])),
+        json.loads(r["blocks"]),
+    )
 
 
-def fresh_measurements(db: LatencyDB, identity: str, key: RowKey, row_ids: Iterable[int] | None = None,
-                       mode: str = "e2e") -> dict[tuple, Measurement]:
+def fresh_measurements(
+    db: LatencyDB, identity: str, key: RowKey, row_ids: Iterable[int] | None = None, mode: str = "e2e"
+) -> dict[tuple, Measurement]:
     """The `mode` rows among those a run just measured (row_ids; None: all of them), by (arch, cut), with
     the rounds of each pooled."""
     ids = None if row_ids is None else set(row_ids)
-    rows = [to_measurement(r) for r in db.rows(identity=identity, key=key)
-            if r["mode"] == mode and (ids is None or r["id"] in ids)]
+    rows = [
+        to_measurement(r)
+        for r in db.rows(identity=identity, key=key)
+        if r["mode"] == mode and (ids is None or r["id"] in ids)
+    ]
     return {(m.model, m.cut): m for m in pool_rounds(rows)}
 
 
@@ -432,6 +529,11 @@ class TableView:
         if model not in self._cache:
             rows = self.db.rows(identity=self.identity, arch=model, key=self.key)
             # Head and e2e rows depend on the head's class count; layers rows do not.
-            self._cache[model] = pool_rounds([to_measurement(r) for r in rows if r["mode"] != self.exclude_mode and
-                                              (r["mode"] == "layers" or r["classes"] == self.key.classes)])
+            self._cache[model] = pool_rounds(
+                [
+                    to_measurement(r)
+                    for r in rows
+                    if r["mode"] != self.exclude_mode and (r["mode"] == "layers" or r["classes"] == self.key.classes)
+                ]
+            )
         return self._cache[model]

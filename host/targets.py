@@ -4,6 +4,7 @@
 `--agent HOST:PORT` reaches an agent already running; any other name is looked up in the
 fleet inventory (`--fleet FILE`), whose boards are reached through SSH tunnels.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,12 +32,13 @@ log = logging.getLogger(__name__)
 class ConnectedTarget:
     """A target reached for the length of a command: its identity, an agent client (the first board's) and,
     for a fleet target, a link per reachable board of that identity."""
+
     identity: TargetIdentity
     client: AgentClient
     info: AgentInfo
     runtime: str
     threads: int
-    links: list = field(default_factory=list)    # fleet targets: a BoardLink per reachable board
+    links: list = field(default_factory=list)  # fleet targets: a BoardLink per reachable board
 
     @property
     def name(self) -> str:
@@ -49,9 +51,15 @@ def identity_description(info: AgentInfo, runtime: str, threads: int) -> dict:
     if rt is None or not rt.available:
         reason = rt.unavailable_reason if rt else "unknown runtime"
         raise ConfigError(f"the target cannot run {runtime}: {reason}")
-    return {"board_model": info.board.board_model, "cpu_model": info.board.cpu_model,
-            "cpu_cores": info.board.cpu_cores, "machine": info.board.machine, "runtime": runtime,
-            "runtime_version": rt.version, "threads": threads}
+    return {
+        "board_model": info.board.board_model,
+        "cpu_model": info.board.cpu_model,
+        "cpu_cores": info.board.cpu_cores,
+        "machine": info.board.machine,
+        "runtime": runtime,
+        "runtime_version": rt.version,
+        "threads": threads,
+    }
 
 
 def configured_target(name: str, agent: str | None, fleet: Path | None) -> inventory.ConfiguredTarget | None:
@@ -59,8 +67,10 @@ def configured_target(name: str, agent: str | None, fleet: Path | None) -> inven
     if name == LOCAL or agent:
         return None
     if fleet is None and not inventory.default_path().is_file():
-        raise ConfigError(f"target {name!r} needs --agent HOST:PORT, or boards in a fleet inventory (--fleet FILE; "
-                         f"default {inventory.default_path()}), or use --target local")
+        raise ConfigError(
+            f"target {name!r} needs --agent HOST:PORT, or boards in a fleet inventory (--fleet FILE; "
+            f"default {inventory.default_path()}), or use --target local"
+        )
     inv = inventory.load(fleet)
     if name not in inv.targets:
         raise ConfigError(f"no target {name!r} in {inv.path} (it has: {', '.join(sorted(inv.targets))})")
@@ -68,8 +78,15 @@ def configured_target(name: str, agent: str | None, fleet: Path | None) -> inven
 
 
 @contextlib.contextmanager
-def connect(name: str, agent: str | None, runtime: str, threads: int, credentials: Credentials | None = None,
-            fleet: Path | None = None, ssh: SSHOptions | None = None) -> Iterator[ConnectedTarget]:
+def connect(
+    name: str,
+    agent: str | None,
+    runtime: str,
+    threads: int,
+    credentials: Credentials | None = None,
+    fleet: Path | None = None,
+    ssh: SSHOptions | None = None,
+) -> Iterator[ConnectedTarget]:
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"target name {name!r} must be letters, digits, '-', '_' or '.'")
     if name == LOCAL and agent:
@@ -88,8 +105,13 @@ def connect(name: str, agent: str | None, runtime: str, threads: int, credential
 
 
 @contextlib.contextmanager
-def agents_of(name: str, agent: str | None, credentials: Credentials | None = None, fleet: Path | None = None,
-              ssh: SSHOptions | None = None) -> Iterator[list[tuple[str, AgentClient, AgentInfo]]]:
+def agents_of(
+    name: str,
+    agent: str | None,
+    credentials: Credentials | None = None,
+    fleet: Path | None = None,
+    ssh: SSHOptions | None = None,
+) -> Iterator[list[tuple[str, AgentClient, AgentInfo]]]:
     """Every reachable agent of a target, whatever it can run: (board or address, client, info) each.
     For commands that talk to agents (info, bench) rather than fill a table."""
     ft = configured_target(name, agent, fleet)
@@ -112,14 +134,16 @@ def _reachable_links(ft: inventory.ConfiguredTarget, ssh: SSHOptions | None) -> 
         for board, why in errors.items():
             log.warning("board %s left out: %s", board, why)
         if not links:
-            raise TargetError(f"no board of target {ft.name} can be reached; fix one and retry "
-                              "(netcut-host fleet status)")
+            raise TargetError(
+                f"no board of target {ft.name} can be reached; fix one and retry (netcut-host fleet status)"
+            )
         yield links
 
 
 @contextlib.contextmanager
-def _connect_fleet(ft: inventory.ConfiguredTarget, runtime: str, threads: int,
-                   ssh: SSHOptions | None) -> Iterator[ConnectedTarget]:
+def _connect_fleet(
+    ft: inventory.ConfiguredTarget, runtime: str, threads: int, ssh: SSHOptions | None
+) -> Iterator[ConnectedTarget]:
     with _reachable_links(ft, ssh) as links:
         identities = {}
         for link in links:
@@ -134,7 +158,12 @@ def _connect_fleet(ft: inventory.ConfiguredTarget, runtime: str, threads: int,
         described = identities[first.board.name]
         for link in links[1:]:
             if identities[link.board.name] != described:
-                log.warning("board %s differs from %s (%s vs %s); it is left out", link.board.name,
-                            first.board.name, identities[link.board.name], described)
+                log.warning(
+                    "board %s differs from %s (%s vs %s); it is left out",
+                    link.board.name,
+                    first.board.name,
+                    identities[link.board.name],
+                    described,
+                )
         same = [l for l in links if identities[l.board.name] == described]
         yield ConnectedTarget(TargetIdentity(ft.name, described), first.client, first.info, runtime, threads, same)

@@ -1,5 +1,6 @@
 """Scoring the estimators on a target: measure held-out cuts afresh, end to end and interleaved, and
 compare each estimator's answer with them (the analytical one leave-one-network-out)."""
+
 from __future__ import annotations
 
 import statistics
@@ -25,22 +26,35 @@ def summary(errors: list[float]) -> dict:
         return {"n": 0}
     ordered = sorted(errors)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return {"n": len(errors), "median_ape_pct": round(statistics.median(errors), 2), "p95_ape_pct": round(p95, 2),
-            "worst_ape_pct": round(max(errors), 2)}
+    return {
+        "n": len(errors),
+        "median_ape_pct": round(statistics.median(errors), 2),
+        "p95_ape_pct": round(p95, 2),
+        "worst_ape_pct": round(max(errors), 2),
+    }
 
 
-def validate(db: LatencyDB, target: ConnectedTarget, key: RowKey, names: list[str], per_model: int, quantile: str,
-             timing: Timing, files_cache: Path, progress: Callable[[int, int, Job | None], None] | None = None,
-             rounds: int = DEFAULT_ROUNDS) -> dict:
+def validate(
+    db: LatencyDB,
+    target: ConnectedTarget,
+    key: RowKey,
+    names: list[str],
+    per_model: int,
+    quantile: str,
+    timing: Timing,
+    files_cache: Path,
+    progress: Callable[[int, int, Job | None], None] | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+) -> dict:
     """Measure held-out cuts afresh (interleaved) and score both estimators against them."""
     analyses = analyses_for(names, key)
     identity = target.identity.key
     jobs_per_model = []
     for name, a in analyses.items():
-        anchors = set(anchor_cuts([c.name for c in a.cuts]))   # measured in layers mode: not held out
+        anchors = set(anchor_cuts([c.name for c in a.cuts]))  # measured in layers mode: not held out
         cuts = [c.name for c in a.cuts if c.name not in anchors]
         step = max(1, len(cuts) // per_model)
-        held = cuts[step // 2::step][:per_model] + [None]
+        held = cuts[step // 2 :: step][:per_model] + [None]
         jobs_per_model.append([Job(name, c, "e2e") for c in interleave(held)])
     jobs = round_robin(jobs_per_model)
     files = ModelFiles(files_cache, key, analyses)
@@ -69,7 +83,12 @@ def validate(db: LatencyDB, target: ConnectedTarget, key: RowKey, names: list[st
         for k in results:
             results[k] += net[k]
         per_network[name] = {k: summary(v) for k, v in net.items()}
-    return {"target": target.name, "quantile": quantile, "held_out_measurements": len(report.measured),
-            "empirical": summary(results["empirical"]),
-            "analytical_leave_one_network_out": summary(results["analytical"]),
-            "per_network": per_network, "failed": [j.label() for j, _ in report.failed]}
+    return {
+        "target": target.name,
+        "quantile": quantile,
+        "held_out_measurements": len(report.measured),
+        "empirical": summary(results["empirical"]),
+        "analytical_leave_one_network_out": summary(results["analytical"]),
+        "per_network": per_network,
+        "failed": [j.label() for j, _ in report.failed],
+    }

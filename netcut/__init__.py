@@ -4,4 +4,5 @@ This package is the pure library: cut points, trimmed networks, cost model, expo
 estimators. It imports no grpc, paramiko or sqlite3; heavy modules (torch) load only
 when the submodule that needs them is imported.
 """
+
 __version__ = "0.1.0"

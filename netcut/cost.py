@@ -4,6 +4,7 @@ MACs are counted by torch's own FlopCounterMode (FLOPs / 2) around every node, s
 convolutions, linear layers and matrix products count as torchvision's published
 figures do; element-wise ops, normalisation and pooling count zero.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,17 +21,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class NodeCost:
-    name: str                 # torchvision node name
-    op: str                   # fx op: call_module, call_function, call_method...
-    target: str               # module type or function name
+    name: str  # torchvision node name
+    op: str  # fx op: call_module, call_function, call_method...
+    target: str  # module type or function name
     block: str
     macs: int
     params: int
-    output_shape: tuple[int, ...] | None   # None when the output is not a single tensor
+    output_shape: tuple[int, ...] | None  # None when the output is not a single tensor
     output_bytes: int
-    kind: str = "other"       # conv, dwconv (grouped), linear, other: they run at different speeds
+    kind: str = "other"  # conv, dwconv (grouped), linear, other: they run at different speeds
     extra_passes: float = 0.0  # unfusable activations inside a composite leaf: passes over the output (PASS_COST)
-    kernel_area: int = 1      # convolutions: the kernel's spatial size (9 for 3x3)
+    kernel_area: int = 1  # convolutions: the kernel's spatial size (9 for 3x3)
 
 
 def _target_name(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -79,9 +80,19 @@ def node_costs(traced: TracedNetwork, input_shape: tuple[int, ...]) -> tuple[lis
         out = interp.outputs.get(node)
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
         nbytes = out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0
-        cost = NodeCost(traced.names.get(node, node.name), node.op, _target_name(gm, node), traced.block_of(node),
-                        int(interp.macs.get(node, 0)), params, shape, nbytes, _kind(gm, node),
-                        _extra_passes(gm, node), _kernel_area(gm, node))
+        cost = NodeCost(
+            traced.names.get(node, node.name),
+            node.op,
+            _target_name(gm, node),
+            traced.block_of(node),
+            int(interp.macs.get(node, 0)),
+            params,
+            shape,
+            nbytes,
+            _kind(gm, node),
+            _extra_passes(gm, node),
+            _kernel_area(gm, node),
+        )
         costs.append(cost)
         by_node[node] = cost
     return costs, by_node
@@ -95,8 +106,15 @@ def node_costs(traced: TracedNetwork, input_shape: tuple[int, ...]) -> tuple[lis
 # ReLU itself is folded into the convolution's kernel and costs nothing.
 CLIP_PASS = 0.4
 CLIPS = (nn.ReLU6, nn.Hardtanh)
-PASS_COST = {nn.SiLU: 1.0, nn.Hardswish: 1.0, nn.Hardsigmoid: 1.0, nn.Sigmoid: 1.0, nn.GELU: 1.0, nn.Mish: 1.0,
-             **{clip: CLIP_PASS for clip in CLIPS}}
+PASS_COST = {
+    nn.SiLU: 1.0,
+    nn.Hardswish: 1.0,
+    nn.Hardsigmoid: 1.0,
+    nn.Sigmoid: 1.0,
+    nn.GELU: 1.0,
+    nn.Mish: 1.0,
+    **{clip: CLIP_PASS for clip in CLIPS},
+}
 
 
 def _extra_passes(gm: fx.GraphModule, node: fx.Node) -> float:

@@ -5,6 +5,7 @@ network needs. They are found from the traced graph (articulation nodes), not fr
 table per family. At `block` granularity a cut is reported at the end of each top-level
 block (`features.3`, `layer2.1`); `layer` granularity reports every such node.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,21 +23,21 @@ from .vocabulary import GRANULARITIES
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class CutPoint:
-    index: int                         # 0 = the shallowest cut
-    name: str                          # the block (or, at layer granularity, the node) it ends
-    node: str                          # the torchvision node name of the cut tensor
+    index: int  # 0 = the shallowest cut
+    name: str  # the block (or, at layer granularity, the node) it ends
+    node: str  # the torchvision node name of the cut tensor
     output_shape: tuple[int, ...]
-    macs: int                          # cumulative, from the input up to and including the cut
-    params: int                        # cumulative
-    activation_bytes: int              # size of the tensor at the cut
+    macs: int  # cumulative, from the input up to and including the cut
+    params: int  # cumulative
+    activation_bytes: int  # size of the tensor at the cut
 
 
 @dataclass
 class NetworkAnalysis:
     """A traced network, its per-node costs and its cut points at one input size."""
+
     model_name: str
     input_shape: tuple[int, ...]
     granularity: str
@@ -53,15 +54,19 @@ class NetworkAnalysis:
         if isinstance(key, int) or (isinstance(key, str) and key.lstrip("-").isdigit()):
             i = int(key)
             if not -len(self.cuts) <= i < len(self.cuts):
-                raise NetcutError(f"cut index {i} is out of range: {self.model_name} has {len(self.cuts)} cuts "
-                                  f"(0..{len(self.cuts) - 1}) at {self.granularity} granularity")
+                raise NetcutError(
+                    f"cut index {i} is out of range: {self.model_name} has {len(self.cuts)} cuts "
+                    f"(0..{len(self.cuts) - 1}) at {self.granularity} granularity"
+                )
             return self.cuts[i]
         for c in self.cuts:
             if key in (c.name, c.node):
                 return c
         names = ", ".join(c.name for c in self.cuts)
-        raise NetcutError(f"{key!r} is not a cut point of {self.model_name} at {self.granularity} granularity; "
-                          f"valid cuts: {names} (or an index 0..{len(self.cuts) - 1})")
+        raise NetcutError(
+            f"{key!r} is not a cut point of {self.model_name} at {self.granularity} granularity; "
+            f"valid cuts: {names} (or an index 0..{len(self.cuts) - 1})"
+        )
 
     def node_of(self, cut: CutPoint) -> fx.Node:
         return self.cut_nodes[cut.index]
@@ -86,8 +91,9 @@ def check_input_size(input_size: int) -> None:
         raise NetcutError(f"input size {input_size} is out of range (8..4096 pixels)")
 
 
-def analyse(model: nn.Module, model_name: str, input_size: int = 224, granularity: str = "block",
-            batch: int = 1) -> NetworkAnalysis:
+def analyse(
+    model: nn.Module, model_name: str, input_size: int = 224, granularity: str = "block", batch: int = 1
+) -> NetworkAnalysis:
     if granularity not in GRANULARITIES:
         raise NetcutError(f"unknown granularity {granularity!r}; use one of: {', '.join(GRANULARITIES)}")
     check_input_size(input_size)
@@ -96,8 +102,10 @@ def analyse(model: nn.Module, model_name: str, input_size: int = 224, granularit
     try:
         costs, by_node = node_costs(traced, input_shape)
     except RuntimeError as exc:
-        raise NetcutError(f"{model_name} does not run at input size {input_size}: {str(exc).splitlines()[0][:200]}; "
-                          "try a larger --input-size") from None
+        raise NetcutError(
+            f"{model_name} does not run at input size {input_size}: {str(exc).splitlines()[0][:200]}; "
+            "try a larger --input-size"
+        ) from None
     nodes = traced.nodes
     position = {n: i for i, n in enumerate(nodes)}
     dependent = input_dependent(traced.gm)
@@ -111,9 +119,11 @@ def analyse(model: nn.Module, model_name: str, input_size: int = 224, granularit
         total_p += by_node[node].params
         cum_macs[node], cum_params[node] = total_m, total_p
 
-    candidates = [n for n in articulation_nodes(traced.gm)
-                  if position[n] < limit and by_node[n].output_shape is not None
-                  and isinstance(traced.gm, fx.GraphModule)]
+    candidates = [
+        n
+        for n in articulation_nodes(traced.gm)
+        if position[n] < limit and by_node[n].output_shape is not None and isinstance(traced.gm, fx.GraphModule)
+    ]
     if granularity == "block":
         later_dependent = {}
         following = None
@@ -141,16 +151,28 @@ def analyse(model: nn.Module, model_name: str, input_size: int = 224, granularit
             kept[-1] = (label, node)
         else:
             kept.append((label, node))
-    cuts = [CutPoint(i, label, traced.names[node], by_node[node].output_shape, cum_macs[node], cum_params[node],
-                     by_node[node].output_bytes) for i, (label, node) in enumerate(kept)]
+    cuts = [
+        CutPoint(
+            i,
+            label,
+            traced.names[node],
+            by_node[node].output_shape,
+            cum_macs[node],
+            cum_params[node],
+            by_node[node].output_bytes,
+        )
+        for i, (label, node) in enumerate(kept)
+    ]
     for a, b in zip(cuts, cuts[1:]):
         assert a.macs < b.macs and position[kept[a.index][1]] < position[kept[b.index][1]], "cuts out of order"
-    return NetworkAnalysis(model_name, input_shape, granularity, traced, costs, cuts, total_m, total_p,
-                           [node for _, node in kept], logits)
+    return NetworkAnalysis(
+        model_name, input_shape, granularity, traced, costs, cuts, total_m, total_p, [node for _, node in kept], logits
+    )
 
 
-def analyse_by_name(name: str, input_size: int | None = None, granularity: str = "block",
-                    weights: str = "none") -> NetworkAnalysis:
+def analyse_by_name(
+    name: str, input_size: int | None = None, granularity: str = "block", weights: str = "none"
+) -> NetworkAnalysis:
     model = models.build(name, weights)
     return analyse(model, name, input_size or models.default_input_size(name), granularity)
 

@@ -6,6 +6,7 @@ the built-in backbones were pretrained on. A folder is an ImageFolder (one sub-f
 class); with `train/` and `val/` inside it those are used, otherwise a seeded stratified
 split keeps 20% of each class for validation. Unreadable images are skipped and counted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,14 +33,14 @@ VAL_FRACTION = 0.2
 @dataclass
 class TaskData:
     classes: list[str]
-    train: Dataset            # with augmentation (full fine-tuning)
-    train_plain: Dataset      # without (feature caching for head fine-tuning)
+    train: Dataset  # with augmentation (full fine-tuning)
+    train_plain: Dataset  # without (feature caching for head fine-tuning)
     val: Dataset
     normalization: dict
     source: str
     skipped: int = 0
     counts: dict = field(default_factory=dict)
-    test: Dataset | None = None   # held out from training and from selection (benches only)
+    test: Dataset | None = None  # held out from training and from selection (benches only)
 
 
 class _Augmented(Dataset):
@@ -93,16 +94,24 @@ def digits(input_size: int, normalization: dict, seed: int = 0, test_fraction: f
     x = (x.repeat(1, 3, 1, 1) - mean) / std
     y = torch.tensor(bunch.target, dtype=torch.long)
     full = TensorDataset(x, y)
-    kept, test_idx = (stratified_split(y.tolist(), seed + 1, test_fraction) if test_fraction
-                      else (list(range(len(y))), []))
+    kept, test_idx = (
+        stratified_split(y.tolist(), seed + 1, test_fraction) if test_fraction else (list(range(len(y))), [])
+    )
     train_pos, val_pos = stratified_split([int(y[i]) for i in kept], seed)
     train_idx, val_idx = [kept[i] for i in train_pos], [kept[i] for i in val_pos]
     plain = Subset(full, train_idx)
     pixels = max(1, input_size // 16)
     counts = {"train": len(train_idx), "val": len(val_idx), **({"test": len(test_idx)} if test_idx else {})}
-    return TaskData([str(d) for d in range(10)], _Augmented(plain, lambda t: _shift(t, pixels)), plain,
-                    Subset(full, val_idx), normalization, "builtin: scikit-learn handwritten digits (8x8 scans)",
-                    counts=counts, test=Subset(full, test_idx) if test_idx else None)
+    return TaskData(
+        [str(d) for d in range(10)],
+        _Augmented(plain, lambda t: _shift(t, pixels)),
+        plain,
+        Subset(full, val_idx),
+        normalization,
+        "builtin: scikit-learn handwritten digits (8x8 scans)",
+        counts=counts,
+        test=Subset(full, test_idx) if test_idx else None,
+    )
 
 
 def _readable(paths: list[str]) -> tuple[set[str], int]:
@@ -125,16 +134,25 @@ def image_folder(root: Path, input_size: int, normalization: dict, seed: int = 0
     if not root.is_dir():
         raise NetcutError(f"--data {root} is not a folder; give an ImageFolder (one sub-folder per class) or 'builtin'")
     normalize = transforms.Normalize(normalization["mean"], normalization["std"])
-    plain_tf = transforms.Compose([transforms.Resize(int(input_size * 1.14)), transforms.CenterCrop(input_size),
-                                   transforms.ToTensor(), normalize])
-    aug_tf = transforms.Compose([transforms.RandomResizedCrop(input_size, scale=(0.6, 1.0)),
-                                 transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
+    plain_tf = transforms.Compose(
+        [transforms.Resize(int(input_size * 1.14)), transforms.CenterCrop(input_size), transforms.ToTensor(), normalize]
+    )
+    aug_tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(input_size, scale=(0.6, 1.0)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ]
+    )
 
     def folder(path: Path, transform: Callable) -> ImageFolder:
         try:
             ds = datasets.ImageFolder(str(path), transform=transform, loader=lambda p: _rgb(p))
         except (FileNotFoundError, RuntimeError) as exc:
-            raise NetcutError(f"no images found in {path}: {exc}; expected one sub-folder of images per class") from None
+            raise NetcutError(
+                f"no images found in {path}: {exc}; expected one sub-folder of images per class"
+            ) from None
         return ds
 
     split = (root / "train").is_dir() and (root / "val").is_dir()
@@ -171,8 +189,16 @@ def image_folder(root: Path, input_size: int, normalization: dict, seed: int = 0
         raise NetcutError(f"classes {names[:5]} have no validation images; give each class at least 2 images")
     if skipped:
         log.warning("skipped %d unreadable image%s", skipped, "s" if skipped > 1 else "")
-    return TaskData(list(base.classes), train_aug, train_plain, val_set, normalization, str(root), skipped,
-                    {"train": len(train_plain), "val": len(val_set)})
+    return TaskData(
+        list(base.classes),
+        train_aug,
+        train_plain,
+        val_set,
+        normalization,
+        str(root),
+        skipped,
+        {"train": len(train_plain), "val": len(val_set)},
+    )
 
 
 def _rgb(path: str):

@@ -11,6 +11,7 @@ quantile, saying which evidence they used.
   (netcut.features), calibrated on a target's measured rows, so it can estimate networks
   and cuts never measured there. It is stored as JSON, never pickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,18 +44,19 @@ def quantile_level(name: str) -> float:
 @dataclass(frozen=True)
 class Measurement:
     """One measured row as the estimators see it (the table holds more)."""
+
     id: int
     model: str
-    cut: str | None          # None: the full network
-    mode: str                # e2e, anchor (a TRN measured end to end in layers mode), layers, head
+    cut: str | None  # None: the full network
+    mode: str  # e2e, anchor (a TRN measured end to end in layers mode), layers, head
     n: int
     median_ms: float
     p90_ms: float
     p95_ms: float
     p99_ms: float
     samples_ms: tuple[float, ...] = ()
-    blocks: dict[str, float] = field(default_factory=dict)   # layers mode: block -> ms, summing to the median
-    row_ids: tuple[int, ...] = ()                             # the rows pooled into this one (default: id)
+    blocks: dict[str, float] = field(default_factory=dict)  # layers mode: block -> ms, summing to the median
+    row_ids: tuple[int, ...] = ()  # the rows pooled into this one (default: id)
 
     @property
     def ids(self) -> tuple[int, ...]:
@@ -83,9 +85,20 @@ def pooled(rows: list[Measurement]) -> Measurement:
         names = dict.fromkeys(b for r in with_blocks for b in r.blocks)
         blocks = {b: float(np.mean([r.blocks.get(b, 0.0) for r in with_blocks])) * scale for b in names}
     last = max(rows, key=lambda r: r.id)
-    return Measurement(last.id, last.model, last.cut, last.mode, sum(r.n for r in rows), stat["median_ms"],
-                       stat["p90_ms"], stat["p95_ms"], stat["p99_ms"], tuple(samples.tolist()), blocks,
-                       tuple(sorted(i for r in rows for i in r.ids)))
+    return Measurement(
+        last.id,
+        last.model,
+        last.cut,
+        last.mode,
+        sum(r.n for r in rows),
+        stat["median_ms"],
+        stat["p90_ms"],
+        stat["p95_ms"],
+        stat["p99_ms"],
+        tuple(samples.tolist()),
+        blocks,
+        tuple(sorted(i for r in rows for i in r.ids)),
+    )
 
 
 def pool_rounds(rows: list[Measurement]) -> list[Measurement]:
@@ -136,22 +149,36 @@ class EmpiricalEstimator:
         measured = [r for r in rows if r.mode in MEASURED_TRN and r.cut == cut]
         if measured:
             r = pooled(measured)
-            return Estimate(cut, r.at(q), quantile_uncertainty(r.samples_ms, q),
-                            f"measured end to end ({r.rows_text()}, n={r.n})", list(r.ids))
+            return Estimate(
+                cut,
+                r.at(q),
+                quantile_uncertainty(r.samples_ms, q),
+                f"measured end to end ({r.rows_text()}, n={r.n})",
+                list(r.ids),
+            )
         layers = [r for r in rows if r.mode == LAYERS]
         if not layers:
             return Estimate(cut, None, None, "no measurement: profile this model on the target")
         full = max(layers, key=lambda r: r.id)
         if cut is None:
-            return Estimate(cut, full.at(q), quantile_uncertainty(full.samples_ms, q),
-                            f"full network measured with its per-layer profile ({full.rows_text()}, n={full.n})",
-                            list(full.ids))
+            return Estimate(
+                cut,
+                full.at(q),
+                quantile_uncertainty(full.samples_ms, q),
+                f"full network measured with its per-layer profile ({full.rows_text()}, n={full.n})",
+                list(full.ids),
+            )
         if cut not in cuts:
             raise NetcutError(f"{cut!r} is not a cut of {model}")
         missing = [b for b in cuts[: cuts.index(cut) + 1] if b not in full.blocks]
         if missing:
-            return Estimate(cut, None, None, f"the per-layer profile ({full.rows_text()}) lacks blocks {missing[:3]}: "
-                            "profile again at the same granularity")
+            return Estimate(
+                cut,
+                None,
+                None,
+                f"the per-layer profile ({full.rows_text()}) lacks blocks {missing[:3]}: "
+                "profile again at the same granularity",
+            )
         heads = {r.cut: r for r in sorted(rows, key=lambda r: r.id) if r.mode == HEAD}
         if cut not in heads:
             return Estimate(cut, None, None, f"no measured head for {cut}: profile with --mode layers")
@@ -159,15 +186,22 @@ class EmpiricalEstimator:
         value, fraction = self._from_profile(full, head, cuts, cut, q)
         u_prefix = quantile_uncertainty(full.samples_ms, q) * fraction
         u_head = quantile_uncertainty(head.samples_ms, q)
-        evidence = f"per-layer profile of the full network ({full.rows_text()}) summed to the cut + measured head " \
-                   f"({head.rows_text()})"
+        evidence = (
+            f"per-layer profile of the full network ({full.rows_text()}) summed to the cut + measured head "
+            f"({head.rows_text()})"
+        )
         ids = list(full.ids) + list(head.ids)
         # Measured TRNs of this network correct the profile: their measured/estimated ratios, interpolated
         # along the network (by the profile's cumulative time), with 1 at the full network's end.
         points = {}
         for r in sorted(rows, key=lambda r: r.id):
-            if r.mode in MEASURED_TRN and r.cut in heads and r.cut in cuts and r.cut != cut and \
-                    all(b in full.blocks for b in cuts[: cuts.index(r.cut) + 1]):
+            if (
+                r.mode in MEASURED_TRN
+                and r.cut in heads
+                and r.cut in cuts
+                and r.cut != cut
+                and all(b in full.blocks for b in cuts[: cuts.index(r.cut) + 1])
+            ):
                 est, frac = self._from_profile(full, heads[r.cut], cuts, r.cut, 0.5)
                 points[frac] = (r.median_ms / est if est > 0 else 1.0, r)
         if points:
@@ -175,8 +209,10 @@ class EmpiricalEstimator:
             ratio = float(np.interp(fraction, fracs + [1.0], [points[f][0] for f in fracs] + [1.0]))
             value *= ratio
             ids += [i for f in fracs for i in points[f][1].ids]
-            evidence += f", corrected x{ratio:.3f} by {len(fracs)} TRNs measured end to end " \
-                        f"({'; '.join(points[f][1].rows_text() for f in fracs)})"
+            evidence += (
+                f", corrected x{ratio:.3f} by {len(fracs)} TRNs measured end to end "
+                f"({'; '.join(points[f][1].rows_text() for f in fracs)})"
+            )
         return Estimate(cut, value, math.hypot(u_prefix, u_head), evidence, ids)
 
     @staticmethod
@@ -195,13 +231,14 @@ class EmpiricalEstimator:
 @dataclass
 class CostModel:
     """latency_median_ms = weights . features; other quantiles scale by measured tail ratios."""
+
     features: list[str]
     weights: list[float]
-    quantile_ratios: dict[str, float]     # p90/p95/p99 over median, median over calibration rows
-    relative_residual: float              # typical relative error on the calibration rows
+    quantile_ratios: dict[str, float]  # p90/p95/p99 over median, median over calibration rows
+    relative_residual: float  # typical relative error on the calibration rows
     rows: int
     target: str = ""
-    fitted_on: list[str] = field(default_factory=list)   # models
+    fitted_on: list[str] = field(default_factory=list)  # models
 
     def predict_median(self, features: np.ndarray) -> float:
         return float(np.dot(self.weights, features))
@@ -210,8 +247,12 @@ class CostModel:
         q = quantile_level(quantile)
         key = "median" if q == 0.5 else quantile
         value = self.predict_median(features) * self.quantile_ratios.get(key, 1.0)
-        return Estimate(cut, value, value * self.relative_residual,
-                        f"analytical cost model fitted on {self.rows} rows of {len(self.fitted_on)} networks")
+        return Estimate(
+            cut,
+            value,
+            value * self.relative_residual,
+            f"analytical cost model fitted on {self.rows} rows of {len(self.fitted_on)} networks",
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -220,8 +261,10 @@ class CostModel:
     def from_json(cls, text: str) -> "CostModel":
         data = json.loads(text)
         if data.get("features") != list(FEATURES):
-            raise NetcutError("this cost model was fitted with other features; fit it again (netcut-host estimate "
-                              "--estimator analytical refits from the table)")
+            raise NetcutError(
+                "this cost model was fitted with other features; fit it again (netcut-host estimate "
+                "--estimator analytical refits from the table)"
+            )
         return cls(**data)
 
 
@@ -230,19 +273,21 @@ class CalibrationPoint:
     model: str
     features: np.ndarray
     median_ms: float
-    ratios: dict[str, float] = field(default_factory=dict)   # p90/p95/p99 over median (whole models only)
+    ratios: dict[str, float] = field(default_factory=dict)  # p90/p95/p99 over median (whole models only)
 
 
 def fit_cost_model(points: list[CalibrationPoint], target: str = "") -> CostModel:
     """Fit weights minimising relative error (each point weighted by 1/its time)."""
     points = [p for p in points if p.median_ms > 0]
     if len(points) < len(FEATURES):
-        raise NetcutError(f"the analytical estimator needs at least {len(FEATURES)} measured rows on this target, "
-                          f"found {len(points)}; profile a few networks first (netcut-host profile --mode layers)")
+        raise NetcutError(
+            f"the analytical estimator needs at least {len(FEATURES)} measured rows on this target, "
+            f"found {len(points)}; profile a few networks first (netcut-host profile --mode layers)"
+        )
     x = np.stack([p.features / p.median_ms for p in points])
     y = np.ones(len(points))
-    scale = np.maximum(np.abs(x).max(axis=0), 1e-12)   # condition the columns
-    w = nnls(x / scale, y)[0] / scale   # Lawson-Hanson
+    scale = np.maximum(np.abs(x).max(axis=0), 1e-12)  # condition the columns
+    w = nnls(x / scale, y)[0] / scale  # Lawson-Hanson
     predicted = np.array([np.dot(w, p.features) for p in points])
     measured = np.array([p.median_ms for p in points])
     residual = float(np.median(np.abs(predicted - measured) / measured))
@@ -250,18 +295,27 @@ def fit_cost_model(points: list[CalibrationPoint], target: str = "") -> CostMode
     for key in ("p90", "p95", "p99"):
         values = [p.ratios[key] for p in points if key in p.ratios]
         ratios[key] = float(np.median(values)) if values else 1.0
-    return CostModel(list(FEATURES), [float(v) for v in w], ratios, residual, len(points), target,
-                     sorted({p.model for p in points}))
+    return CostModel(
+        list(FEATURES), [float(v) for v in w], ratios, residual, len(points), target, sorted({p.model for p in points})
+    )
 
 
-def calibration_points(model: str, rows: list[Measurement], segments: dict[str, np.ndarray],
-                       whole: dict[str | None, np.ndarray], head: dict[str, np.ndarray]) -> list[CalibrationPoint]:
+def calibration_points(
+    model: str,
+    rows: list[Measurement],
+    segments: dict[str, np.ndarray],
+    whole: dict[str | None, np.ndarray],
+    head: dict[str, np.ndarray],
+) -> list[CalibrationPoint]:
     """Turn a model's rows into calibration points: each profiled block, each head, each whole model."""
     points = []
     runs = FEATURES.index("runs")
     for r in rows:
-        ratios = {"p90": r.p90_ms / r.median_ms, "p95": r.p95_ms / r.median_ms, "p99": r.p99_ms / r.median_ms} \
-            if r.median_ms > 0 else {}
+        ratios = (
+            {"p90": r.p90_ms / r.median_ms, "p95": r.p95_ms / r.median_ms, "p99": r.p99_ms / r.median_ms}
+            if r.median_ms > 0
+            else {}
+        )
         if r.mode == LAYERS:
             for label, ms in r.blocks.items():
                 if label in segments and ms > 0:

@@ -8,6 +8,7 @@ outputs), which onnxruntime exposes to the agent without the onnx package.
 
 TFLite: litert-torch (the `convert` extra), verified in ai-edge-litert.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,7 @@ class ExportResult:
     path: Path
     format: str
     input_shape: tuple[int, ...]
-    relative_error: float      # ||runtime - torch|| / ||torch|| on a random input
+    relative_error: float  # ||runtime - torch|| / ||torch|| on a random input
     seconds: float
 
 
@@ -102,8 +103,14 @@ def _reference(module: nn.Module, x: torch.Tensor) -> np.ndarray:
         return module(x).detach().numpy()
 
 
-def export_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ...], opset: int = MIN_OPSET,
-                metadata: dict[str, str] | None = None, verify: bool = True) -> ExportResult:
+def export_onnx(
+    module: nn.Module,
+    path: Path,
+    input_shape: tuple[int, ...],
+    opset: int = MIN_OPSET,
+    metadata: dict[str, str] | None = None,
+    verify: bool = True,
+) -> ExportResult:
     import onnx
 
     if opset < MIN_OPSET:
@@ -116,19 +123,35 @@ def export_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ...], ops
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"], do_constant_folding=True)
+            torch.onnx.export(
+                module,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["output"],
+                do_constant_folding=True,
+            )
         except Exception as exc:  # the fast exporter lacks some ops (e.g. non-divisible adaptive pooling)
             log.info("TorchScript-based export failed (%s); using the dynamo exporter", str(exc)[:120])
             try:
-                torch.onnx.export(module, (x,), str(path), dynamo=True, opset_version=max(opset, 18),
-                                  input_names=["input"], output_names=["output"], verbose=False)
+                torch.onnx.export(
+                    module,
+                    (x,),
+                    str(path),
+                    dynamo=True,
+                    opset_version=max(opset, 18),
+                    input_names=["input"],
+                    output_names=["output"],
+                    verbose=False,
+                )
             except Exception as exc2:
-                raise NetcutError(f"neither ONNX exporter can export this network: {str(exc2).splitlines()[0][:300]}"
-                                  ) from None
+                raise NetcutError(
+                    f"neither ONNX exporter can export this network: {str(exc2).splitlines()[0][:300]}"
+                ) from None
     proto = onnx.load(str(path))
-    annotate_onnx(proto, _labels(module), {"netcut.input_shape": json.dumps(list(input_shape)),
-                                                    **(metadata or {})})
+    annotate_onnx(proto, _labels(module), {"netcut.input_shape": json.dumps(list(input_shape)), **(metadata or {})})
     onnx.save(proto, str(path))
     seconds = time.perf_counter() - start
     error = 0.0
@@ -139,8 +162,10 @@ def export_onnx(module: nn.Module, path: Path, input_shape: tuple[int, ...], ops
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         error = relative_error(got, _reference(module, x))
         if not error < TOLERANCE:
-            raise NetcutError(f"the ONNX export of {path.name} disagrees with torch (relative error {error:.2e}); "
-                              "please report this with the model name and cut")
+            raise NetcutError(
+                f"the ONNX export of {path.name} disagrees with torch (relative error {error:.2e}); "
+                "please report this with the model name and cut"
+            )
     return ExportResult(path, "onnx", tuple(input_shape), error, seconds)
 
 
@@ -175,8 +200,14 @@ def export_tflite(module: nn.Module, path: Path, input_shape: tuple[int, ...], v
     return ExportResult(path, "tflite", tuple(input_shape), error, seconds)
 
 
-def export(module: nn.Module, path: Path, input_shape: tuple[int, ...], fmt: str = "onnx",
-           metadata: dict[str, str] | None = None, verify: bool = True) -> ExportResult:
+def export(
+    module: nn.Module,
+    path: Path,
+    input_shape: tuple[int, ...],
+    fmt: str = "onnx",
+    metadata: dict[str, str] | None = None,
+    verify: bool = True,
+) -> ExportResult:
     if fmt not in FORMATS:
         raise NetcutError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
     if fmt == "onnx":

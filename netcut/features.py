@@ -4,6 +4,7 @@ A piece is a segment between two cuts (what a per-layer profile times per block)
 head, or a whole TRN (segments up to a cut plus its head). Features are extensive:
 the features of a TRN are the sum of its pieces' features.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,26 @@ CLASSIFIER_SEGMENT = "classifier"  # the label of the segment after the last cut
 # no activation through memory of their own, so they count as neither traffic nor an op.
 # (onnxruntime fuses Conv+BatchNorm and Conv+Relu; a clip is a cheap pass (netcut.cost.PASS_COST); SiLU,
 # Hardswish and gates are passes of their own.)
-CLIP_TARGETS = {name for clip in CLIPS for name in (clip.__name__, clip.__name__.lower())}   # modules, functions
-FUSED = {"BatchNorm1d", "BatchNorm2d", "ReLU", "Dropout", "Identity", "Flatten", "relu", "dropout", "flatten",
-         "getattr", "getitem", "size", "view", "reshape", "contiguous", "x", "output"}
+CLIP_TARGETS = {name for clip in CLIPS for name in (clip.__name__, clip.__name__.lower())}  # modules, functions
+FUSED = {
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "ReLU",
+    "Dropout",
+    "Identity",
+    "Flatten",
+    "relu",
+    "dropout",
+    "flatten",
+    "getattr",
+    "getitem",
+    "size",
+    "view",
+    "reshape",
+    "contiguous",
+    "x",
+    "output",
+}
 
 
 def _piece(costs: list[NodeCost]) -> np.ndarray:
@@ -56,7 +74,7 @@ def segment_features(a: NetworkAnalysis) -> dict[str, np.ndarray]:
     labels = [c.name for c in a.cuts] + [CLASSIFIER_SEGMENT]
     out, start = {}, 0
     for label, end in zip(labels, bounds):
-        out[label] = _piece(a.costs[start:end + 1] if label != CLASSIFIER_SEGMENT else a.costs[start:end])
+        out[label] = _piece(a.costs[start : end + 1] if label != CLASSIFIER_SEGMENT else a.costs[start:end])
         start = end + 1
     return out
 

@@ -3,6 +3,7 @@
 Tracing uses torchvision's NodePathTracer, so node names are exactly those that
 `torchvision.models.feature_extraction.get_graph_node_names` prints.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -23,9 +24,9 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 class TracedNetwork:
     model: nn.Module
     gm: fx.GraphModule
-    names: dict[fx.Node, str]        # node -> torchvision node name (qualname)
-    blocks: list[str]                # top-level blocks, in definition order
-    containers: list[str]            # expanded containers (they own ops like DenseNet's final cat)
+    names: dict[fx.Node, str]  # node -> torchvision node name (qualname)
+    blocks: list[str]  # top-level blocks, in definition order
+    containers: list[str]  # expanded containers (they own ops like DenseNet's final cat)
 
     @property
     def nodes(self) -> list[fx.Node]:
@@ -73,12 +74,17 @@ def top_level_blocks(model: nn.Module) -> tuple[list[str], list[str]]:
 
 def _trace_failure(exc: Exception) -> TraceError:
     """Name the operation that stopped the tracer: the deepest frame outside torch itself."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/torch/" not in f.filename and "/netcut/" not in f.filename]
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "/torch/" not in f.filename and "/netcut/" not in f.filename
+    ]
     where = f" at {frames[-1].filename}:{frames[-1].lineno} `{(frames[-1].line or '').strip()}`" if frames else ""
-    return TraceError(f"the network cannot be traced{where}: {str(exc).splitlines()[0][:300]}. "
-                      "Data-dependent control flow stops the tracer; make that part a leaf module or rewrite it "
-                      "without Python branches on tensor values")
+    return TraceError(
+        f"the network cannot be traced{where}: {str(exc).splitlines()[0][:300]}. "
+        "Data-dependent control flow stops the tracer; make that part a leaf module or rewrite it "
+        "without Python branches on tensor values"
+    )
 
 
 def _tracer() -> NodePathTracer:

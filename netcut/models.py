@@ -3,6 +3,7 @@
 Weights are `none` (random: latency does not depend on them), a torchvision weights
 name (`DEFAULT`, `IMAGENET1K_V1`, ...), or a path to a state_dict or checkpoint.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -32,8 +33,10 @@ def torchvision_models() -> list[str]:
 def _unknown_model(name: str) -> NetcutError:
     close = difflib.get_close_matches(name, torchvision_models(), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return NetcutError(f"unknown model {name!r}.{hint} Use a torchvision classification model name "
-                       "(torchvision.models.list_models(module=torchvision.models)) or package.module:factory")
+    return NetcutError(
+        f"unknown model {name!r}.{hint} Use a torchvision classification model name "
+        "(torchvision.models.list_models(module=torchvision.models)) or package.module:factory"
+    )
 
 
 def _custom_factory(spec: str):
@@ -52,15 +55,18 @@ def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise NetcutError(f"cannot read weights file {path}: {type(exc).__name__}: {str(exc)[:200]}. "
-                          "Pass a state_dict saved with torch.save(model.state_dict(), PATH)") from None
+        raise NetcutError(
+            f"cannot read weights file {path}: {type(exc).__name__}: {str(exc)[:200]}. "
+            "Pass a state_dict saved with torch.save(model.state_dict(), PATH)"
+        ) from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise NetcutError(f"{path} does not hold a state_dict (a dict of tensors); save one with "
-                          "torch.save(model.state_dict(), PATH)")
+        raise NetcutError(
+            f"{path} does not hold a state_dict (a dict of tensors); save one with torch.save(model.state_dict(), PATH)"
+        )
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -69,8 +75,11 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -79,8 +88,10 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
         if wrong:
             parts.append(f"{len(wrong)} wrong shapes (e.g. {'; '.join(wrong[:2])})")
-        raise NetcutError(f"weights in {source} do not fit this model: {'; '.join(parts)}. "
-                          "Are they for another architecture or number of classes?")
+        raise NetcutError(
+            f"weights in {source} do not fit this model: {'; '.join(parts)}. "
+            "Are they for another architecture or number of classes?"
+        )
     model.load_state_dict(state)
 
 
@@ -101,16 +112,20 @@ def _fetch_torchvision_weights(weights: torchvision.models.WeightsEnum) -> dict[
     filename = os.path.basename(weights.url)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if os.environ.get("NETCUT_OFFLINE") and not cached.is_file():
-        raise NetcutError(f"torchvision weights {weights} are not in the cache ({cached}) and NETCUT_OFFLINE is set, "
-                          f"so nothing is downloaded. Download {weights.url} elsewhere and pass it with "
-                          f"--weights PATH, or copy it to {cached}")
+        raise NetcutError(
+            f"torchvision weights {weights} are not in the cache ({cached}) and NETCUT_OFFLINE is set, "
+            f"so nothing is downloaded. Download {weights.url} elsewhere and pass it with "
+            f"--weights PATH, or copy it to {cached}"
+        )
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError) as exc:
-        raise NetcutError(f"torchvision weights {weights} are not in the cache ({cached}) and could not be "
-                          f"downloaded ({type(exc).__name__}: {str(exc)[:120]}); this machine may be offline. "
-                          f"Download {weights.url} elsewhere and pass it with --weights PATH, "
-                          f"or copy it to {cached}") from None
+        raise NetcutError(
+            f"torchvision weights {weights} are not in the cache ({cached}) and could not be "
+            f"downloaded ({type(exc).__name__}: {str(exc)[:120]}); this machine may be offline. "
+            f"Download {weights.url} elsewhere and pass it with --weights PATH, "
+            f"or copy it to {cached}"
+        ) from None
 
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -134,8 +149,9 @@ def _builtin_entries() -> dict[str, tuple[dict, Path]]:
         try:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise NetcutError(f"{path} is not a readable backbone manifest ({exc}); remake it with "
-                              "scripts/pretrain_builtin.py --out") from None
+            raise NetcutError(
+                f"{path} is not a readable backbone manifest ({exc}); remake it with scripts/pretrain_builtin.py --out"
+            ) from None
         for name, meta in manifest.items():
             if name not in found and (folder / f"{name}.pt").is_file():
                 found[name] = (meta, folder / f"{name}.pt")
@@ -205,9 +221,11 @@ def check(name: str, weights: str = "none") -> None:
         raise _unknown_model(name)
     if weights == "builtin":
         if name not in _builtin_entries():
-            raise NetcutError(f"no built-in weights for {name!r}; built-in models: "
-                              f"{', '.join(builtin_models()) or 'none'} (make more with "
-                              f"scripts/pretrain_builtin.py --out DIR and add DIR to {BUILTIN_PATH_VAR})")
+            raise NetcutError(
+                f"no built-in weights for {name!r}; built-in models: "
+                f"{', '.join(builtin_models()) or 'none'} (make more with "
+                f"scripts/pretrain_builtin.py --out DIR and add DIR to {BUILTIN_PATH_VAR})"
+            )
     elif weights.lower() != "none":
         if _is_weights_file(weights):
             if not Path(weights).is_file():

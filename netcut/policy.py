@@ -4,6 +4,7 @@ A candidate is a TRN (a network cut after a block, plus a new head) or the full 
 (cut None: the off-the-shelf baseline). Feasible means the estimated latency at the
 requested quantile, plus a margin for the estimator's error, meets the deadline.
 """
+
 from __future__ import annotations
 
 import re
@@ -12,12 +13,11 @@ from dataclasses import asdict, dataclass
 from .errors import NetcutError
 
 
-
 @dataclass
 class Candidate:
     model: str
-    cut: str | None                  # None: the full network
-    depth: int                       # cut index; the full network is deepest
+    cut: str | None  # None: the full network
+    depth: int  # cut index; the full network is deepest
     macs: int
     params: int
     estimated_ms: float | None = None
@@ -27,7 +27,7 @@ class Candidate:
     feasible: bool = False
     measured_ms: float | None = None
     accuracy: float | None = None
-    retrained: bool = False          # chosen for retraining by the policy (not "the pick")
+    retrained: bool = False  # chosen for retraining by the policy (not "the pick")
     trained: bool = False
     train_seconds: float | None = None
     confirmation: str = ""
@@ -61,6 +61,7 @@ def parse_deadline(text: str) -> float:
 class Policy:
     """Which candidates to retrain: kind is deepest, feasible or exhaustive; neighbours (deepest+K) the K
     shallower feasible cuts retrained beside the deepest one."""
+
     kind: str
     neighbours: int = 0
 
@@ -71,8 +72,7 @@ class Policy:
             return cls("deepest", int(m.group(1)))
         if text in ("deepest", "feasible", "exhaustive"):
             return cls(text)
-        raise NetcutError(f"unknown policy {text!r}; use deepest, deepest+K (e.g. deepest+2), feasible or "
-                          "exhaustive")
+        raise NetcutError(f"unknown policy {text!r}; use deepest, deepest+K (e.g. deepest+2), feasible or exhaustive")
 
     def __str__(self) -> str:
         return f"deepest+{self.neighbours}" if self.neighbours else self.kind
@@ -118,8 +118,9 @@ def choose(candidates: list[Candidate], policy: Policy) -> list[Candidate]:
 def next_shallower(candidates: list[Candidate], missed: Candidate) -> Candidate | None:
     """The cut to retrain when `missed`, a network's retrained candidate, missed the deadline on the board:
     the deepest feasible candidate of the same network that is shallower and not trained yet."""
-    pool = [c for c in candidates if c.model == missed.model and c.feasible and not c.trained
-            and c.depth < missed.depth]
+    pool = [
+        c for c in candidates if c.model == missed.model and c.feasible and not c.trained and c.depth < missed.depth
+    ]
     return max(pool, key=lambda c: c.depth, default=None)
 
 

@@ -6,6 +6,7 @@
   about one forward pass plus tiny linear fits.
 - full: fine-tune the whole TRN with augmentation; mixed precision on a GPU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,14 +31,14 @@ class TrainConfig:
     finetune: str = "head"
     epochs: int = 30
     batch_size: int = 64
-    lr: float = 0.0          # 0: 1e-2 for heads, 1e-3 for full fine-tuning
+    lr: float = 0.0  # 0: 1e-2 for heads, 1e-3 for full fine-tuning
     seed: int = 0
     device: str = "cpu"
 
 
 @dataclass
 class TrainResult:
-    accuracy: float          # top-1 on the validation split
+    accuracy: float  # top-1 on the validation split
     train_accuracy: float
     epochs: int
     seconds: float
@@ -62,8 +63,14 @@ def _logits_module(full: TrimmedNetwork, a: NetworkAnalysis) -> nn.Module:
 
 
 @torch.no_grad()
-def cached_features(a: NetworkAnalysis, full: TrimmedNetwork, dataset: Dataset, cuts: list[str | None],
-                    device: str, batch_size: int = 128) -> tuple[dict[str | None, torch.Tensor], torch.Tensor]:
+def cached_features(
+    a: NetworkAnalysis,
+    full: TrimmedNetwork,
+    dataset: Dataset,
+    cuts: list[str | None],
+    device: str,
+    batch_size: int = 128,
+) -> tuple[dict[str | None, torch.Tensor], torch.Tensor]:
     """Pooled features at every requested cut (None: the input of the network's own classifier), one pass."""
     names = [c.name for c in a.cuts]
     wanted = {names.index(c): c for c in cuts if c is not None}
@@ -71,8 +78,11 @@ def cached_features(a: NetworkAnalysis, full: TrimmedNetwork, dataset: Dataset, 
     last_needed = len(names) if need_full else (max(wanted) if wanted else -1)
     segments = list(full.children())
     captured: list[torch.Tensor] = []
-    hook = _logits_module(full, a).register_forward_hook(lambda m, i, o: captured.append(i[0].flatten(1))) \
-        if need_full else None
+    hook = (
+        _logits_module(full, a).register_forward_hook(lambda m, i, o: captured.append(i[0].flatten(1)))
+        if need_full
+        else None
+    )
     full.to(device).eval()
     out: dict[str | None, list[torch.Tensor]] = {c: [] for c in cuts}
     labels = []
@@ -92,8 +102,14 @@ def cached_features(a: NetworkAnalysis, full: TrimmedNetwork, dataset: Dataset, 
     return {c: torch.cat(v) for c, v in out.items()}, torch.cat(labels)
 
 
-def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
-               classes: int, cfg: TrainConfig) -> tuple[nn.Linear, float, float]:
+def fit_linear(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    classes: int,
+    cfg: TrainConfig,
+) -> tuple[nn.Linear, float, float]:
     """A linear classifier on cached features: full-batch AdamW on standardised inputs."""
     torch.manual_seed(cfg.seed)
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
@@ -133,24 +149,34 @@ def with_smaller_batch_on_oom(run: Callable[[int], T], batch: int) -> T:
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if attempt:
-                raise NetcutError(f"out of GPU memory even at batch size {batch}; use --device cpu, a smaller "
-                                  "--input-size, or fewer/lighter models") from None
+                raise NetcutError(
+                    f"out of GPU memory even at batch size {batch}; use --device cpu, a smaller "
+                    "--input-size, or fewer/lighter models"
+                ) from None
             batch = max(1, batch // 2)
             log.warning("out of GPU memory; retrying with batch size %d", batch)
     raise AssertionError("unreachable")
 
 
-def train_heads(a: NetworkAnalysis, cuts: list[str | None], train_set: Dataset, val_set: Dataset, classes: int,
-                cfg: TrainConfig, progress: Callable[[str], None] | None = None
-                ) -> dict[str | None, tuple[TrimmedNetwork, TrainResult]]:
+def train_heads(
+    a: NetworkAnalysis,
+    cuts: list[str | None],
+    train_set: Dataset,
+    val_set: Dataset,
+    classes: int,
+    cfg: TrainConfig,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str | None, tuple[TrimmedNetwork, TrainResult]]:
     started = time.perf_counter()
     full = build_trn(a, None, classes)
     if progress:
         progress(f"{a.model_name}: features at {len(cuts)} cuts (one pass)")
 
     def features(batch: int):
-        return (cached_features(a, full, train_set, cuts, cfg.device, batch),
-                cached_features(a, full, val_set, cuts, cfg.device, batch))
+        return (
+            cached_features(a, full, train_set, cuts, cfg.device, batch),
+            cached_features(a, full, val_set, cuts, cfg.device, batch),
+        )
 
     (train_f, train_y), (val_f, val_y) = with_smaller_batch_on_oom(features, 2 * cfg.batch_size)
     feature_seconds = time.perf_counter() - started
@@ -161,8 +187,12 @@ def train_heads(a: NetworkAnalysis, cuts: list[str | None], train_set: Dataset, 
         trn = build_trn(a, cut, classes)
         install_head(trn, a, linear)
         seconds = time.perf_counter() - t0 + feature_seconds / len(cuts)
-        results[cut] = (trn.cpu().eval(), TrainResult(val_acc, train_acc, cfg.epochs, seconds,
-                                                       len(train_y) / max(feature_seconds, 1e-9), cfg.device, "head"))
+        results[cut] = (
+            trn.cpu().eval(),
+            TrainResult(
+                val_acc, train_acc, cfg.epochs, seconds, len(train_y) / max(feature_seconds, 1e-9), cfg.device, "head"
+            ),
+        )
     return results
 
 
@@ -176,8 +206,13 @@ def evaluate(model: nn.Module, dataset: Dataset, device: str, batch_size: int = 
     return correct / max(total, 1)
 
 
-def train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
-               progress: Callable[[str], None] | None = None) -> tuple[TrimmedNetwork, TrainResult]:
+def train_full(
+    trn: TrimmedNetwork,
+    train_set: Dataset,
+    val_set: Dataset,
+    cfg: TrainConfig,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[TrimmedNetwork, TrainResult]:
     """Fine-tune everything; on a CUDA out-of-memory error retry once with half the batch."""
     initial = {k: v.detach().clone() for k, v in trn.state_dict().items()}
     attempts = 0
@@ -192,21 +227,32 @@ def train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: T
     return with_smaller_batch_on_oom(attempt, cfg.batch_size)
 
 
-def _train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: TrainConfig, batch: int,
-                progress: Callable[[str], None] | None) -> tuple[TrimmedNetwork, TrainResult]:
+def _train_full(
+    trn: TrimmedNetwork,
+    train_set: Dataset,
+    val_set: Dataset,
+    cfg: TrainConfig,
+    batch: int,
+    progress: Callable[[str], None] | None,
+) -> tuple[TrimmedNetwork, TrainResult]:
     torch.manual_seed(cfg.seed)
     device = cfg.device
     trn.to(device)
     head_params = [p for n, p in trn.named_parameters() if n.startswith(HEAD_NAME + ".")]
     body = [p for n, p in trn.named_parameters() if not n.startswith(HEAD_NAME + ".")]
     lr = cfg.lr or 1e-3
-    optimiser = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head_params, "lr": lr * 10}],
-                                  weight_decay=1e-4)
-    loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=len(train_set) > batch,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    optimiser = torch.optim.AdamW(
+        [{"params": body, "lr": lr}, {"params": head_params, "lr": lr * 10}], weight_decay=1e-4
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=batch,
+        shuffle=True,
+        drop_last=len(train_set) > batch,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     steps = max(1, cfg.epochs * len(loader))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=[lr, lr * 10], total_steps=steps,
-                                                   pct_start=0.2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=[lr, lr * 10], total_steps=steps, pct_start=0.2)
     amp = device == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     best, best_state, images, train_seconds = -1.0, None, 0, 0.0
@@ -236,5 +282,6 @@ def _train_full(trn: TrimmedNetwork, train_set: Dataset, val_set: Dataset, cfg: 
         if progress:
             progress(f"epoch {epoch + 1}/{cfg.epochs}: val {accuracy:.3f}, train {correct / max(seen, 1):.3f}")
     trn.load_state_dict(best_state)
-    return trn.cpu().eval(), TrainResult(best, correct / max(seen, 1), cfg.epochs, train_seconds,
-                                         images / max(train_seconds, 1e-9), device, "full")
+    return trn.cpu().eval(), TrainResult(
+        best, correct / max(seen, 1), cfg.epochs, train_seconds, images / max(train_seconds, 1e-9), device, "full"
+    )

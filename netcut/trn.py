@@ -5,6 +5,7 @@ one after the other. Cut points are articulation nodes, so each segment takes ex
 one tensor and returns one. Keeping segments as named submodules means every exported
 operation can be traced back to the block it came from (see netcut.export).
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,7 +28,9 @@ def segment_attr(label: str, index: int) -> str:
     return f"s{index:02d}_" + re.sub(r"\W", "_", label)
 
 
-def _extract(gm: fx.GraphModule, members: list[fx.Node], source: fx.Node, result: fx.Node, dependent: set[fx.Node]) -> fx.GraphModule:
+def _extract(
+    gm: fx.GraphModule, members: list[fx.Node], source: fx.Node, result: fx.Node, dependent: set[fx.Node]
+) -> fx.GraphModule:
     """A GraphModule computing `result` from the tensor at `source` with the nodes in `members`."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {source: graph.placeholder("x")}
@@ -73,10 +76,11 @@ def head_input_features(shape: tuple[int, ...]) -> int:
 class TrimmedNetwork(nn.Sequential):
     """Segments of the original network in order, then the head (if any)."""
 
-    def __init__(self, parts: "OrderedDict[str, nn.Module]", labels: dict[str, str], model_name: str,
-                 cut: CutPoint | None):
+    def __init__(
+        self, parts: "OrderedDict[str, nn.Module]", labels: dict[str, str], model_name: str, cut: CutPoint | None
+    ):
         super().__init__(parts)
-        self.labels = labels          # submodule name -> block label
+        self.labels = labels  # submodule name -> block label
         self.model_name = model_name
         self.cut_point = cut
 
@@ -110,14 +114,16 @@ def _replace_logits(segment: fx.GraphModule, a: NetworkAnalysis, num_classes: in
     if isinstance(old, nn.Linear):
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     else:
-        new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
-                        bias=old.bias is not None)
+        new = nn.Conv2d(
+            old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, bias=old.bias is not None
+        )
     parent, _, leaf = target.rpartition(".")
     setattr(segment.get_submodule(parent) if parent else segment, leaf, new)
 
 
-def build_trn(a: NetworkAnalysis, cut: CutPoint | str | int | None, num_classes: int | None = None,
-              head: str = "gap-linear") -> TrimmedNetwork:
+def build_trn(
+    a: NetworkAnalysis, cut: CutPoint | str | int | None, num_classes: int | None = None, head: str = "gap-linear"
+) -> TrimmedNetwork:
     """The TRN for a cut (None: the full network), in eval mode.
 
     head "gap-linear": global average pooling + a linear layer to num_classes.

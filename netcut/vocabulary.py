@@ -1,5 +1,6 @@
 """The words NetCut's options and files use, in a module light enough for a command line to import
 (no torch, no numpy)."""
+
 from __future__ import annotations
 
 GRANULARITIES = ("block", "layer")

@@ -7,6 +7,7 @@ Needs grpcio-tools (the `dev` extra); the board never does. The proto folder is 
 to the import name `netcut_protos`, so the generated imports resolve to the installed
 package without any post-processing.
 """
+
 from __future__ import annotations
 
 import argparse

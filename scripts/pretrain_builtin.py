@@ -11,6 +11,7 @@ These weights are what `netcut-host search --data builtin` transfers from: real 
 learning offline, without downloading ImageNet weights. Seeds fix everything but the
 thread scheduling of the CPU kernels.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ CLASSES, SIZE, BATCH, SEED = 128, 32, 128, 0
 MEAN, STD = 0.5, 0.5
 
 
-IMAGES = 38_400   # rendered once (uint8), shared by every network
+IMAGES = 38_400  # rendered once (uint8), shared by every network
 # SqueezeNet has no batch norm: at the others' rate its ReLUs die and it never learns.
 LEARNING_RATE = {"squeezenet1_1": 5e-4}
 
@@ -41,8 +42,9 @@ def dataset(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     bank = glyph_bank(CLASSES, SEED)
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, CLASSES, count)
-    images = np.concatenate([(render(bank, labels[i:i + 512], SIZE, rng) * 255).astype(np.uint8)
-                             for i in range(0, count, 512)])
+    images = np.concatenate(
+        [(render(bank, labels[i : i + 512], SIZE, rng) * 255).astype(np.uint8) for i in range(0, count, 512)]
+    )
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
@@ -78,24 +80,39 @@ def train(name: str, steps: int, train_data, held_out, out: Path = OUT) -> dict:
     with torch.no_grad():
         images, labels = held_out  # rendered with another seed: images never seen in training
         for i in range(0, len(labels), 512):
-            x = (images[i:i + 512].float() / 255.0 - MEAN) / STD
-            correct += (model(x).argmax(1) == labels[i:i + 512]).sum().item()
-            total += len(labels[i:i + 512])
+            x = (images[i : i + 512].float() / 255.0 - MEAN) / STD
+            correct += (model(x).argmax(1) == labels[i : i + 512]).sum().item()
+            total += len(labels[i : i + 512])
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     torch.save(state, out / f"{name}.pt")
-    return {"model": name, "source_task": f"procedural glyphs, {CLASSES} classes, {SIZE}x{SIZE}",
-            "num_classes": CLASSES, "input_size": SIZE, "normalization": {"mean": [MEAN] * 3, "std": [STD] * 3},
-            "steps": steps, "batch": BATCH, "images": IMAGES, "learning_rate": lr, "seed": SEED, "held_out_accuracy": round(correct / total, 4),
-            "train_seconds": round(time.time() - started, 1), "torch": torch.__version__,
-            "file_bytes": (out / f"{name}.pt").stat().st_size}
+    return {
+        "model": name,
+        "source_task": f"procedural glyphs, {CLASSES} classes, {SIZE}x{SIZE}",
+        "num_classes": CLASSES,
+        "input_size": SIZE,
+        "normalization": {"mean": [MEAN] * 3, "std": [STD] * 3},
+        "steps": steps,
+        "batch": BATCH,
+        "images": IMAGES,
+        "learning_rate": lr,
+        "seed": SEED,
+        "held_out_accuracy": round(correct / total, 4),
+        "train_seconds": round(time.time() - started, 1),
+        "torch": torch.__version__,
+        "file_bytes": (out / f"{name}.pt").stat().st_size,
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--models", default="mobilenet_v3_small,shufflenet_v2_x0_5,resnet18")
-    parser.add_argument("--out", type=Path, default=OUT, help="folder for the weights and manifest.json "
-                        "(default: the package's netcut/builtin)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="folder for the weights and manifest.json (default: the package's netcut/builtin)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / "manifest.json"

@@ -1,4 +1,5 @@
 """Shared fixtures: real agents in subprocesses on loopback port 0, tiny real models."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ _HOME = tempfile.mkdtemp(prefix="netcut-tests-")
 os.environ["XDG_DATA_HOME"] = os.path.join(_HOME, "data")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_HOME, "cache")
 os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
-os.environ["NETCUT_OFFLINE"] = "1"   # nothing may download weights while tests run
+os.environ["NETCUT_OFFLINE"] = "1"  # nothing may download weights while tests run
 
 
 @dataclass
@@ -45,8 +46,13 @@ class AgentProcess:
 
 def start_agent(store: Path, *args: str, env: dict | None = None, listen: str = "127.0.0.1:0") -> AgentProcess:
     cmd = [sys.executable, "-m", "netcut_agent", "serve", "--listen", listen, "--store", str(store), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -105,9 +111,16 @@ def dynamic_onnx(tmp_path_factory) -> Path:
     from make_fixtures import tiny_net
 
     path = tmp_path_factory.mktemp("models") / "dynamic.onnx"
-    torch.onnx.export(tiny_net(), (torch.randn(1, 3, 16, 16),), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "batch", 2: "h", 3: "w"}})
+    torch.onnx.export(
+        tiny_net(),
+        (torch.randn(1, 3, 16, 16),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "batch", 2: "h", 3: "w"}},
+    )
     return path
 
 

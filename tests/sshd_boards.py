@@ -1,5 +1,6 @@
 """'Boards' for fleet tests: one real OpenSSH server per board on a loopback port, each with its
 own host key, home directory and authorized key (Debian's openssh-server; CI installs it)."""
+
 from __future__ import annotations
 
 import getpass
@@ -51,7 +52,7 @@ class SSHDBoard:
         self.home = self.dir / "home"
         self.home.mkdir(parents=True)
         self.host_key = keygen(self.dir / "host_key")
-        self.client_key = keygen(self.dir / "client_key")      # only this board accepts it
+        self.client_key = keygen(self.dir / "client_key")  # only this board accepts it
         (self.dir / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
         self.port = free_port()
         self.agent_port = free_port()
@@ -60,8 +61,8 @@ class SSHDBoard:
 Port {self.port}
 ListenAddress 127.0.0.1
 HostKey {self.host_key}
-AuthorizedKeysFile {self.dir / 'authorized_keys'}
-PidFile {self.dir / 'sshd.pid'}
+AuthorizedKeysFile {self.dir / "authorized_keys"}
+PidFile {self.dir / "sshd.pid"}
 StrictModes no
 UsePAM no
 PasswordAuthentication no
@@ -76,9 +77,12 @@ LogLevel ERROR
 
     def start(self) -> "SSHDBoard":
         if os.geteuid() == 0:
-            os.makedirs("/run/sshd", exist_ok=True)   # sshd's privilege separation directory
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "sshd.log", "a"))
+            os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "sshd.log", "a"),
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as s:
@@ -126,9 +130,17 @@ LogLevel ERROR
             os.killpg(pid, 9)
 
     def inventory(self, target: str, **overrides) -> str:
-        values = {"name": self.name, "host": "127.0.0.1", "port": self.port, "user": getpass.getuser(), "agent_port": self.agent_port,
-                  "python": overrides.pop("python", sys._base_executable),
-                  "install_dir": "~/agent", "key": str(self.client_key), **overrides}
+        values = {
+            "name": self.name,
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": getpass.getuser(),
+            "agent_port": self.agent_port,
+            "python": overrides.pop("python", sys._base_executable),
+            "install_dir": "~/agent",
+            "key": str(self.client_key),
+            **overrides,
+        }
         lines = [f"[[targets.{target}.boards]]"]
         for k, v in values.items():
             lines.append(f"{k} = {v}" if isinstance(v, int) else f'{k} = "{v}"')

@@ -1,4 +1,5 @@
 """netcut-agent over real gRPC on loopback with real onnxruntime and LiteRT sessions."""
+
 from __future__ import annotations
 
 import hashlib
@@ -89,8 +90,9 @@ def test_least_recently_used_models_are_evicted_at_the_cap(agent_factory, tiny_o
 
 def test_onnxruntime_benchmark_reports_statistics_samples_and_board_state(client, tiny_onnx):
     events: list = []
-    result = bench(client, client.upload(tiny_onnx), events,
-                   timing=fast_timing(min_runs=30, warmup_runs=3, runs_per_sample=1))
+    result = bench(
+        client, client.upload(tiny_onnx), events, timing=fast_timing(min_runs=30, warmup_runs=3, runs_per_sample=1)
+    )
     s = result.stats
     assert s.n == len(result.samples_ms) >= 30
     assert s.min_ms <= s.median_ms <= s.p90_ms <= s.p95_ms <= s.p99_ms <= s.max_ms
@@ -236,9 +238,13 @@ def test_external_data_outside_the_store_is_refused(client, stored, tmp_path):
 
     ids, _ = stored
     weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
     model = helper.make_model(graph)
     onnx.external_data_helper.set_external_data(model.graph.initializer[0], location="../../../etc/passwd")
     model.graph.initializer[0].data_location = onnx.TensorProto.EXTERNAL
@@ -297,14 +303,17 @@ def test_wrong_input_shape_is_refused(client, stored):
     assert_healthy(client, ids)
 
 
-@pytest.mark.parametrize("timing, words", [
-    (dict(min_runs=0), "min_runs"),
-    (dict(max_seconds=0.0), "max_seconds"),
-    (dict(min_seconds=100.0, max_seconds=10.0), "exceeds"),
-    (dict(warmup_seconds=float("nan")), "finite"),
-    (dict(min_runs=10**9), "limit"),
-    (dict(max_seconds=1e9), "limit"),
-])
+@pytest.mark.parametrize(
+    "timing, words",
+    [
+        (dict(min_runs=0), "min_runs"),
+        (dict(max_seconds=0.0), "max_seconds"),
+        (dict(min_seconds=100.0, max_seconds=10.0), "exceeds"),
+        (dict(warmup_seconds=float("nan")), "finite"),
+        (dict(min_runs=10**9), "limit"),
+        (dict(max_seconds=1e9), "limit"),
+    ],
+)
 def test_zero_or_absurd_timing_is_refused(client, stored, timing, words):
     ids, model_id = stored
     code, message = status_of(lambda: bench(client, model_id, timing=pb.TimingConfig(**timing)))
@@ -347,8 +356,10 @@ def test_a_client_that_leaves_frees_the_board_at_once(agent_factory, tiny_onnx):
     with AgentClient(a.address) as c:
         model_id = c.upload(tiny_onnx)
     with grpc.insecure_channel(a.address) as channel:
-        stream = pb_grpc.AgentStub(channel).Benchmark(pb.BenchmarkRequest(
-            model_id=model_id, threads=1, timing=fast_timing(min_seconds=60, max_seconds=60)), timeout=120)
+        stream = pb_grpc.AgentStub(channel).Benchmark(
+            pb.BenchmarkRequest(model_id=model_id, threads=1, timing=fast_timing(min_seconds=60, max_seconds=60)),
+            timeout=120,
+        )
         for event in stream:
             if event.WhichOneof("event") == "measuring":
                 break
@@ -382,8 +393,9 @@ def test_a_full_queue_is_resource_exhausted(agent_factory, tiny_onnx):
 
 def test_time_limit_stops_a_benchmark(client, stored):
     ids, model_id = stored
-    code, message = status_of(lambda: bench(client, model_id, time_limit_seconds=0.5,
-                                            timing=fast_timing(min_seconds=30, max_seconds=30)))
+    code, message = status_of(
+        lambda: bench(client, model_id, time_limit_seconds=0.5, timing=fast_timing(min_seconds=30, max_seconds=30))
+    )
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "time limit" in message
     assert_healthy(client, ids)
 
@@ -437,17 +449,26 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -455,11 +476,22 @@ def test_tls_with_token(agent_factory, tmp_path):
     cert, key = _self_signed(tmp_path)
     token_file = tmp_path / "token"
     token_file.write_text("another-long-test-token-0123456789")
-    a = agent_factory("--tls-cert", str(cert), "--tls-key", str(key), "--token-file", str(token_file),
-                      listen="0.0.0.0:0")
+    a = agent_factory(
+        "--tls-cert", str(cert), "--tls-key", str(key), "--token-file", str(token_file), listen="0.0.0.0:0"
+    )
     address = f"localhost:{a.address.rsplit(':', 1)[1]}"
-    out = run_cli("netcut-host", "info", "--agent", address, "--ca-cert", str(cert), "--token-file", str(token_file),
-                  "--json", timeout=60)
+    out = run_cli(
+        "netcut-host",
+        "info",
+        "--agent",
+        address,
+        "--ca-cert",
+        str(cert),
+        "--token-file",
+        str(token_file),
+        "--json",
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["protocol_version"] == 1
     with AgentClient(address, connect_timeout=2) as plain:  # plaintext cannot talk to a TLS agent
@@ -471,8 +503,23 @@ def test_tls_with_token(agent_factory, tmp_path):
 
 
 def test_host_bench_cli_prints_json_and_maps_errors(agent, tiny_onnx, tmp_path):
-    out = run_cli("netcut-host", "bench", str(tiny_onnx), "--agent", agent.address, "--threads", "1", "--profile",
-                  "--json", "--min-runs", "5", "--min-seconds", "0", "--warmup-seconds", "0")
+    out = run_cli(
+        "netcut-host",
+        "bench",
+        str(tiny_onnx),
+        "--agent",
+        agent.address,
+        "--threads",
+        "1",
+        "--profile",
+        "--json",
+        "--min-runs",
+        "5",
+        "--min-seconds",
+        "0",
+        "--warmup-seconds",
+        "0",
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert {"median_ms", "p99_ms", "cv", "n", "samples_ms", "throttled", "layers"} <= set(data)
@@ -487,8 +534,20 @@ def test_host_bench_cli_prints_json_and_maps_errors(agent, tiny_onnx, tmp_path):
 
 def test_agent_bench_runs_locally_without_grpc(tiny_onnx, tiny_tflite):
     for path in (tiny_onnx, tiny_tflite):
-        out = run_cli("netcut-agent", "bench", str(path), "--threads", "1", "--json", "--min-runs", "5",
-                      "--min-seconds", "0", "--warmup-seconds", "0")
+        out = run_cli(
+            "netcut-agent",
+            "bench",
+            str(path),
+            "--threads",
+            "1",
+            "--json",
+            "--min-runs",
+            "5",
+            "--min-seconds",
+            "0",
+            "--warmup-seconds",
+            "0",
+        )
         assert out.returncode == 0, out.stderr
         data = json.loads(out.stdout)
         assert data["stats"]["n"] >= 5 and data["model_id"] == sha256_file(path)

@@ -1,4 +1,5 @@
 """Cut points, trimmed networks, the cost model and export, over many architecture families."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,20 @@ from netcut.trn import build_trn
 
 # One or more per family; small inputs keep the suite fast.
 ARCHITECTURES = {
-    "mobilenet_v2": 64, "mobilenet_v3_small": 64, "resnet18": 64, "resnext50_32x4d": 64, "efficientnet_b0": 64,
-    "densenet121": 64, "shufflenet_v2_x0_5": 64, "squeezenet1_1": 64, "regnet_x_400mf": 64, "mnasnet0_5": 64,
-    "convnext_tiny": 64, "vgg11": 64, "googlenet": 64, "inception_v3": 96,
+    "mobilenet_v2": 64,
+    "mobilenet_v3_small": 64,
+    "resnet18": 64,
+    "resnext50_32x4d": 64,
+    "efficientnet_b0": 64,
+    "densenet121": 64,
+    "shufflenet_v2_x0_5": 64,
+    "squeezenet1_1": 64,
+    "regnet_x_400mf": 64,
+    "mnasnet0_5": 64,
+    "convnext_tiny": 64,
+    "vgg11": 64,
+    "googlenet": 64,
+    "inception_v3": 96,
 }
 
 
@@ -96,7 +108,9 @@ def test_macs_match_torchvision_published_figures(analysed):
     full = analyse(model, name, models.default_input_size(name))
     assert abs(full.full_macs - published) / published < 0.03
     assert full.full_params == sum(p.numel() for p in model.parameters() if p.requires_grad) or name in (
-        "googlenet", "inception_v3")  # their auxiliary heads hold parameters the eval graph never runs
+        "googlenet",
+        "inception_v3",
+    )  # their auxiliary heads hold parameters the eval graph never runs
 
 
 def _activation_traffic(*layers) -> float:
@@ -200,15 +214,17 @@ def test_torchvision_weights_name_loads_from_the_cache(tmp_path, monkeypatch):
 def test_backbones_kept_outside_the_package_are_found_on_the_builtin_path(tmp_path, monkeypatch):
     made = torchvision.models.squeezenet1_1(num_classes=7)
     torch.nn.init.constant_(made.classifier[1].bias, 0.5)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in made.state_dict().items()},
-               tmp_path / "squeezenet1_1.pt")
+    torch.save(
+        {k: v.half() if v.is_floating_point() else v for k, v in made.state_dict().items()},
+        tmp_path / "squeezenet1_1.pt",
+    )
     (tmp_path / "manifest.json").write_text(json.dumps({"squeezenet1_1": {"num_classes": 7, "input_size": 32}}))
     assert "squeezenet1_1" not in models.builtin_models()
     with pytest.raises(NetcutError, match="NETCUT_BUILTIN_PATH"):
         models.build("squeezenet1_1", "builtin")
     monkeypatch.setenv("NETCUT_BUILTIN_PATH", os.pathsep.join([str(tmp_path / "absent"), str(tmp_path)]))
     shipped = set(models.builtin_models()) - {"squeezenet1_1"}
-    assert "squeezenet1_1" in models.builtin_models() and shipped   # the package's own stay
+    assert "squeezenet1_1" in models.builtin_models() and shipped  # the package's own stay
     loaded = models.build("squeezenet1_1", "builtin")
     assert torch.equal(loaded.classifier[1].bias, torch.full((7,), 0.5))
     (tmp_path / "manifest.json").write_text("{not json")
@@ -266,8 +282,22 @@ def test_cuts_cli_json_has_the_documented_shape():
 
 def test_export_cli_writes_a_verified_model(tmp_path):
     path = tmp_path / "r18.onnx"
-    out = run_cli("netcut-host", "export", "resnet18", "--cut", "layer2.1", "--classes", "10", "--input-size", "64",
-                  "--batch", "2", "-o", str(path), "--json")
+    out = run_cli(
+        "netcut-host",
+        "export",
+        "resnet18",
+        "--cut",
+        "layer2.1",
+        "--classes",
+        "10",
+        "--input-size",
+        "64",
+        "--batch",
+        "2",
+        "-o",
+        str(path),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["cut"] == "layer2.1" and info["input_shape"] == [2, 3, 64, 64] and info["relative_error"] < 1e-4
@@ -279,22 +309,26 @@ def test_export_cli_writes_a_verified_model(tmp_path):
 
 def test_export_cli_head_none_gives_the_activation(tmp_path):
     path = tmp_path / "prefix.onnx"
-    out = run_cli("netcut-host", "export", "resnet18", "--cut", "3", "--head", "none", "--input-size", "64",
-                  "-o", str(path))
+    out = run_cli(
+        "netcut-host", "export", "resnet18", "--cut", "3", "--head", "none", "--input-size", "64", "-o", str(path)
+    )
     assert out.returncode == 0, out.stderr
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": np.zeros((1, 3, 64, 64), np.float32)})[0].shape == (1, 128, 8, 8)
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["cuts", "resnet_18"], "Did you mean: resnet18"),
-    (["export", "resnet18", "--cut", "layer9", "-o", "x.onnx"], "valid cuts: maxpool, layer1.0"),
-    (["export", "resnet18", "--cut", "99", "-o", "x.onnx"], "out of range"),
-    (["export", "resnet18", "--weights", "nope.pt", "-o", "x.onnx"], "does not exist"),
-    (["cuts", "custom_models:branchy", "--input-size", "16"], "cannot be traced"),
-    (["cuts", "custom_models:not_a_module"], "not a torch.nn.Module"),
-    (["export", "resnet18", "-o", "x.tflite"], "should end in .onnx"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["cuts", "resnet_18"], "Did you mean: resnet18"),
+        (["export", "resnet18", "--cut", "layer9", "-o", "x.onnx"], "valid cuts: maxpool, layer1.0"),
+        (["export", "resnet18", "--cut", "99", "-o", "x.onnx"], "out of range"),
+        (["export", "resnet18", "--weights", "nope.pt", "-o", "x.onnx"], "does not exist"),
+        (["cuts", "custom_models:branchy", "--input-size", "16"], "cannot be traced"),
+        (["cuts", "custom_models:not_a_module"], "not a torch.nn.Module"),
+        (["export", "resnet18", "-o", "x.tflite"], "should end in .onnx"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(argv, words, tmp_path):
     out = run_cli("netcut-host", *argv, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(DATA)})
     assert out.returncode == 2, out.stderr

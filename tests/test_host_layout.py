@@ -1,4 +1,5 @@
 """The host's shape: a library with a thin command line on top, fast help, and one exit code per outcome."""
+
 from __future__ import annotations
 
 import ast
@@ -46,9 +47,14 @@ def test_every_cli_module_imports_and_nothing_outside_the_cli_imports_one():
     for name in modules:
         importlib.import_module(name)
     offenders = []
-    for folder, package in (("host", "netcut_host"), ("netcut", "netcut"), ("agent", "netcut_agent"),
-                            ("bench", "bench"), ("scripts", "scripts")):
-        for path in (ROOT / folder).glob("*.py"):   # host/cli/ itself is one level down
+    for folder, package in (
+        ("host", "netcut_host"),
+        ("netcut", "netcut"),
+        ("agent", "netcut_agent"),
+        ("bench", "bench"),
+        ("scripts", "scripts"),
+    ):
+        for path in (ROOT / folder).glob("*.py"):  # host/cli/ itself is one level down
             used = imported_modules(path, package if path.stem == "__init__" else f"{package}.{path.stem}")
             if any(u == "netcut_host.cli" or u.startswith("netcut_host.cli.") for u in used):
                 offenders.append(str(path.relative_to(ROOT)))
@@ -61,9 +67,11 @@ def test_every_cli_module_imports_and_nothing_outside_the_cli_imports_one():
 
 @pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["profile", "--help"], ["fleet", "--help"]])
 def test_help_loads_neither_torch_nor_grpc(argv):
-    code = ("import sys\nfrom netcut_host.cli import main\n"
-            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', sorted(m for m in ('torch', 'torchvision', 'grpc', 'onnxruntime') if m in sys.modules))")
+    code = (
+        "import sys\nfrom netcut_host.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', sorted(m for m in ('torch', 'torchvision', 'grpc', 'onnxruntime') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "LOADED []" in out.stdout, out.stdout[-300:]
@@ -77,8 +85,12 @@ def test_every_option_of_every_command_says_its_default_or_what_it_does():
     subparsers = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"][0]
     commands = dict(subparsers.choices)
     fleet = commands.pop("fleet")
-    commands.update({f"fleet {k}": v for k, v in
-                     [a for a in fleet._actions if a.__class__.__name__ == "_SubParsersAction"][0].choices.items()})
+    commands.update(
+        {
+            f"fleet {k}": v
+            for k, v in [a for a in fleet._actions if a.__class__.__name__ == "_SubParsersAction"][0].choices.items()
+        }
+    )
     for name, sub in commands.items():
         for action in sub._actions:
             if action.option_strings and action.dest != "help" and not action.help:
@@ -94,8 +106,17 @@ def test_exit_0_ok_and_2_bad_input(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(DATA)}
     ok = run_cli("netcut-host", "cuts", "custom_models:tiny", "--input-size", "16", env=env)
     assert ok.returncode == 0, ok.stderr
-    bad = run_cli("netcut-host", "search", "--policy", "greedy", "--db", str(tmp_path / "t.sqlite"),
-                  "--out", str(tmp_path / "o"), env=env)
+    bad = run_cli(
+        "netcut-host",
+        "search",
+        "--policy",
+        "greedy",
+        "--db",
+        str(tmp_path / "t.sqlite"),
+        "--out",
+        str(tmp_path / "o"),
+        env=env,
+    )
     assert bad.returncode == 2 and "--policy: unknown policy 'greedy'" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
@@ -111,9 +132,29 @@ def test_exit_4_when_the_target_fails_midway_and_the_rows_so_far_are_kept(agent_
     # (45 MB) is refused as more than the board can hold, and the board is left out: nothing else can measure.
     a = agent_factory("--max-model-mb", "1")
     db = tmp_path / "t.sqlite"
-    out = run_cli("netcut-host", "profile", "--models", "resnet18", "--mode", "e2e", "--input-size", "32",
-                  "--target", "board", "--agent", a.address, "--db", str(db), "--min-seconds", "0.05",
-                  "--warmup-seconds", "0", "--min-runs", "5", timeout=300)
+    out = run_cli(
+        "netcut-host",
+        "profile",
+        "--models",
+        "resnet18",
+        "--mode",
+        "e2e",
+        "--input-size",
+        "32",
+        "--target",
+        "board",
+        "--agent",
+        a.address,
+        "--db",
+        str(db),
+        "--min-seconds",
+        "0.05",
+        "--warmup-seconds",
+        "0",
+        "--min-runs",
+        "5",
+        timeout=300,
+    )
     assert out.returncode == 4, out.stderr
     assert "every board of board failed" in out.stderr and "are stored" in out.stderr
     with sqlite3.connect(db) as conn:
@@ -133,12 +174,14 @@ def test_the_full_network_is_spelled_full_on_disk_and_old_tables_migrate(tmp_pat
     with sqlite3.connect(path) as conn:
         conn.executescript(MIGRATIONS[1] + ";" + MIGRATIONS[2] + "; PRAGMA user_version = 2;")
         conn.execute("INSERT INTO targets VALUES ('abc', 'pi4', '{}', 0)")
-        conn.execute("INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, granularity, "
-                     "format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, mean_ms, "
-                     "p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
-                     "clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', 'm', 'm', 32, 1, "
-                     "'', 'block', 'onnx', 'onnxruntime', '1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, "
-                     "1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, 'x', '0', 0)")
+        conn.execute(
+            "INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, granularity, "
+            "format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, mean_ms, "
+            "p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
+            "clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', 'm', 'm', 32, 1, "
+            "'', 'block', 'onnx', 'onnxruntime', '1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, "
+            "1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, 'x', '0', 0)"
+        )
     with LatencyDB(path) as db:
         assert [r["cut"] for r in db.rows()] == ["full"]
         assert db.rounds("abc", "m", RowKey(input_size=32), None, "e2e") == {0}
@@ -162,16 +205,18 @@ def test_the_stored_cost_model_is_read_back_until_its_rows_change(tmp_path):
     with LatencyDB(tmp_path / "t.sqlite") as db:
         key = RowKey(input_size=32)
         db.save_cost_model("abc", key, stored.to_json(), db.fitted_rows("abc", key))
-        assert fit(db, "abc", key) == stored                       # the table has not changed: no refit
+        assert fit(db, "abc", key) == stored  # the table has not changed: no refit
         db.conn.execute("INSERT INTO targets VALUES ('abc', 'pi4', '{}', 0)")
-        db.conn.execute("INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, "
-                        "granularity, format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, "
-                        "mean_ms, p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, "
-                        "throttled, clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', "
-                        "'resnet18', 'resnet18', 32, 1, 'full', 'block', 'onnx', 'onnxruntime', "
-                        "'1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, 1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', "
-                        "'[]', '{}', 0, 0, 'x', '0', 0)")
-        with pytest.raises(Exception, match="needs at least"):      # a new row: fitted again (one row is too few)
+        db.conn.execute(
+            "INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, "
+            "granularity, format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, "
+            "mean_ms, p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, "
+            "throttled, clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', "
+            "'resnet18', 'resnet18', 32, 1, 'full', 'block', 'onnx', 'onnxruntime', "
+            "'1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, 1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', "
+            "'[]', '{}', 0, 0, 'x', '0', 0)"
+        )
+        with pytest.raises(Exception, match="needs at least"):  # a new row: fitted again (one row is too few)
             fit(db, "abc", key)
 
 

@@ -1,4 +1,5 @@
 """The search's decisions as pure functions: feasibility, what each policy retrains, the stand-in for a miss."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,14 +10,16 @@ from netcut.policy import Candidate, Policy, choose, mark_feasible, next_shallow
 def network(model: str, latencies: list[float]) -> list[Candidate]:
     """Cuts 0..n-2 and the full network last (cut None), with these estimated latencies."""
     n = len(latencies)
-    return [Candidate(model, None if i == n - 1 else f"block{i}", i, 0, 0, estimated_ms=ms)
-            for i, ms in enumerate(latencies)]
+    return [
+        Candidate(model, None if i == n - 1 else f"block{i}", i, 0, 0, estimated_ms=ms)
+        for i, ms in enumerate(latencies)
+    ]
 
 
 @pytest.fixture
 def candidates() -> list[Candidate]:
     cs = network("a", [1, 2, 3, 4, 5]) + network("b", [2, 4, 6, 8])
-    mark_feasible(cs, deadline_ms=4.2, margin_pct=5)   # a: 1..4 (4.2 = 4 + 5%); b: 2 and 4
+    mark_feasible(cs, deadline_ms=4.2, margin_pct=5)  # a: 1..4 (4.2 = 4 + 5%); b: 2 and 4
     return cs
 
 
@@ -25,18 +28,27 @@ def keys(cs):
 
 
 def test_feasible_is_the_estimate_plus_its_margin_within_the_deadline(candidates):
-    assert keys(c for c in candidates if c.feasible) == ["a@block0", "a@block1", "a@block2", "a@block3",
-                                                         "b@block0", "b@block1"]
+    assert keys(c for c in candidates if c.feasible) == [
+        "a@block0",
+        "a@block1",
+        "a@block2",
+        "a@block3",
+        "b@block0",
+        "b@block1",
+    ]
     c = Candidate("c", "x", 0, 0, 0, estimated_ms=4.0, uncertainty_ms=0.5)
     mark_feasible([c], 4.2, 5)
-    assert not c.feasible and c.margin_ms == 0.5   # the uncertainty, when it is larger than the percentage
+    assert not c.feasible and c.margin_ms == 0.5  # the uncertainty, when it is larger than the percentage
 
 
-@pytest.mark.parametrize("policy, expected", [
-    ("deepest", ["a@block3", "b@block1"]),
-    ("deepest+1", ["a@block2", "a@block3", "b@block0", "b@block1"]),
-    ("feasible", ["a@block0", "a@block1", "a@block2", "a@block3", "b@block0", "b@block1"]),
-])
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ("deepest", ["a@block3", "b@block1"]),
+        ("deepest+1", ["a@block2", "a@block3", "b@block0", "b@block1"]),
+        ("feasible", ["a@block0", "a@block1", "a@block2", "a@block3", "b@block0", "b@block1"]),
+    ],
+)
 def test_each_policy_retrains_what_it_says(candidates, policy, expected):
     assert keys(choose(candidates, Policy.parse(policy))) == expected
     assert str(Policy.parse(policy)) == policy
@@ -45,7 +57,7 @@ def test_each_policy_retrains_what_it_says(candidates, policy, expected):
 def test_exhaustive_retrains_everything_and_deepest_adds_feasible_full_networks():
     cs = network("a", [1, 2, 3])
     mark_feasible(cs, 10, 5)
-    assert keys(choose(cs, Policy("deepest"))) == ["a@full"]     # the full network is the deepest feasible
+    assert keys(choose(cs, Policy("deepest"))) == ["a@full"]  # the full network is the deepest feasible
     assert len(choose(network("a", [1, 2, 30]), Policy("exhaustive"))) == 3
 
 
@@ -53,9 +65,9 @@ def test_a_miss_is_replaced_by_the_deepest_untrained_feasible_cut_below_it(candi
     by_key = {c.key: c for c in candidates}
     missed = by_key["a@block3"]
     missed.trained = True
-    by_key["a@block2"].trained = True                  # already trained (deepest+1): not a stand-in
+    by_key["a@block2"].trained = True  # already trained (deepest+1): not a stand-in
     assert next_shallower(candidates, missed).key == "a@block1"
-    assert next_shallower(candidates, by_key["b@block0"]) is None   # nothing shallower
+    assert next_shallower(candidates, by_key["b@block0"]) is None  # nothing shallower
     by_key["a@block1"].trained = by_key["a@block0"].trained = True
     assert next_shallower(candidates, missed) is None
 

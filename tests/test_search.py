@@ -1,4 +1,5 @@
 """netcut-host search end to end on a local agent, at tiny scale, and its bad inputs."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,18 @@ def test_builtin_default_picks_a_network_that_meets_the_deadline(builtin_run):
     picked = [c for c in report["candidates"] if (c["model"], c["cut"]) == (pick["model"], pick["cut"])]
     assert len(picked) == 1 and picked[0]["feasible"] and picked[0]["measured_ms"] == pick["measured_ms"]
     for c in report["candidates"]:
-        assert {"model", "cut", "macs", "params", "estimated_ms", "evidence", "measured_ms", "accuracy", "feasible",
-                "retrained"} <= set(c)
+        assert {
+            "model",
+            "cut",
+            "macs",
+            "params",
+            "estimated_ms",
+            "evidence",
+            "measured_ms",
+            "accuracy",
+            "feasible",
+            "retrained",
+        } <= set(c)
         assert (c["accuracy"] is not None) == c["retrained"]
         if c["feasible"]:
             assert c["estimated_ms"] + c["margin_ms"] <= report["deadline_ms"]
@@ -93,8 +104,11 @@ def test_a_second_search_costs_no_board_time_for_estimates(builtin_run, tmp_path
 
 def test_resume_does_not_redo_finished_candidates(builtin_run, tmp_path):
     _, out, db = builtin_run
-    before = {(c["model"], c["cut"]): c["accuracy"] for c in json.loads((out / "report.json").read_text())["candidates"]
-              if c["accuracy"] is not None}
+    before = {
+        (c["model"], c["cut"]): c["accuracy"]
+        for c in json.loads((out / "report.json").read_text())["candidates"]
+        if c["accuracy"] is not None
+    }
     result = search("--models", ",".join(models.builtin_models()[:2]), "--resume", out=out, db=db)
     assert result.returncode == 0, result.stderr
     assert "were trained already" in result.stderr
@@ -133,19 +147,33 @@ def write_folder(root: Path, classes=("0", "1", "2"), per_class=12, corrupt=0) -
 def test_an_image_folder_with_unreadable_images(builtin_run, tmp_path):
     _, _, db = builtin_run
     data = write_folder(tmp_path / "data", corrupt=2)
-    result = search("--models", models.builtin_models()[0], "--weights", "builtin", "--data", str(data),
-                    "--deadline", "1000ms", "--json", out=tmp_path / "o", db=db)
+    result = search(
+        "--models",
+        models.builtin_models()[0],
+        "--weights",
+        "builtin",
+        "--data",
+        str(data),
+        "--deadline",
+        "1000ms",
+        "--json",
+        out=tmp_path / "o",
+        db=db,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["task"]["skipped"] == 2 and report["task"]["classes"] == ["0", "1", "2"]
     assert "skipped 2 unreadable images" in report["notes"]
 
 
-@pytest.mark.parametrize("layout, words", [
-    ("empty", "no images found"),
-    ("single", "at least 2 classes"),
-    ("val-missing-class", "val folder lacks classes"),
-])
+@pytest.mark.parametrize(
+    "layout, words",
+    [
+        ("empty", "no images found"),
+        ("single", "at least 2 classes"),
+        ("val-missing-class", "val folder lacks classes"),
+    ],
+)
 def test_bad_datasets_exit_2(layout, words, builtin_run, tmp_path):
     _, _, db = builtin_run
     data = tmp_path / "data"
@@ -157,21 +185,34 @@ def test_bad_datasets_exit_2(layout, words, builtin_run, tmp_path):
     else:
         write_folder(data / "train", classes=("0", "1"))
         write_folder(data / "val", classes=("0",))
-    result = search("--models", models.builtin_models()[0], "--data", str(data), "--weights", "builtin",
-                    "--deadline", "1000ms", out=tmp_path / "o", db=db)
+    result = search(
+        "--models",
+        models.builtin_models()[0],
+        "--data",
+        str(data),
+        "--weights",
+        "builtin",
+        "--deadline",
+        "1000ms",
+        out=tmp_path / "o",
+        db=db,
+    )
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--models", "mobilenet_v9"], "Did you mean"),
-    (["--device", "cuda"], "no CUDA GPU"),
-    (["--deadline", "fast"], "cannot read deadline"),
-    (["--policy", "greedy"], "unknown policy"),
-    (["--data", "/nonexistent/folder", "--deadline", "5ms"], "is not a folder"),
-    (["--classes", "7"], "has 10 classes"),
-    (["--classes", "many"], "--classes must be"),
-    (["--margin", "-5"], "--margin -5% is out of range"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--models", "mobilenet_v9"], "Did you mean"),
+        (["--device", "cuda"], "no CUDA GPU"),
+        (["--deadline", "fast"], "cannot read deadline"),
+        (["--policy", "greedy"], "unknown policy"),
+        (["--data", "/nonexistent/folder", "--deadline", "5ms"], "is not a folder"),
+        (["--classes", "7"], "has 10 classes"),
+        (["--classes", "many"], "--classes must be"),
+        (["--margin", "-5"], "--margin -5% is out of range"),
+    ],
+)
 def test_bad_options_exit_2(argv, words, tmp_path):
     import torch
 
@@ -181,12 +222,15 @@ def test_bad_options_exit_2(argv, words, tmp_path):
     assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--models", "mobilenet_v9"], "Did you mean"),
-    (["--models", "mnasnet0_5", "--weights", "builtin"], "no built-in weights for 'mnasnet0_5'"),
-    (["--models", "resnet18", "--weights", "IMAGENET1K_V9"], "unknown weights"),
-    (["--input-size", "4"], "out of range"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--models", "mobilenet_v9"], "Did you mean"),
+        (["--models", "mnasnet0_5", "--weights", "builtin"], "no built-in weights for 'mnasnet0_5'"),
+        (["--models", "resnet18", "--weights", "IMAGENET1K_V9"], "unknown weights"),
+        (["--input-size", "4"], "out of range"),
+    ],
+)
 def test_mistaken_options_are_told_before_the_data_is_read(argv, words, tmp_path):
     """A user's folder can take minutes to read; a typo in --models must not wait for it."""
     data = write_folder(tmp_path / "data", corrupt=1)
@@ -215,14 +259,21 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
     name = "mobilenet_v3_small"
     timing = Timing(min_seconds=0.05, warmup_seconds=0, warmup_runs=2, min_runs=10)
     with LatencyDB(tmp_path / "t.sqlite") as db, connect("local", None, "onnxruntime", 1) as target:
-        true = Search(SearchConfig(deadline_ms=1000.0, models=(name,), timing=timing, out=tmp_path / "true"), target, db,
-                      tmp_path / "exports").run()
+        true = Search(
+            SearchConfig(deadline_ms=1000.0, models=(name,), timing=timing, out=tmp_path / "true"),
+            target,
+            db,
+            tmp_path / "exports",
+        ).run()
         by_cut = {c.cut: c.estimated_ms for c in true.candidates}
         # Between the true estimates of the 6th and the 8th cut: with halved estimates, deeper cuts look feasible.
         deadline = (by_cut["features.5"] + by_cut["features.7"]) / 2
-        outcome = StaleTable(SearchConfig(deadline_ms=deadline, models=(name,), timing=timing, out=tmp_path / "stale"),
-                             target,
-                             db, tmp_path / "exports").run()
+        outcome = StaleTable(
+            SearchConfig(deadline_ms=deadline, models=(name,), timing=timing, out=tmp_path / "stale"),
+            target,
+            db,
+            tmp_path / "exports",
+        ).run()
     missed = [c for c in outcome.candidates if c.confirmation.startswith("missed")]
     assert missed, "the halved estimates should have sent a too-deep cut to the board"
     assert all(not c.feasible and c.measured_ms > deadline for c in missed)
@@ -230,7 +281,9 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
     assert pick.model == name and pick.measured_ms <= deadline
     assert pick.depth < min(c.depth for c in missed)
     # Every cut between the pick and the shallowest miss was retrained and measured in turn.
-    assert [c.depth for c in outcome.candidates if c.trained] == list(range(pick.depth, max(c.depth for c in missed) + 1))
+    assert [c.depth for c in outcome.candidates if c.trained] == list(
+        range(pick.depth, max(c.depth for c in missed) + 1)
+    )
     assert any("in its place" in n for n in outcome.notes)
     report = json.loads((tmp_path / "stale" / "state.json").read_text())
     assert report["pick"] == pick.key
@@ -239,9 +292,24 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
 def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, agent_factory, tmp_path):
     db = tmp_path / "dies.sqlite"
     a = agent_factory()
-    argv = [str(BIN / "netcut-host"), "search", "--target", "board", "--agent", a.address,
-            "--models", ",".join(models.builtin_models()[:2]), "--min-seconds", "0.3", "--warmup-seconds", "0",
-            "--out", str(tmp_path / "o"), "--db", str(db)]
+    argv = [
+        str(BIN / "netcut-host"),
+        "search",
+        "--target",
+        "board",
+        "--agent",
+        a.address,
+        "--models",
+        ",".join(models.builtin_models()[:2]),
+        "--min-seconds",
+        "0.3",
+        "--warmup-seconds",
+        "0",
+        "--out",
+        str(tmp_path / "o"),
+        "--db",
+        str(db),
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import sqlite3
 
@@ -260,8 +328,12 @@ def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, age
     assert kept >= 3
     b = agent_factory(store=a.store)
     argv[argv.index(a.address)] = b.address
-    result = subprocess.run(argv[:-4] + ["--out", str(tmp_path / "o"), "--db", str(db), "--resume"] + FAST,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        argv[:-4] + ["--out", str(tmp_path / "o"), "--db", str(db), "--resume"] + FAST,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "pick:" in result.stdout
 

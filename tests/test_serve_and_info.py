@@ -1,4 +1,5 @@
 """The two CLIs over real gRPC: serve, Info, health, clean stop, unreachable agents."""
+
 import json
 import signal
 import socket
@@ -81,14 +82,22 @@ def test_unreachable_agent_exits_4_quickly_with_one_line():
 
 
 def test_serve_refuses_a_busy_port(agent, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "netcut_agent", "serve", "--listen", agent.address,
-                          "--store", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "netcut_agent", "serve", "--listen", agent.address, "--store", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "cannot listen" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1:99999"])
 def test_serve_rejects_bad_addresses(listen, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "netcut_agent", "serve", "--listen", listen, "--store", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "netcut_agent", "serve", "--listen", listen, "--store", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -1,4 +1,5 @@
 """Latency tables and estimators, with a real local agent, real SQLite files and tiny networks."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,15 @@ import numpy as np
 import pytest
 
 from conftest import BIN, run_cli
-from netcut.estimate import (CalibrationPoint, CostModel, EmpiricalEstimator, Measurement, fit_cost_model, pooled,
-                             quantile_uncertainty)
+from netcut.estimate import (
+    CalibrationPoint,
+    CostModel,
+    EmpiricalEstimator,
+    Measurement,
+    fit_cost_model,
+    pooled,
+    quantile_uncertainty,
+)
 from netcut.features import FEATURES
 from netcut_host.profiling import anchor_cuts, round_timing
 from netcut_host.records import AgentResult, BoardDescription, BoardState, Stats, Timing
@@ -21,7 +29,17 @@ from netcut_host.tables import MIGRATIONS, SCHEMA_VERSION, LatencyDB, Row, RowKe
 
 FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
 SMALL = ["--input-size", "32"]
-RESNET18_CUTS = ["maxpool", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "avgpool"]
+RESNET18_CUTS = [
+    "maxpool",
+    "layer1.0",
+    "layer1.1",
+    "layer2.0",
+    "layer2.1",
+    "layer3.0",
+    "layer3.1",
+    "layer4.0",
+    "avgpool",
+]
 
 
 def host(*argv, db, timeout=600, **kw):
@@ -73,7 +91,7 @@ def test_profile_again_skips_what_is_measured(profiled):
     out = host("profile", "--model", "resnet18", *SMALL, *FAST, "--json", db=db)
     assert out.returncode == 0, out.stderr
     again = json.loads(out.stdout)
-    assert again["measured"] == 0 and again["skipped"] == 1 + 9 + 4   # profile, heads, anchors
+    assert again["measured"] == 0 and again["skipped"] == 1 + 9 + 4  # profile, heads, anchors
 
 
 def test_empirical_estimate_every_cut_from_the_profile(profiled):
@@ -136,7 +154,9 @@ def test_validate_scores_both_estimators(profiled):
 def test_table_shows_exports_and_imports(profiled, tmp_path):
     db, _ = profiled
     shown = run_cli("netcut-host", "table", "--db", str(db), "--model", "resnet18")
-    assert shown.returncode == 0 and "layer2.1" in shown.stdout and "AMD" in shown.stdout or "target local" in shown.stdout
+    assert (
+        shown.returncode == 0 and "layer2.1" in shown.stdout and "AMD" in shown.stdout or "target local" in shown.stdout
+    )
     csv_out = run_cli("netcut-host", "table", "--db", str(db), "--csv")
     assert csv_out.stdout.splitlines()[0].startswith("id,target,identity,model")
     exported = tmp_path / "table.json"
@@ -177,8 +197,7 @@ def test_rows_of_another_identity_are_kept_apart(profiled, tmp_path):
 def test_killed_profile_keeps_committed_rows_and_resumes(tmp_path):
     db = tmp_path / "kill.sqlite"
     slow = ["--min-seconds", "0.4", "--warmup-seconds", "0", "--min-runs", "10"]
-    argv = [str(BIN / "netcut-host"), "profile", "--model", "resnet18", "--mode", "e2e", *SMALL, *slow,
-            "--db", str(db)]
+    argv = [str(BIN / "netcut-host"), "profile", "--model", "resnet18", "--mode", "e2e", *SMALL, *slow, "--db", str(db)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -216,22 +235,35 @@ def job_rounds(db) -> dict:
 
 def test_rounds_split_measurements_pool_and_resume(tmp_path):
     db = tmp_path / "rounds.sqlite"
-    what = ["--model", "mobilenet_v3_small", "--cuts", "features.1,features.3", "--mode", "both", *SMALL, *FAST, "--json"]
+    what = [
+        "--model",
+        "mobilenet_v3_small",
+        "--cuts",
+        "features.1,features.3",
+        "--mode",
+        "both",
+        *SMALL,
+        *FAST,
+        "--json",
+    ]
     out = host("profile", *what, "--rounds", "2", db=db)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["measured"] == 10      # (2 e2e + layers + 2 heads) x 2 rounds
+    assert json.loads(out.stdout)["measured"] == 10  # (2 e2e + layers + 2 heads) x 2 rounds
     rounds = job_rounds(db)
     assert len(rounds) == 5 and all(r == [0, 1] for r in rounds.values())
     with sqlite3.connect(db) as conn:
         timing = [json.loads(t) for (t,) in conn.execute("SELECT timing FROM measurements WHERE mode='e2e'")]
-        e2e = conn.execute("SELECT id, n, samples FROM measurements WHERE mode='e2e' AND cut=? ORDER BY round",
-                           (anchor_cut := "features.3",)).fetchall()
-    assert all(t["min_runs"] == 5 for t in timing)        # each round is half of --min-runs 10
+        e2e = conn.execute(
+            "SELECT id, n, samples FROM measurements WHERE mode='e2e' AND cut=? ORDER BY round",
+            (anchor_cut := "features.3",),
+        ).fetchall()
+    assert all(t["min_runs"] == 5 for t in timing)  # each round is half of --min-runs 10
     shown = host("table", "--model", "mobilenet_v3_small", db=db).stdout
     assert shown.count(" round 2") == 5 and len([l for l in shown.splitlines() if " onnx " in l]) == 10
     # The estimate pools both rounds: every sample of both rows.
-    out = host("estimate", "--model", "mobilenet_v3_small", "--cut", anchor_cut, *SMALL, "--quantile", "p50",
-               "--json", db=db)
+    out = host(
+        "estimate", "--model", "mobilenet_v3_small", "--cut", anchor_cut, *SMALL, "--quantile", "p50", "--json", db=db
+    )
     assert out.returncode == 0, out.stderr
     estimate = json.loads(out.stdout)["estimates"][0]
     samples = [x for _, _, s in e2e for x in json.loads(s)]
@@ -251,8 +283,12 @@ def test_rounds_split_measurements_pool_and_resume(tmp_path):
 def test_round_timing_splits_the_windows():
     whole = Timing(min_seconds=6.0, min_runs=50)
     third = round_timing(whole, 3)
-    assert (third.min_seconds, third.min_runs, third.warmup_seconds, third.warmup_runs) == \
-        (pytest.approx(2.0), 17, pytest.approx(1.0 / 3), 4)                   # warm-up: the agent's 1 s, 10 runs
+    assert (third.min_seconds, third.min_runs, third.warmup_seconds, third.warmup_runs) == (
+        pytest.approx(2.0),
+        17,
+        pytest.approx(1.0 / 3),
+        4,
+    )  # warm-up: the agent's 1 s, 10 runs
     assert round_timing(whole, 1) == whole
     head = round_timing(whole, 2, head=True)
     assert head.min_seconds == pytest.approx(0.25) and head.warmup_seconds == pytest.approx(0.1)
@@ -275,12 +311,14 @@ def test_a_schema_1_table_migrates_keeping_its_rows(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.executescript(MIGRATIONS[1] + "; PRAGMA user_version = 1;")
         conn.execute("INSERT INTO targets VALUES ('abc', 'pi4', '{}', 0)")
-        conn.execute("INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, granularity, "
-                     "format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, mean_ms, "
-                     "p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
-                     "clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', 'm', 'm', 32, 1, "
-                     "'a', 'block', 'onnx', 'onnxruntime', '1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, "
-                     "1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, 'x', '0', 0)")
+        conn.execute(
+            "INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, granularity, "
+            "format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, mean_ms, "
+            "p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
+            "clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', 'm', 'm', 32, 1, "
+            "'a', 'block', 'onnx', 'onnxruntime', '1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, "
+            "1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, 'x', '0', 0)"
+        )
     with LatencyDB(path) as db:
         assert db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         rows = db.rows()
@@ -304,16 +342,30 @@ def test_bad_databases_are_refused_and_left_intact(tmp_path):
 
 
 def test_unreachable_target_and_a_runtime_it_lacks(tmp_path, agent_factory):
-    out = host("profile", "--model", "resnet18", "--target", "pi4", "--agent", "127.0.0.1:9", *SMALL,
-               db=tmp_path / "x.sqlite")
+    out = host(
+        "profile", "--model", "resnet18", "--target", "pi4", "--agent", "127.0.0.1:9", *SMALL, db=tmp_path / "x.sqlite"
+    )
     assert out.returncode == 4 and "cannot reach the agent" in out.stderr
     blocker = tmp_path / "blocked"
     for package in ("ai_edge_litert", "tflite_runtime"):
         (blocker / package).mkdir(parents=True)
         (blocker / package / "__init__.py").write_text("raise ImportError('not on this board')\n")
     a = agent_factory(env={"PYTHONPATH": str(blocker)})
-    out = host("profile", "--model", "resnet18", "--target", "pi4", "--agent", a.address, "--format", "tflite",
-               "--mode", "e2e", *SMALL, db=tmp_path / "x.sqlite")
+    out = host(
+        "profile",
+        "--model",
+        "resnet18",
+        "--target",
+        "pi4",
+        "--agent",
+        a.address,
+        "--format",
+        "tflite",
+        "--mode",
+        "e2e",
+        *SMALL,
+        db=tmp_path / "x.sqlite",
+    )
     assert out.returncode == 2 and "cannot run litert" in out.stderr
     out = host("profile", "--model", "resnet18", "--target", "pi4", *SMALL, db=tmp_path / "x.sqlite")
     assert out.returncode == 2 and "needs --agent" in out.stderr
@@ -325,9 +377,26 @@ def test_a_full_disk_keeps_committed_rows(tmp_path):
     db.add_target(target)
 
     def result(n: int) -> AgentResult:
-        return AgentResult("0" * 64, "0", "onnxruntime", "1", "CPUExecutionProvider", 1,
-                           Stats(n, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0), (1.0,) * n, 1.0, 1.0, False, False,
-                           (), Timing(), (), BoardDescription(), BoardState(), BoardState())
+        return AgentResult(
+            "0" * 64,
+            "0",
+            "onnxruntime",
+            "1",
+            "CPUExecutionProvider",
+            1,
+            Stats(n, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0),
+            (1.0,) * n,
+            1.0,
+            1.0,
+            False,
+            False,
+            (),
+            Timing(),
+            (),
+            BoardDescription(),
+            BoardState(),
+            BoardState(),
+        )
 
     first = db.add(Row("t", target.key, "m", RowKey(), "a", "e2e", result(3)))
     pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
@@ -351,8 +420,10 @@ def test_quantile_uncertainty_shrinks_with_more_samples():
 def test_cost_model_recovers_known_weights_and_round_trips_json():
     rng = np.random.default_rng(1)
     truth = np.array([3.0, 10.0, 1.0, 0.05, 0.02, 0.001, 0.01])
-    points = [CalibrationPoint(f"m{i % 3}", f, float(np.dot(truth, f)))
-              for i, f in enumerate(rng.uniform(0.01, 1.0, (60, len(FEATURES))))]
+    points = [
+        CalibrationPoint(f"m{i % 3}", f, float(np.dot(truth, f)))
+        for i, f in enumerate(rng.uniform(0.01, 1.0, (60, len(FEATURES))))
+    ]
     model = fit_cost_model(points, "t")
     assert np.allclose(model.weights, truth, rtol=1e-6)
     assert model.relative_residual < 1e-9
@@ -386,11 +457,11 @@ def test_empirical_estimator_explains_what_it_lacks():
     blocks = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
     full = Measurement(1, "m", None, "layers", 3, 4.0, 4.0, 4.0, 4.0, (4.0,) * 3, blocks)
     heads = [Measurement(10 + i, "m", c, "head", 3, 0.0, 0.0, 0.0, 0.0, (0.0,) * 3) for i, c in enumerate("abcd")]
-    anchor = Measurement(20, "m", "a", "anchor", 3, 0.8, 0.8, 0.8, 0.8, (0.8,) * 3)   # 0.8x the profile's 1.0
+    anchor = Measurement(20, "m", "a", "anchor", 3, 0.8, 0.8, 0.8, 0.8, (0.8,) * 3)  # 0.8x the profile's 1.0
     estimator = EmpiricalEstimator(Table([full, anchor, *heads]))
     cuts = list("abcd")
     a = estimator.estimate("m", cuts, "a", "median")
     assert a.estimated_ms == 0.8 and "measured end to end" in a.evidence
-    b = estimator.estimate("m", cuts, "b", "median")   # share 0.5, between 0.8 at 0.25 and 1 at 1.0
+    b = estimator.estimate("m", cuts, "b", "median")  # share 0.5, between 0.8 at 0.25 and 1 at 1.0
     assert b.estimated_ms == pytest.approx(2.0 * (0.8 + (1.0 - 0.8) * (0.5 - 0.25) / 0.75))
     assert "corrected" in b.evidence and 20 in b.rows

@@ -4,6 +4,7 @@ There is no GPU in CI, so the out-of-memory error is injected: by the network it
 trains on a batch above a limit (full fine-tuning), or by the feature pass (head training).
 Everything else is the real training code on real tensors.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,7 +79,7 @@ def test_the_retry_halves_the_batch_once():
 
     assert with_smaller_batch_on_oom(run, 128) == 64
     assert tried == [128, 64]
-    assert with_smaller_batch_on_oom(run, 1) == 1   # nothing to halve, nothing retried
+    assert with_smaller_batch_on_oom(run, 1) == 1  # nothing to halve, nothing retried
     assert tried == [128, 64, 1]
 
 
@@ -87,8 +88,9 @@ def test_head_training_retries_its_feature_pass_at_half_the_batch(monkeypatch, c
         def __init__(self):
             super().__init__()
             torch.manual_seed(0)
-            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-                                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+            )
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.fc = nn.Linear(8, 2)
 
@@ -112,6 +114,6 @@ def test_head_training_retries_its_feature_pass_at_half_the_batch(monkeypatch, c
     cut = a.cuts[-1].name
     with caplog.at_level(logging.WARNING, logger="netcut.training"):
         results = train_heads(a, [cut, None], data, data, 2, TrainConfig("head", 5, batch_size=64))
-    assert batches == [128, 64, 64]           # the train pass failed at 128; both passes ran at 64
+    assert batches == [128, 64, 64]  # the train pass failed at 128; both passes ran at 64
     assert "retrying with batch size 64" in caplog.text
     assert results[cut][1].accuracy > 0.9 and results[None][1].accuracy > 0.9

@@ -1,6 +1,7 @@
 """netcut-host: the workstation side of NetCut. The command line only: each module of this package
 parses one group of commands, calls the library (netcut_host's other modules, netcut) and prints.
 Nothing outside this package imports it."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,12 @@ runs the built-in demo on this machine.
 def build_parser() -> argparse.ArgumentParser:
     from . import agent, fleet, models, search, tables
 
-    parser = argparse.ArgumentParser(prog="netcut-host", description=DESCRIPTION, epilog=EXIT_CODES_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="netcut-host",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"netcut-host {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the host does (default: warnings)")
     parser.add_argument("--debug", action="store_true", help="log everything, with the details of errors")
@@ -40,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-                        if args.verbose or args.debug else "netcut-host: %(message)s")
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        if args.verbose or args.debug
+        else "netcut-host: %(message)s",
+    )
     # paramiko logs a refused port forward (an agent not up yet) as an ERROR; netcut reports what matters.
     logging.getLogger("paramiko.transport").setLevel(logging.DEBUG if args.debug else logging.CRITICAL)
     from netcut.errors import NetcutError
@@ -64,4 +73,3 @@ def main(argv: list[str] | None = None) -> int:
         # A file or folder the user named cannot be read or written: theirs to fix.
         print(f"netcut-host: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
         return EXIT_USAGE
-

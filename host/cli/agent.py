@@ -1,4 +1,5 @@
 """netcut-host info and bench: commands that talk to a target's agents directly."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,29 +8,43 @@ from pathlib import Path
 
 from ..choices import RUNTIMES
 from ..records import AgentInfo
-from .options import add_json, add_target, add_timing_args, credentials_from_args, parse_shape, ssh_options, \
-    timing_from_args
+from .options import (
+    add_json,
+    add_target,
+    add_timing_args,
+    credentials_from_args,
+    parse_shape,
+    ssh_options,
+    timing_from_args,
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    info = sub.add_parser("info", help="print what a target's agents are and can run",
-                          description="Print each agent's version, runtimes, board description and board state: "
-                          "the local agent (started for the command), the one at --agent, or every reachable board "
-                          "of an inventory target.")
+    info = sub.add_parser(
+        "info",
+        help="print what a target's agents are and can run",
+        description="Print each agent's version, runtimes, board description and board state: "
+        "the local agent (started for the command), the one at --agent, or every reachable board "
+        "of an inventory target.",
+    )
     add_target(info)
     add_json(info, "a list of each agent's fields as JSON")
     info.set_defaults(func=cmd_info)
 
-    bench = sub.add_parser("bench", help="time a model file on an agent",
-                           description="Upload a model file to a target's agent (only if it lacks it), benchmark it "
-                           "there, show progress and print the statistics. On an inventory target, the first "
-                           "reachable board measures it.")
+    bench = sub.add_parser(
+        "bench",
+        help="time a model file on an agent",
+        description="Upload a model file to a target's agent (only if it lacks it), benchmark it "
+        "there, show progress and print the statistics. On an inventory target, the first "
+        "reachable board measures it.",
+    )
     bench.add_argument("model", type=Path, metavar="MODEL_FILE", help=".onnx or .tflite")
     add_target(bench)
     bench.add_argument("--runtime", choices=RUNTIMES, help="default: from the file's extension")
     bench.add_argument("--threads", type=int, default=0, help="intra-op threads (default: 0, the runtime's)")
-    bench.add_argument("--shape", type=parse_shape, help="input shape for dynamic dimensions, e.g. 1,3,224,224 "
-                       "(default: the model's)")
+    bench.add_argument(
+        "--shape", type=parse_shape, help="input shape for dynamic dimensions, e.g. 1,3,224,224 (default: the model's)"
+    )
     bench.add_argument("--profile", action="store_true", help="also measure per-layer times")
     add_json(bench, "JSON (median_ms, p99_ms, cv, n, samples_ms, ...)")
     add_timing_args(bench)
@@ -50,19 +65,30 @@ def print_info(info: AgentInfo, address: str) -> None:
         ("cpu", f"{b.cpu_model}, {b.cpu_cores} cores, {b.machine}"),
         ("system", f"{b.os}, kernel {b.kernel}, Python {b.python_version}"),
         ("memory", f"{b.memory_bytes / 2**30:.1f} GiB, {s.memory_available_bytes / 2**30:.1f} GiB available"),
-        ("clock", f"{s.cpu_mhz:.0f} MHz (max {s.cpu_max_mhz:.0f}), governor {s.governor}" if s.cpu_mhz
-         else "not readable (no cpufreq)"),
+        (
+            "clock",
+            f"{s.cpu_mhz:.0f} MHz (max {s.cpu_max_mhz:.0f}), governor {s.governor}"
+            if s.cpu_mhz
+            else "not readable (no cpufreq)",
+        ),
         ("temperature", f"{s.max_celsius:.1f} C" if s.temperatures else "not readable (no thermal zones)"),
-        ("throttled", ("YES" if s.throttled else "no") + (f" (flags 0x{s.throttle_flags:x}, {s.throttle_source})"
-                                                          if s.throttle_source else " (not observable)")),
-        ("store", f"{info.store.models} models, {info.store.bytes_used / 1e6:.1f} of "
-                  f"{info.store.bytes_cap / 1e6:.0f} MB"),
+        (
+            "throttled",
+            ("YES" if s.throttled else "no")
+            + (f" (flags 0x{s.throttle_flags:x}, {s.throttle_source})" if s.throttle_source else " (not observable)"),
+        ),
+        (
+            "store",
+            f"{info.store.models} models, {info.store.bytes_used / 1e6:.1f} of {info.store.bytes_cap / 1e6:.0f} MB",
+        ),
         ("busy", f"{'yes' if info.busy else 'no'}, {info.queue_length} waiting"),
     ]
     for rt in info.runtimes:
-        detail = (f"{rt.version} [{', '.join(rt.execution_providers)}]" + (", per-layer profile" if rt.layer_profile
-                                                                           else "")
-                  if rt.available else f"not available: {rt.unavailable_reason}")
+        detail = (
+            f"{rt.version} [{', '.join(rt.execution_providers)}]" + (", per-layer profile" if rt.layer_profile else "")
+            if rt.available
+            else f"not available: {rt.unavailable_reason}"
+        )
         rows.append((f"runtime {rt.name}", detail))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -97,21 +123,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
         where, client, _ = agents[0]
         progress.show(f"uploading {path.name}…", force=True)
         model_id = client.upload(path)
-        result = wire.benchmark(client, model_id, runtime, args.threads, timing_from_args(args), args.profile,
-                                args.shape, on_progress=progress.show)
+        result = wire.benchmark(
+            client,
+            model_id,
+            runtime,
+            args.threads,
+            timing_from_args(args),
+            args.profile,
+            args.shape,
+            on_progress=progress.show,
+        )
     progress.done()
     if args.json:
         print(json.dumps(result.to_dict(str(path)), indent=1))
         return 0
     s = result.stats
-    print(f"{path.name} on {where} ({runtime} {result.runtime_version}, {result.execution_provider}, "
-          f"{result.threads or 'default'} threads)")
-    print(f"  median {s.median_ms:.3f} ms   p90 {s.p90_ms:.3f}   p99 {s.p99_ms:.3f}   "
-          f"min {s.min_ms:.3f}   max {s.max_ms:.3f}   cv {s.cv:.3f}   n {s.n}")
-    temperature = (f"{result.state_start.max_celsius:.0f}->{result.state_end.max_celsius:.0f} C"
-                   if result.state_start.temperatures else "n/a")
-    print(f"  session {result.session_create_ms:.1f} ms, first run {result.first_run_ms:.2f} ms, "
-          f"temperature {temperature}, throttled {'YES' if result.throttled else 'no'}")
+    print(
+        f"{path.name} on {where} ({runtime} {result.runtime_version}, {result.execution_provider}, "
+        f"{result.threads or 'default'} threads)"
+    )
+    print(
+        f"  median {s.median_ms:.3f} ms   p90 {s.p90_ms:.3f}   p99 {s.p99_ms:.3f}   "
+        f"min {s.min_ms:.3f}   max {s.max_ms:.3f}   cv {s.cv:.3f}   n {s.n}"
+    )
+    temperature = (
+        f"{result.state_start.max_celsius:.0f}->{result.state_end.max_celsius:.0f} C"
+        if result.state_start.temperatures
+        else "n/a"
+    )
+    print(
+        f"  session {result.session_create_ms:.1f} ms, first run {result.first_run_ms:.2f} ms, "
+        f"temperature {temperature}, throttled {'YES' if result.throttled else 'no'}"
+    )
     if args.profile:
         blocks: dict[str, float] = {}
         for layer in result.layers:

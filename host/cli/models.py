@@ -1,4 +1,5 @@
 """netcut-host cuts and export: where a network can be cut, and a trimmed network written to a file."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,47 +14,87 @@ from .options import CLASSES_HELP, add_json
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    cuts = sub.add_parser("cuts", help="list where a network can be cut",
-                          description="List a network's cut points in execution order with the cumulative "
-                          "multiply-adds (MACs) and parameters up to each cut and the size of the activation there. "
-                          "Names are torchvision node names (get_graph_node_names) or their top-level block.")
+    cuts = sub.add_parser(
+        "cuts",
+        help="list where a network can be cut",
+        description="List a network's cut points in execution order with the cumulative "
+        "multiply-adds (MACs) and parameters up to each cut and the size of the activation there. "
+        "Names are torchvision node names (get_graph_node_names) or their top-level block.",
+    )
     cuts.add_argument("model", help="a torchvision model name (e.g. mobilenet_v2) or package.module:factory")
     cuts.add_argument("--input-size", type=int, help="square input size in pixels (default: 224; 299 for inception_v3)")
-    cuts.add_argument("--granularity", choices=GRANULARITIES, default="block",
-                      help="block: the ends of top-level blocks; layer: every possible cut (default: %(default)s)")
+    cuts.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        default="block",
+        help="block: the ends of top-level blocks; layer: every possible cut (default: %(default)s)",
+    )
     add_json(cuts)
     cuts.set_defaults(func=cmd_cuts)
 
-    export = sub.add_parser("export", help="build a trimmed network and export it",
-                            description="Cut a network after a block, add a head (global average pooling and a "
-                            "linear layer to K classes), and export it as ONNX (verified in onnxruntime) or TFLite "
-                            "(verified in LiteRT; needs the convert extra). The head is untrained: export is for "
-                            "latency work; `search` retrains.")
+    export = sub.add_parser(
+        "export",
+        help="build a trimmed network and export it",
+        description="Cut a network after a block, add a head (global average pooling and a "
+        "linear layer to K classes), and export it as ONNX (verified in onnxruntime) or TFLite "
+        "(verified in LiteRT; needs the convert extra). The head is untrained: export is for "
+        "latency work; `search` retrains.",
+    )
     export.add_argument("model", help="a torchvision model name or package.module:factory")
-    export.add_argument("--cut", default=FULL, help=f"cut name or index from `netcut-host cuts`, or '{FULL}' "
-                        "(default: %(default)s)")
-    export.add_argument("--classes", type=int, default=None,
-                        help=f"{CLASSES_HELP} (default: 1000; for '{FULL}', keeps the network's own)")
-    export.add_argument("--head", choices=["gap-linear", "none"], default="gap-linear",
-                        help="gap-linear (default) or none: the bare prefix, whose output is the activation at the cut")
+    export.add_argument(
+        "--cut", default=FULL, help=f"cut name or index from `netcut-host cuts`, or '{FULL}' (default: %(default)s)"
+    )
+    export.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help=f"{CLASSES_HELP} (default: 1000; for '{FULL}', keeps the network's own)",
+    )
+    export.add_argument(
+        "--head",
+        choices=["gap-linear", "none"],
+        default="gap-linear",
+        help="gap-linear (default) or none: the bare prefix, whose output is the activation at the cut",
+    )
     export.add_argument("--format", choices=FORMATS, default="onnx", help="onnx or tflite (default: %(default)s)")
     export.add_argument("--input-size", type=int, help="square input size (default: 224; 299 for inception_v3)")
     export.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
-    export.add_argument("--weights", default="none",
-                        help="none (random; default, fine for latency), a torchvision weights name such as DEFAULT, "
-                        "or a state_dict file")
-    export.add_argument("--granularity", choices=GRANULARITIES, default="block",
-                        help="which cut names --cut refers to, and how nodes are labelled (default: %(default)s)")
+    export.add_argument(
+        "--weights",
+        default="none",
+        help="none (random; default, fine for latency), a torchvision weights name such as DEFAULT, "
+        "or a state_dict file",
+    )
+    export.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        default="block",
+        help="which cut names --cut refers to, and how nodes are labelled (default: %(default)s)",
+    )
     export.add_argument("-o", "--output", type=Path, required=True, help="file to write (.onnx or .tflite)")
     add_json(export, "what was written as JSON")
     export.set_defaults(func=cmd_export)
 
 
 def cuts_dict(a) -> dict:  # noqa: ANN001 - a NetworkAnalysis (netcut.cuts loads torch)
-    return {"model": a.model_name, "input_shape": list(a.input_shape), "granularity": a.granularity,
-            "cuts": [{"index": c.index, "name": c.name, "node": c.node, "output_shape": list(c.output_shape),
-                      "macs": c.macs, "params": c.params, "activation_bytes": c.activation_bytes} for c in a.cuts],
-            "full": {"macs": a.full_macs, "params": a.full_params}}
+    return {
+        "model": a.model_name,
+        "input_shape": list(a.input_shape),
+        "granularity": a.granularity,
+        "cuts": [
+            {
+                "index": c.index,
+                "name": c.name,
+                "node": c.node,
+                "output_shape": list(c.output_shape),
+                "macs": c.macs,
+                "params": c.params,
+                "activation_bytes": c.activation_bytes,
+            }
+            for c in a.cuts
+        ],
+        "full": {"macs": a.full_macs, "params": a.full_params},
+    }
 
 
 def cmd_cuts(args: argparse.Namespace) -> int:
@@ -63,12 +104,16 @@ def cmd_cuts(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(cuts_dict(a), indent=1))
         return 0
-    print(f"{a.model_name} at {'x'.join(map(str, a.input_shape))}: {len(a.cuts)} cuts ({a.granularity}), "
-          f"full network {a.full_macs / 1e6:.1f} M MACs, {a.full_params / 1e6:.2f} M params")
+    print(
+        f"{a.model_name} at {'x'.join(map(str, a.input_shape))}: {len(a.cuts)} cuts ({a.granularity}), "
+        f"full network {a.full_macs / 1e6:.1f} M MACs, {a.full_params / 1e6:.2f} M params"
+    )
     print(f"{'#':>3}  {'cut':<34} {'output':<18} {'MACs (M)':>10} {'% of full':>9} {'params (M)':>10} {'act (KB)':>9}")
     for c in a.cuts:
-        print(f"{c.index:>3}  {c.name:<34} {'x'.join(map(str, c.output_shape)):<18} {c.macs / 1e6:>10.2f} "
-              f"{100 * c.macs / a.full_macs:>8.1f}% {c.params / 1e6:>10.3f} {c.activation_bytes / 1024:>9.1f}")
+        print(
+            f"{c.index:>3}  {c.name:<34} {'x'.join(map(str, c.output_shape)):<18} {c.macs / 1e6:>10.2f} "
+            f"{100 * c.macs / a.full_macs:>8.1f}% {c.params / 1e6:>10.3f} {c.activation_bytes / 1024:>9.1f}"
+        )
     return 0
 
 
@@ -90,18 +135,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     cut = None if full else a.cut(args.cut)
     classes = args.classes if args.classes is not None else (None if full else 1000)
     trn = build_trn(a, cut, classes, args.head)
-    metadata = {"netcut.model": args.model, "netcut.cut": FULL if full else cut.name,
-                "netcut.granularity": args.granularity, "netcut.head": args.head,
-                "netcut.weights": args.weights}
+    metadata = {
+        "netcut.model": args.model,
+        "netcut.cut": FULL if full else cut.name,
+        "netcut.granularity": args.granularity,
+        "netcut.head": args.head,
+        "netcut.weights": args.weights,
+    }
     result = export(trn, args.output, a.input_shape, fmt, metadata)
-    info = {"path": str(result.path), "format": fmt, "model": args.model, "cut": None if full else cut.name,
-            "input_shape": list(a.input_shape), "macs": a.full_macs if full else cut.macs,
-            "relative_error": result.relative_error, "seconds": round(result.seconds, 3),
-            "bytes": result.path.stat().st_size}
+    info = {
+        "path": str(result.path),
+        "format": fmt,
+        "model": args.model,
+        "cut": None if full else cut.name,
+        "input_shape": list(a.input_shape),
+        "macs": a.full_macs if full else cut.macs,
+        "relative_error": result.relative_error,
+        "seconds": round(result.seconds, 3),
+        "bytes": result.path.stat().st_size,
+    }
     if args.json:
         print(json.dumps(info, indent=1))
     else:
-        print(f"wrote {result.path} ({fmt}, {info['bytes'] / 1e6:.1f} MB): {args.model} "
-              f"{'full network' if full else 'cut after ' + cut.name}, input {'x'.join(map(str, a.input_shape))}, "
-              f"verified against torch (relative error {result.relative_error:.1e})")
+        print(
+            f"wrote {result.path} ({fmt}, {info['bytes'] / 1e6:.1f} MB): {args.model} "
+            f"{'full network' if full else 'cut after ' + cut.name}, input {'x'.join(map(str, a.input_shape))}, "
+            f"verified against torch (relative error {result.relative_error:.1e})"
+        )
     return 0

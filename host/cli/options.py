@@ -1,5 +1,6 @@
 """Options several commands share, and turning them into the library's records. Light at import
 (no torch, no grpc), so that `--help` answers at once; heavy modules load inside the functions."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,10 @@ if TYPE_CHECKING:
     from ..tables import LatencyDB, RowKey
     from ..targets import ConnectedTarget
 
-TARGET_HELP = ("'local' starts an agent on this machine (default); a name with --agent reaches that agent; any "
-               "other name is a target of the fleet inventory")
+TARGET_HELP = (
+    "'local' starts an agent on this machine (default); a name with --agent reaches that agent; any "
+    "other name is a target of the fleet inventory"
+)
 CLASSES_HELP = "classes of the new head"
 
 
@@ -53,29 +56,42 @@ def add_models(p: argparse.ArgumentParser, required: bool, help_text: str) -> No
 
 
 def add_quantile(p: argparse.ArgumentParser, default: str = "p99") -> None:
-    p.add_argument("--quantile", default=default, metavar="Q",
-                   help=f"latency quantile: {'|'.join(QUANTILES)} (default: %(default)s)")
+    p.add_argument(
+        "--quantile",
+        default=default,
+        metavar="Q",
+        help=f"latency quantile: {'|'.join(QUANTILES)} (default: %(default)s)",
+    )
 
 
 def add_runtime(p: argparse.ArgumentParser, default_text: str) -> None:
-    p.add_argument("--runtime", choices=RUNTIMES, help=f"the board's runtime: {' or '.join(RUNTIMES)} (default: "
-                   f"{default_text})")
+    p.add_argument(
+        "--runtime", choices=RUNTIMES, help=f"the board's runtime: {' or '.join(RUNTIMES)} (default: {default_text})"
+    )
 
 
 def add_connection_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--agent", required=required, metavar="HOST:PORT",
-                   help="the agent's address" + ("" if required else " (default: none; see --target)"))
+    p.add_argument(
+        "--agent",
+        required=required,
+        metavar="HOST:PORT",
+        help="the agent's address" + ("" if required else " (default: none; see --target)"),
+    )
     p.add_argument("--token-file", type=Path, help="the agent's token, if it was started with one (default: none)")
     p.add_argument("--ca-cert", type=Path, help="trust this CA and connect with TLS (default: plaintext)")
     p.add_argument("--client-cert", type=Path, help="client certificate for mutual TLS (default: none)")
     p.add_argument("--client-key", type=Path, help="client key for mutual TLS (default: none)")
-    p.add_argument("--connect-timeout", type=float, default=3.0,
-                   help="seconds to wait for the agent (default: %(default)s)")
+    p.add_argument(
+        "--connect-timeout", type=float, default=3.0, help="seconds to wait for the agent (default: %(default)s)"
+    )
 
 
 def add_fleet_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fleet", type=Path, help="fleet inventory (TOML) for named targets (default: the user's "
-                   "config dir, fleet.toml)")
+    p.add_argument(
+        "--fleet",
+        type=Path,
+        help="fleet inventory (TOML) for named targets (default: the user's config dir, fleet.toml)",
+    )
     p.add_argument("--known-hosts", type=Path, help="SSH known_hosts file (default: ~/.ssh/known_hosts)")
 
 
@@ -91,20 +107,30 @@ def add_db(p: argparse.ArgumentParser) -> None:
 
 def add_timing_args(p: argparse.ArgumentParser) -> None:
     d = DEFAULT_TIMING
-    g = p.add_argument_group(f"timing on the board (the agent's defaults: {d['warmup_runs']} warm-up runs and "
-                             f"{d['warmup_seconds']:g} s, then at least {d['min_runs']} runs and "
-                             f"{d['min_seconds']:g} s, at most {d['max_seconds']:g} s)")
-    for flag, kind, text in (("--warmup-runs", int, "warm-up runs"), ("--warmup-seconds", float, "warm-up seconds"),
-                             ("--min-runs", int, "timed runs at least"), ("--min-seconds", float,
-                                                                           "timed seconds at least"),
-                             ("--max-seconds", float, "stop timing here even if --min-runs is not reached")):
+    g = p.add_argument_group(
+        f"timing on the board (the agent's defaults: {d['warmup_runs']} warm-up runs and "
+        f"{d['warmup_seconds']:g} s, then at least {d['min_runs']} runs and "
+        f"{d['min_seconds']:g} s, at most {d['max_seconds']:g} s)"
+    )
+    for flag, kind, text in (
+        ("--warmup-runs", int, "warm-up runs"),
+        ("--warmup-seconds", float, "warm-up seconds"),
+        ("--min-runs", int, "timed runs at least"),
+        ("--min-seconds", float, "timed seconds at least"),
+        ("--max-seconds", float, "stop timing here even if --min-runs is not reached"),
+    ):
         name = flag[2:].replace("-", "_")
         g.add_argument(flag, type=kind, help=f"{text} (default: {d[name]:g})")
-    g.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS, metavar="N",
-                   help="split each measurement into N windows taken in N passes over all measurements (every "
-                        "other pass in reverse), so a slow drift of the board (heat, neighbours) averages out "
-                        "instead of biasing whichever measurements it caught; the windows add up to the timing "
-                        "above (default: %(default)s)")
+    g.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=DEFAULT_ROUNDS,
+        metavar="N",
+        help="split each measurement into N windows taken in N passes over all measurements (every "
+        "other pass in reverse), so a slow drift of the board (heat, neighbours) averages out "
+        "instead of biasing whichever measurements it caught; the windows add up to the timing "
+        "above (default: %(default)s)",
+    )
 
 
 def timing_from_args(args: argparse.Namespace) -> Timing:
@@ -118,15 +144,20 @@ def add_row_args(p: argparse.ArgumentParser, classes_default: int = 10) -> None:
     g = p.add_argument_group("what identifies a row")
     g.add_argument("--input-size", type=int, default=224, help="square input size in pixels (default: %(default)s)")
     g.add_argument("--batch", type=int, default=1, help="batch size (default: %(default)s)")
-    g.add_argument("--threads", type=int, help="runtime threads on the board (default: the inventory target's, "
-                   "else 1)")
+    g.add_argument("--threads", type=int, help="runtime threads on the board (default: the inventory target's, else 1)")
     g.add_argument("--format", choices=FORMATS, help="model format (default: the runtime's, else onnx)")
-    g.add_argument("--runtime", choices=RUNTIMES,
-                   help="default: the format's runtime, else the inventory target's, else onnxruntime")
+    g.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="default: the format's runtime, else the inventory target's, else onnxruntime",
+    )
     g.add_argument("--classes", type=int, default=classes_default, help=f"{CLASSES_HELP} (default: %(default)s)")
-    g.add_argument("--granularity", choices=GRANULARITIES, default="block",
-                   help="block: cuts at the ends of top-level blocks; layer: every possible cut (default: "
-                   "%(default)s)")
+    g.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        default="block",
+        help="block: cuts at the ends of top-level blocks; layer: every possible cut (default: %(default)s)",
+    )
 
 
 def credentials_from_args(args: argparse.Namespace) -> Credentials:
@@ -141,8 +172,9 @@ def credentials_from_args(args: argparse.Namespace) -> Credentials:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
 
     token = read(args.token_file)
-    return Credentials(token.decode().strip() if token else None, read(args.ca_cert), read(args.client_cert),
-                       read(args.client_key))
+    return Credentials(
+        token.decode().strip() if token else None, read(args.ca_cert), read(args.client_cert), read(args.client_key)
+    )
 
 
 def ssh_options(args: argparse.Namespace) -> SSHOptions:
@@ -168,8 +200,12 @@ def row_key(args: argparse.Namespace) -> RowKey:
     threads = args.threads if args.threads is not None else (ft.threads if ft else 1)
     if FORMAT_OF[runtime] != fmt:
         raise ConfigError(f"--runtime {runtime} does not run --format {fmt}")
-    for name, value in (("input_size", args.input_size), ("batch", args.batch), ("threads", threads),
-                        ("classes", args.classes)):
+    for name, value in (
+        ("input_size", args.input_size),
+        ("batch", args.batch),
+        ("threads", threads),
+        ("classes", args.classes),
+    ):
         if value < (0 if name == "threads" else 1):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
     return RowKey(args.input_size, args.batch, fmt, runtime, threads, args.granularity, args.classes)
@@ -185,5 +221,6 @@ def open_db(args: argparse.Namespace) -> LatencyDB:
 def connected(args: argparse.Namespace, runtime: str, threads: int) -> ContextManager[ConnectedTarget]:
     from ..targets import connect
 
-    return connect(args.target, args.agent, runtime, threads, credentials_from_args(args), args.fleet,
-                   ssh_options(args))
+    return connect(
+        args.target, args.agent, runtime, threads, credentials_from_args(args), args.fleet, ssh_options(args)
+    )

@@ -1,4 +1,5 @@
 """netcut-host profile, estimate, table and validate: the latency tables."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,19 @@ from pathlib import Path
 
 from ..choices import ESTIMATORS, MODES
 from ..errors import EXIT_TARGET_FAILED, ConfigError
-from .options import add_db, add_json, add_models, add_quantile, add_row_args, add_timing_args, connected, names_list, \
-    open_db, row_key, timing_from_args
+from .options import (
+    add_db,
+    add_json,
+    add_models,
+    add_quantile,
+    add_row_args,
+    add_timing_args,
+    connected,
+    names_list,
+    open_db,
+    row_key,
+    timing_from_args,
+)
 
 
 def warn_other_identities(db, name: str, identity: str) -> None:  # noqa: ANN001 - a LatencyDB
@@ -21,12 +33,18 @@ def warn_other_identities(db, name: str, identity: str) -> None:  # noqa: ANN001
     for t in others:
         count = db.count(t["identity"])
         if count:
-            print(f"note: {count} rows of target {name!r} were measured under another identity "
-                  f"({t['description']}); they are kept apart and not used (see netcut-host table)", file=sys.stderr)
+            print(
+                f"note: {count} rows of target {name!r} were measured under another identity "
+                f"({t['description']}); they are kept apart and not used (see netcut-host table)",
+                file=sys.stderr,
+            )
     old = db.count(identity, older_than=time.time() - STALE_DAYS * 86400)
     if old:
-        print(f"note: {old} rows of this target are older than {STALE_DAYS} days; the table may be stale "
-              "(profile --force to refresh)", file=sys.stderr)
+        print(
+            f"note: {old} rows of this target are older than {STALE_DAYS} days; the table may be stale "
+            "(profile --force to refresh)",
+            file=sys.stderr,
+        )
 
 
 # ------------------------------------------------------------------ profile
@@ -52,22 +70,46 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with open_db(args) as db, connected(args, key.runtime, key.threads) as target:
         warn_other_identities(db, target.name, target.identity.key)
         files = ModelFiles(export_cache(), key, analyses)
-        report = run(jobs, target, db, key, files, timing_from_args(args), args.force, show,
-                     agreement=args.agreement, rounds=args.rounds)
+        report = run(
+            jobs,
+            target,
+            db,
+            key,
+            files,
+            timing_from_args(args),
+            args.force,
+            show,
+            agreement=args.agreement,
+            rounds=args.rounds,
+        )
     progress.done()
-    out = {"target": target.name, "identity": target.identity.key, "models": names, "mode": args.mode,
-           "measured": len(report.measured), "skipped": report.skipped,
-           "failed": [{"job": j.label(), "error": e} for j, e in report.failed],
-           "seconds": round(report.seconds, 2), "inference_seconds": round(report.inference_seconds, 2),
-           "boards": report.boards, "board_errors": report.board_errors, "reference_ms": report.reference_ms}
+    out = {
+        "target": target.name,
+        "identity": target.identity.key,
+        "models": names,
+        "mode": args.mode,
+        "measured": len(report.measured),
+        "skipped": report.skipped,
+        "failed": [{"job": j.label(), "error": e} for j, e in report.failed],
+        "seconds": round(report.seconds, 2),
+        "inference_seconds": round(report.inference_seconds, 2),
+        "boards": report.boards,
+        "board_errors": report.board_errors,
+        "reference_ms": report.reference_ms,
+    }
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        print(f"{target.name}: measured {out['measured']}, already in the table {out['skipped']}, "
-              f"failed {len(report.failed)} ({out['seconds']:.0f} s)")
+        print(
+            f"{target.name}: measured {out['measured']}, already in the table {out['skipped']}, "
+            f"failed {len(report.failed)} ({out['seconds']:.0f} s)"
+        )
         if len(report.boards) > 1 or report.board_errors:
-            print("  per board: " + ", ".join(f"{b} {n}" for b, n in sorted(report.boards.items())) +
-                  "".join(f"; {b} failed: {e}" for b, e in report.board_errors.items()))
+            print(
+                "  per board: "
+                + ", ".join(f"{b} {n}" for b, n in sorted(report.boards.items()))
+                + "".join(f"; {b} failed: {e}" for b, e in report.board_errors.items())
+            )
         for job, error in report.failed:
             print(f"  failed: {job.label()}: {error}", file=sys.stderr)
     return EXIT_TARGET_FAILED if report.failed else 0
@@ -108,11 +150,27 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             print(f"note: {args.target} is unreachable; estimating from its last known identity", file=sys.stderr)
         warn_other_identities(db, target_name, identity)
         estimates = estimate_candidates(db, identity, key, analyses, args.estimator, args.quantile, 0.0, only=only)
-    out = {"target": target_name, "estimator": args.estimator, "quantile": args.quantile,
-           "networks": [{"model": name, "estimates": [{"cut": e.cut, "estimated_ms": e.estimated_ms,
-                                                       "uncertainty_ms": e.uncertainty_ms, "evidence": e.evidence}
-                                                      for e in estimates.by_model[name]]} for name in names]}
-    if len(names) == 1:   # one network: its fields at the top, as scripts read them
+    out = {
+        "target": target_name,
+        "estimator": args.estimator,
+        "quantile": args.quantile,
+        "networks": [
+            {
+                "model": name,
+                "estimates": [
+                    {
+                        "cut": e.cut,
+                        "estimated_ms": e.estimated_ms,
+                        "uncertainty_ms": e.uncertainty_ms,
+                        "evidence": e.evidence,
+                    }
+                    for e in estimates.by_model[name]
+                ],
+            }
+            for name in names
+        ],
+    }
+    if len(names) == 1:  # one network: its fields at the top, as scripts read them
         out = {**{k: v for k, v in out.items() if k != "networks"}, **out["networks"][0]}
     if args.json:
         print(json.dumps(out, indent=1))
@@ -120,13 +178,17 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         for name in names:
             print(f"{name} on {target_name} ({args.estimator}, {args.quantile}):")
             for e in estimates.by_model[name]:
-                value = f"{e.estimated_ms:9.3f} ms ± {e.uncertainty_ms:.3f}" if e.estimated_ms is not None else \
-                    "     n/a"
+                value = (
+                    f"{e.estimated_ms:9.3f} ms ± {e.uncertainty_ms:.3f}" if e.estimated_ms is not None else "     n/a"
+                )
                 print(f"  {e.cut or '(full network)':<34} {value:<24} {e.evidence}")
     missing = [n for n in names if all(e.estimated_ms is None for e in estimates.by_model[n])]
     if missing:
-        print(f"no estimate for {', '.join(missing)}: profile first (netcut-host profile --target {target_name} "
-              f"--models {','.join(missing)})", file=sys.stderr)
+        print(
+            f"no estimate for {', '.join(missing)}: profile first (netcut-host profile --target {target_name} "
+            f"--models {','.join(missing)})",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -159,16 +221,47 @@ def cmd_table(args: argparse.Namespace) -> int:
         rows = [r for r in db.rows(target=args.target) if not wanted or r["model"] in wanted]
         if args.csv:
             writer = csv.writer(sys.stdout)
-            columns = ["id", "target", "identity", "model", "input_size", "batch", "cut", "format", "runtime",
-                       "runtime_version", "threads", "mode", "classes", "n", "median_ms", "p90_ms", "p95_ms",
-                       "p99_ms", "cv", "throttled", "measured_at"]
+            columns = [
+                "id",
+                "target",
+                "identity",
+                "model",
+                "input_size",
+                "batch",
+                "cut",
+                "format",
+                "runtime",
+                "runtime_version",
+                "threads",
+                "mode",
+                "classes",
+                "n",
+                "median_ms",
+                "p90_ms",
+                "p95_ms",
+                "p99_ms",
+                "cv",
+                "throttled",
+                "measured_at",
+            ]
             writer.writerow(columns)
             for r in rows:
                 writer.writerow([r[c] for c in columns])
             return 0
         if args.json:
-            print(json.dumps([{k: (json.loads(r[k]) if k in ("samples", "blocks", "timing") else r[k])
-                               for k in r.keys() if k not in ("layers", "board")} for r in rows], indent=1))
+            print(
+                json.dumps(
+                    [
+                        {
+                            k: (json.loads(r[k]) if k in ("samples", "blocks", "timing") else r[k])
+                            for k in r.keys()
+                            if k not in ("layers", "board")
+                        }
+                        for r in rows
+                    ],
+                    indent=1,
+                )
+            )
             return 0
         by_identity: dict[str, list] = {}
         for r in rows:
@@ -183,15 +276,19 @@ def cmd_table(args: argparse.Namespace) -> int:
                 flags.append("OTHER IDENTITY: not mixed with the newest")
             if age > STALE_DAYS:
                 flags.append(f"STALE: newest row {age:.0f} days old")
-            print(f"target {group[0]['target']} [{identity}] {d.get('cpu_model', '?')} {d.get('board_model', '')} "
-                  f"{d.get('runtime', '')} {d.get('runtime_version', '')}, {d.get('threads', '?')} threads"
-                  + (f"  ({'; '.join(flags)})" if flags else ""))
+            print(
+                f"target {group[0]['target']} [{identity}] {d.get('cpu_model', '?')} {d.get('board_model', '')} "
+                f"{d.get('runtime', '')} {d.get('runtime_version', '')}, {d.get('threads', '?')} threads"
+                + (f"  ({'; '.join(flags)})" if flags else "")
+            )
             for r in group:
                 round_note = f" round {r['round'] + 1}" if r["round"] else ""
-                print(f"  {r['id']:>5} {r['model']:<22} {r['cut']:<30} {r['mode']:<6} "
-                      f"{r['input_size']:>4}px b{r['batch']} {r['format']:<6} median {r['median_ms']:9.3f} ms "
-                      f"p99 {r['p99_ms']:9.3f} ms n {r['n']:<5}{round_note}"
-                      f"{' THROTTLED' if r['throttled'] else ''}")
+                print(
+                    f"  {r['id']:>5} {r['model']:<22} {r['cut']:<30} {r['mode']:<6} "
+                    f"{r['input_size']:>4}px b{r['batch']} {r['format']:<6} median {r['median_ms']:9.3f} ms "
+                    f"p99 {r['p99_ms']:9.3f} ms n {r['n']:<5}{round_note}"
+                    f"{' THROTTLED' if r['throttled'] else ''}"
+                )
         if not rows:
             print("no rows" + (f" for target {args.target}" if args.target else ""))
     return 0
@@ -211,11 +308,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     with open_db(args) as db, connected(args, key.runtime, key.threads) as target:
         names = names_list(args.models) or db.archs(target.identity.key, key)
         if not names:
-            raise ConfigError(f"nothing to validate: the table has no rows for {target.name} with these options; "
-                              "profile some networks first (--mode layers)")
-        out = validate(db, target, key, names, args.cuts_per_model, args.quantile, timing_from_args(args),
-                       export_cache(), lambda d, t, j: progress.show(f"{bar(d, t, started)} {j.label() if j else ''}"),
-                       rounds=args.rounds)
+            raise ConfigError(
+                f"nothing to validate: the table has no rows for {target.name} with these options; "
+                "profile some networks first (--mode layers)"
+            )
+        out = validate(
+            db,
+            target,
+            key,
+            names,
+            args.cuts_per_model,
+            args.quantile,
+            timing_from_args(args),
+            export_cache(),
+            lambda d, t, j: progress.show(f"{bar(d, t, started)} {j.label() if j else ''}"),
+            rounds=args.rounds,
+        )
     progress.done()
     if args.json:
         print(json.dumps(out, indent=1))
@@ -224,8 +332,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for k in ("empirical", "analytical_leave_one_network_out"):
             s = out[k]
             if s["n"]:
-                print(f"  {k:<34} median {s['median_ape_pct']:.1f}%  p95 {s['p95_ape_pct']:.1f}%  "
-                      f"worst {s['worst_ape_pct']:.1f}%  (n={s['n']})")
+                print(
+                    f"  {k:<34} median {s['median_ape_pct']:.1f}%  p95 {s['p95_ape_pct']:.1f}%  "
+                    f"worst {s['worst_ape_pct']:.1f}%  (n={s['n']})"
+                )
             else:
                 print(f"  {k:<34} no estimates (profile with --mode layers; the analytical one needs 2+ networks)")
     return EXIT_TARGET_FAILED if out["failed"] else 0
@@ -235,47 +345,71 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="measure networks on a target and store the rows",
-                       description="Export what is needed, upload only what the agent lacks, benchmark and store "
-                       "one row per measurement. Cuts are measured interleaved; rows already in the table are "
-                       "skipped (unless --force), so an interrupted run resumes. `layers` measures the full network "
-                       "once with a per-layer profile, each cut's head alone, and 4 TRNs end to end that calibrate "
-                       "the profile; `e2e` measures every TRN. Exit code 4 when some measurements failed (the "
-                       "others are stored).")
+    p = sub.add_parser(
+        "profile",
+        help="measure networks on a target and store the rows",
+        description="Export what is needed, upload only what the agent lacks, benchmark and store "
+        "one row per measurement. Cuts are measured interleaved; rows already in the table are "
+        "skipped (unless --force), so an interrupted run resumes. `layers` measures the full network "
+        "once with a per-layer profile, each cut's head alone, and 4 TRNs end to end that calibrate "
+        "the profile; `e2e` measures every TRN. Exit code 4 when some measurements failed (the "
+        "others are stored).",
+    )
     add_models(p, True, "network name(s), comma-separated")
-    p.add_argument("--cuts", default="all", help="all, or cut names / indices, comma-separated ('full' too) "
-                   "(default: %(default)s)")
-    p.add_argument("--mode", choices=MODES, default="layers", help="layers (cheapest), e2e, or both "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--cuts", default="all", help="all, or cut names / indices, comma-separated ('full' too) (default: %(default)s)"
+    )
+    p.add_argument(
+        "--mode", choices=MODES, default="layers", help="layers (cheapest), e2e, or both (default: %(default)s)"
+    )
     p.add_argument("--force", action="store_true", help="measure again even if the table has the row")
-    p.add_argument("--agreement", type=float, default=0.2, metavar="FRACTION",
-                   help="fleet targets: a board whose reference time is off the boards' median by more than this "
-                   "is left out of the run (default: %(default)s)")
+    p.add_argument(
+        "--agreement",
+        type=float,
+        default=0.2,
+        metavar="FRACTION",
+        help="fleet targets: a board whose reference time is off the boards' median by more than this "
+        "is left out of the run (default: %(default)s)",
+    )
     add_json(p, "a JSON summary")
     add_row_args(p)
     add_timing_args(p)
     p.set_defaults(func=cmd_profile)
 
-    e = sub.add_parser("estimate", help="estimate every cut's latency on a target",
-                       description="Estimate each cut's (or one cut's) latency on a target from its latency table: "
-                       "empirical (measured rows, or the per-layer profile summed to the cut plus the head) or "
-                       "analytical (a cost model calibrated on the target's rows, kept in the table and fitted "
-                       "again only when its rows change). Says which evidence it used.")
+    e = sub.add_parser(
+        "estimate",
+        help="estimate every cut's latency on a target",
+        description="Estimate each cut's (or one cut's) latency on a target from its latency table: "
+        "empirical (measured rows, or the per-layer profile summed to the cut plus the head) or "
+        "analytical (a cost model calibrated on the target's rows, kept in the table and fitted "
+        "again only when its rows change). Says which evidence it used.",
+    )
     add_models(e, True, "network name(s), comma-separated")
     e.add_argument("--cut", help="one cut name or index, or 'full' (default: every cut and the full network)")
-    e.add_argument("--estimator", choices=ESTIMATORS, default="empirical",
-                   help="empirical: from measured rows; analytical: a cost model fitted on them (default: "
-                   "%(default)s)")
+    e.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default="empirical",
+        help="empirical: from measured rows; analytical: a cost model fitted on them (default: %(default)s)",
+    )
     add_quantile(e)
     add_json(e)
     add_row_args(e)
     e.set_defaults(func=cmd_estimate)
 
-    t = sub.add_parser("table", help="show, export or import latency tables",
-                       description="Show a target's rows (rows measured under another identity are shown apart and "
-                       "flagged; stale tables are flagged), or export/import them to share measurements.")
-    t.add_argument("action", nargs="?", choices=["show", "export", "import"], default="show",
-                   help="show the rows, export them to FILE, or import FILE (default: %(default)s)")
+    t = sub.add_parser(
+        "table",
+        help="show, export or import latency tables",
+        description="Show a target's rows (rows measured under another identity are shown apart and "
+        "flagged; stale tables are flagged), or export/import them to share measurements.",
+    )
+    t.add_argument(
+        "action",
+        nargs="?",
+        choices=["show", "export", "import"],
+        default="show",
+        help="show the rows, export them to FILE, or import FILE (default: %(default)s)",
+    )
     t.add_argument("file", nargs="?", help="the file to export to or import from (JSON)")
     t.add_argument("--target", help="only this target (default: all)")
     add_models(t, False, "only these networks, comma-separated (default: all)")
@@ -285,10 +419,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     fmt.add_argument("--csv", action="store_true", help="print the rows as CSV")
     t.set_defaults(func=cmd_table)
 
-    v = sub.add_parser("validate", help="measure held-out cuts afresh and score the estimators",
-                       description="Measure held-out cuts of each profiled network again, end to end and "
-                       "interleaved, and report each estimator's absolute percentage errors (median, 95th "
-                       "percentile, worst); the analytical one is scored leave-one-network-out.")
+    v = sub.add_parser(
+        "validate",
+        help="measure held-out cuts afresh and score the estimators",
+        description="Measure held-out cuts of each profiled network again, end to end and "
+        "interleaved, and report each estimator's absolute percentage errors (median, 95th "
+        "percentile, worst); the analytical one is scored leave-one-network-out.",
+    )
     add_models(v, False, "networks to validate (default: every network in the table for this target)")
     v.add_argument("--cuts-per-model", type=int, default=5, help="held-out cuts per network (default: %(default)s)")
     add_quantile(v, "median")

@@ -1,4 +1,5 @@
 """User-style model factories for the `package.module:factory` path."""
+
 from torch import nn
 
 from make_fixtures import tiny_net

@@ -3,6 +3,7 @@
 tiny.tflite and tiny_dynamic.tflite are committed so agent tests can exercise LiteRT
 without the 1.1 GB converter; this script (needs the `convert` extra) makes them again.
 """
+
 from pathlib import Path
 
 import torch
@@ -13,8 +14,15 @@ HERE = Path(__file__).parent
 
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+    ).eval()
 
 
 def main() -> None:
