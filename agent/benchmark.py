@@ -4,126 +4,38 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import __version__, board, runtimes
-from .errors import AgentError, InvalidArgument
+from . import __version__, board, sessions
+from .errors import AgentError, InvalidArgument, ResourceExhausted
 from .layer_profile import LayerTime, layer_times, node_table, parse_ort_profile
-from .measure import Clock, Statistics, TimingConfig, choose_runs_per_sample, measure, statistics, warm_up
+from .measure import Clock, TimingConfig, choose_runs_per_sample, measure, statistics, warm_up
+from .requests import (
+    MAX_INPUT_BYTES,
+    BenchmarkRequest,
+    BenchmarkResult,
+    CoolingDown,
+    InputRequest,
+    Measuring,
+    Profiling,
+    WarmingUp,
+    check_request,
+)
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64")
 PROFILE_RUNS = (10, 200)  # the profiled pass: at least / at most this many runs
 PROFILE_SECONDS = 1.0
 
 
-@dataclass
-class InputRequest:
-    name: str = ""
-    shape: list[int] = field(default_factory=list)
-    dtype: str = ""  # "" = the model's declared type
-
-
-@dataclass
-class BenchmarkRequest:
-    model_id: str
-    runtime: str = runtimes.ONNXRUNTIME
-    threads: int = 0
-    inputs: list[InputRequest] = field(default_factory=list)
-    timing: TimingConfig = field(default_factory=TimingConfig)
-    profile_layers: bool = False
-    seed: int = 0
-    execution_provider: str = ""
-    time_limit_seconds: float = 0.0
-    cooldown_celsius: float = 0.0
-
-
-# Progress events, in the order a client sees them.
-@dataclass
-class Queued:
-    position: int
-
-
-@dataclass
-class CoolingDown:
-    celsius: float
-    target_celsius: float
-
-
-@dataclass
-class WarmingUp:
-    runs: int
-
-
-@dataclass
-class Measuring:
-    runs: int
-    elapsed_seconds: float
-
-
-@dataclass
-class Profiling:
-    pass
-
-
-@dataclass
-class BenchmarkResult:
-    model_id: str
-    runtime: str
-    runtime_version: str
-    execution_provider: str
-    threads: int
-    timing: TimingConfig
-    inputs: list[InputRequest]
-    stats: Statistics
-    samples_ms: list[float]
-    session_create_ms: float
-    first_run_ms: float
-    layers: list[LayerTime]
-    layer_profile_available: bool
-    layer_profile_note: str
-    board: board.BoardDescription
-    state_start: board.BoardState
-    state_end: board.BoardState
-    throttled: bool
-    clock_dropped: bool
-    warnings: list[str]
-    started_unix: float
-    finished_unix: float
-    agent_version: str
-    max_celsius: float
-    runs_per_sample: int = 1
-
-
-def check_request(req: BenchmarkRequest, model_format: str) -> runtimes.RuntimeInfo:
-    """Everything that can be refused before queueing, so bad requests fail fast."""
-    info = runtimes.runtime_info(req.runtime)
-    wanted = runtimes.FORMAT_OF_RUNTIME[req.runtime]
-    if model_format != wanted:
-        other = next(r for r, f in runtimes.FORMAT_OF_RUNTIME.items() if f == model_format)
-        raise InvalidArgument(f"the model is {model_format}, which {req.runtime} does not run; use runtime {other!r}")
-    if req.threads > 1024:
-        raise InvalidArgument(f"threads={req.threads} is absurd; use 0 for the runtime's default or the core count")
-    for spec in req.inputs:
-        if spec.dtype and spec.dtype not in DTYPES:
-            raise InvalidArgument(f"unknown dtype {spec.dtype!r}; use one of: {', '.join(DTYPES)}")
-        if any(d <= 0 or d > 1 << 20 for d in spec.shape):
-            raise InvalidArgument(f"input shape {spec.shape} must have positive dimensions of sane size")
-    if req.time_limit_seconds < 0 or req.cooldown_celsius < 0 or req.cooldown_celsius > 120:
-        raise InvalidArgument("time_limit_seconds and cooldown_celsius must be non-negative (cool-down at most 120 C)")
-    req.timing.validate()
-    return info
-
-
-def _feeds(session: runtimes.Session, req: BenchmarkRequest) -> tuple[dict[str, np.ndarray], list[InputRequest]]:
+def _feeds(session: sessions.Session, req: BenchmarkRequest) -> tuple[dict[str, np.ndarray], list[InputRequest]]:
     by_name = {i.name: i for i in req.inputs if i.name}
     unnamed = [i for i in req.inputs if not i.name]
     known = {s.name for s in session.inputs}
@@ -137,9 +49,20 @@ def _feeds(session: runtimes.Session, req: BenchmarkRequest) -> tuple[dict[str, 
     for k, spec in enumerate(session.inputs):
         asked = by_name.get(spec.name) or (unnamed[k] if k < len(unnamed) else None)
         if asked and asked.dtype:
-            spec = runtimes.TensorSpec(spec.name, spec.shape, np.dtype(asked.dtype))
-        shape = runtimes.resolve_shape(spec, asked.shape if asked else None)
-        feeds[spec.name] = runtimes.random_input(spec, shape, rng)
+            spec = sessions.TensorSpec(spec.name, spec.shape, np.dtype(asked.dtype))
+        if asked and asked.dtype and session.inputs[k].dtype != np.dtype(asked.dtype):
+            raise InvalidArgument(
+                f"input {spec.name!r} is {session.inputs[k].dtype} in the model; the request asked "
+                f"for {asked.dtype}: leave the dtype out, or give the model's"
+            )
+        shape = sessions.resolve_shape(spec, asked.shape if asked else None)
+        size = math.prod(shape) * spec.dtype.itemsize
+        if size > MAX_INPUT_BYTES:
+            raise InvalidArgument(
+                f"input {spec.name!r} of shape {shape} would take {size / 2**20:.0f} MiB, over the "
+                f"{MAX_INPUT_BYTES / 2**20:.0f} MiB an input may take; give a smaller shape"
+            )
+        feeds[spec.name] = sessions.random_input(spec, shape, rng)
         effective.append(InputRequest(spec.name, shape, str(spec.dtype)))
     return feeds, effective
 
@@ -149,7 +72,7 @@ def _profile_layers(
 ) -> tuple[list[LayerTime], str]:
     """A separate profiled pass (profiling inflates times), scaled to the clean median."""
     with tempfile.TemporaryDirectory(prefix="netcut-profile-") as tmp:
-        session = runtimes.OrtSession(path, req.threads, req.execution_provider, profile_dir=Path(tmp))
+        session = sessions.OrtSession(path, req.threads, req.execution_provider, profile_dir=Path(tmp))
         session.prepare(feeds)
         runs = int(np.clip(PROFILE_SECONDS * 1000.0 / max(clean_median_ms, 1e-3), *PROFILE_RUNS))
         for _ in range(runs + 1):
@@ -177,16 +100,16 @@ def run_benchmark(
     cancelled: threading.Event,
     default_time_limit: float = 900.0,
 ) -> BenchmarkResult:
-    info = check_request(req, model_format)
+    info, request_warnings = check_request(req, model_format)
     if req.cooldown_celsius:
         board.wait_until_cool(req.cooldown_celsius, lambda c: emit(CoolingDown(c, req.cooldown_celsius)), cancelled)
     clock = Clock(cancelled, time.monotonic() + (req.time_limit_seconds or default_time_limit))
     cfg = req.timing
     started = time.time()
-    warnings: list[str] = []
+    warnings: list[str] = list(request_warnings)
     with board.StateSampler() as sampler:
         t0 = time.perf_counter()
-        session = runtimes.open_session(req.runtime, path, req.threads, req.execution_provider)
+        session = sessions.open_session(req.runtime, path, req.threads, req.execution_provider)
         session_create_ms = (time.perf_counter() - t0) * 1000.0
         feeds, effective = _feeds(session, req)
         try:
@@ -197,6 +120,10 @@ def run_benchmark(
         except AgentError:
             raise
         except Exception as exc:
+            if "alloc" in str(exc).lower():
+                raise ResourceExhausted(
+                    f"the model ran out of memory on the board: {str(exc).splitlines()[0][:300]}"
+                ) from None
             shapes = ", ".join(f"{i.name}{list(i.shape)}" for i in effective)
             raise InvalidArgument(
                 f"the model failed on inputs {shapes}: {str(exc).splitlines()[0][:300]}; "

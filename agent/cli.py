@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import logging
 import signal
 import sys
@@ -102,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-queue", type=int, default=16, help="benchmarks allowed to wait (default: %(default)s)")
     serve.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=0,
+        help="memory (address space) a benchmark may use; a model that needs more is refused with "
+        "RESOURCE_EXHAUSTED (default: 0, no limit beyond the board's)",
+    )
+    serve.add_argument(
+        "--upload-idle-seconds",
+        type=float,
+        default=30.0,
+        help="abort an upload that sends nothing for this long (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-uploads", type=int, default=4, help="uploads at once; more are refused (default: %(default)s)"
+    )
+    serve.add_argument(
         "--max-request-seconds",
         type=float,
         default=900.0,
@@ -139,7 +156,8 @@ def _fail(message: str) -> int:
 
 def cmd_serve(args) -> int:
     from .server import ConfigError, Security, read_token, start
-    from .store import ModelStore
+    from .store import ModelStore, StoreInUse
+    from .worker import WorkerLimits
 
     try:
         security = Security(insecure=args.insecure)
@@ -156,9 +174,26 @@ def cmd_serve(args) -> int:
                     setattr(security, name, path.read_bytes())
                 except OSError as exc:
                     raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        for name in ("max_request_seconds", "upload_idle_seconds", "max_memory_mb", "cooldown_c"):
+            value = getattr(args, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, 0 or more; got {value}")
+        if args.max_uploads < 1:
+            raise ConfigError(f"--max-uploads must be at least 1, got {args.max_uploads}")
         store = ModelStore(args.store or default_store(), int(args.max_model_mb * 1e6), int(args.store_cap_mb * 1e6))
-        agent, warnings = start(args.listen, store, security, args.max_queue, args.max_request_seconds, args.cooldown_c)
-    except (ConfigError, OSError) as exc:
+        limits = WorkerLimits(int(args.max_memory_mb * 2**20))
+        agent, warnings = start(
+            args.listen,
+            store,
+            security,
+            args.max_queue,
+            args.max_request_seconds,
+            args.cooldown_c,
+            limits,
+            args.upload_idle_seconds or float("inf"),
+            args.max_uploads,
+        )
+    except (ConfigError, StoreInUse, OSError) as exc:
         return _fail(str(exc))
     for warning in warnings:
         print(f"netcut-agent: WARNING: {warning}", file=sys.stderr)

@@ -31,3 +31,16 @@ class DeadlineExceeded(AgentError):
 
 class Cancelled(AgentError):
     code = "CANCELLED"
+
+
+class Aborted(AgentError):
+    """The runtime failed on this request (a native crash, an error inside a kernel): the model's fault or the
+    runtime's, not the request's form; the agent serves on."""
+
+    code = "ABORTED"
+
+
+class Internal(AgentError):
+    """A fault of the agent itself; the message says where to look."""
+
+    code = "INTERNAL"

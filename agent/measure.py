@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from .errors import Cancelled, DeadlineExceeded, InvalidArgument
 
 # A sample should last at least this long; shorter runs are batched.
@@ -76,6 +74,8 @@ class Statistics:
 
 
 def statistics(samples_ms: list[float]) -> Statistics:
+    import numpy as np  # here, not at import: the server process never computes statistics
+
     a = np.asarray(samples_ms, dtype=np.float64)
     if a.size == 0:
         raise ValueError("no samples")

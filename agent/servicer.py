@@ -14,7 +14,7 @@ from netcut_protos.agent.v1 import agent_pb2 as pb
 from netcut_protos.agent.v1 import agent_pb2_grpc as pb_grpc
 
 from . import PROTOCOL_VERSION, __version__, board, runtimes
-from .benchmark import (
+from .requests import (
     BenchmarkRequest,
     BenchmarkResult,
     CoolingDown,
@@ -24,12 +24,12 @@ from .benchmark import (
     Queued,
     WarmingUp,
     check_request,
-    run_benchmark,
 )
-from .errors import AgentError, InvalidArgument
+from .errors import AgentError, DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from .measure import TimingConfig
 from .scheduler import BenchmarkQueue
 from .store import ModelInfo, ModelStore
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,48 @@ DTYPE_FROM_PB = {
 }
 DTYPE_TO_PB = {v: k for k, v in DTYPE_FROM_PB.items()}
 _DONE = object()
+UPLOAD_IDLE_S = 30.0  # an upload that sends nothing for this long is aborted
+MAX_UPLOADS = 4  # uploads at once; more are refused (they would hold the server's threads)
+
+
+class Malformed:
+    """What a request that does not parse becomes (see safe_deserializer): refused as INVALID_ARGUMENT."""
+
+
+MALFORMED = Malformed()
+_warned_peers: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def safe_deserializer(message_type):  # noqa: ANN001, ANN201 - a protobuf message class; its FromString
+    """grpc answers a request it cannot deserialize with INTERNAL and a logged traceback per call; this one
+    hands the servicer MALFORMED instead, which it refuses as INVALID_ARGUMENT and logs once per peer."""
+
+    def parse(data: bytes):  # noqa: ANN202
+        try:
+            return message_type.FromString(data)
+        except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends
+            return MALFORMED
+
+    return parse
+
+
+def refuse_malformed(context: grpc.ServicerContext) -> None:
+    peer = context.peer()
+    with _warned_lock:
+        first = peer not in _warned_peers
+        _warned_peers.add(peer)
+    if first:
+        log.warning(
+            "malformed request from %s (not a valid protobuf message); refusing it and later ones "
+            "without logging again",
+            peer,
+        )
+    context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request is not a valid message of the agent's protocol "
+        "(netcut.agent.v1); is the client of the same protocol version?",
+    )
 
 
 def to_message(obj, message):
@@ -129,6 +171,8 @@ def _guard(method):
     """Map plain exceptions to statuses; never let a traceback cross the wire."""
 
     def wrapper(self, request, context):
+        if request is MALFORMED:
+            refuse_malformed(context)
         try:
             return method(self, request, context)
         except Exception as exc:  # the servicer's one catch-all: turn it into a status
@@ -145,9 +189,16 @@ class AgentServicer(pb_grpc.AgentServicer):
         bench_queue: BenchmarkQueue,
         default_time_limit: float = 900.0,
         cooldown_celsius: float = 0.0,
+        worker: Worker | None = None,
+        upload_idle_seconds: float = UPLOAD_IDLE_S,
+        max_uploads: int = MAX_UPLOADS,
     ):
         self.store = store
         self.queue = bench_queue
+        self.worker = worker or Worker()
+        self.upload_idle_seconds = upload_idle_seconds
+        self._uploads = threading.BoundedSemaphore(max_uploads)
+        self.max_uploads = max_uploads
         self.default_time_limit = default_time_limit
         self.cooldown_celsius = cooldown_celsius
         self._board = board.describe()
@@ -169,7 +220,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             queue_length=self.queue.waiting,
             store=self._store_pb(),
         )
-        for rt in runtimes.discover():
+        for rt in self.worker.runtimes():
             to_message(rt, reply.runtimes.add())
         to_message(self._board, reply.board)
         to_message(board.sample_state(), reply.state)
@@ -177,7 +228,45 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     @_guard
     def UploadModel(self, request_iterator, context):
-        first = next(request_iterator, None)
+        if not self._uploads.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self.max_uploads} uploads are already in flight on this agent; try again when one ends"
+            )
+        try:
+            return self._upload(self._with_idle_limit(request_iterator, context), context)
+        finally:
+            self._uploads.release()
+
+    def _with_idle_limit(self, request_iterator, context):  # noqa: ANN001, ANN202
+        """The stream's messages, read by a helper thread so that a client that stops sending is noticed:
+        after upload_idle_seconds without a message the upload is aborted (and its temporary file removed)."""
+        messages: queue.Queue = queue.Queue(maxsize=4)
+
+        def pump() -> None:
+            try:
+                for msg in request_iterator:
+                    messages.put(msg)
+            except Exception:  # noqa: BLE001 - the call ended (cancelled, aborted): the reader stops
+                pass
+            finally:
+                messages.put(_DONE)
+
+        threading.Thread(target=pump, name="upload-reader", daemon=True).start()
+        while True:
+            try:
+                msg = messages.get(timeout=self.upload_idle_seconds)
+            except queue.Empty:
+                raise DeadlineExceeded(
+                    f"the upload sent nothing for {self.upload_idle_seconds:g} s and was aborted; nothing was stored"
+                ) from None
+            if msg is _DONE:
+                return
+            if msg is MALFORMED:
+                refuse_malformed(context)
+            yield msg
+
+    def _upload(self, messages, context):  # noqa: ANN001, ANN202
+        first = next(messages, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("an upload starts with a header message (sha256, size_bytes, format)")
         header = first.header
@@ -186,7 +275,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             raise InvalidArgument("the upload header must name the model format (ONNX or TFLITE)")
 
         def chunks():
-            for msg in request_iterator:
+            for msg in messages:
                 if msg.WhichOneof("part") != "data":
                     raise InvalidArgument("only data chunks may follow the upload header")
                 yield msg.data
@@ -210,16 +299,16 @@ class AgentServicer(pb_grpc.AgentServicer):
         return pb.DeleteModelResponse(deleted=self.store.delete(request.model_id))
 
     def Benchmark(self, request, context):
+        if request is MALFORMED:
+            refuse_malformed(context)
         try:
             req = request_from_pb(request)
             if not req.cooldown_celsius:
                 req.cooldown_celsius = self.cooldown_celsius
             info = self.store.get(req.model_id)
             if info is None:
-                from .errors import NotFound
-
                 raise NotFound(f"model {req.model_id[:12]}… is not in this agent's store; upload it first")
-            check_request(req, info.format)
+            check_request(req, info.format, self.worker.runtimes())
         except Exception as exc:
             _abort(context, exc)
         cancelled = threading.Event()
@@ -230,9 +319,8 @@ class AgentServicer(pb_grpc.AgentServicer):
             try:
                 with self.queue.slot(cancelled, lambda p: events.put(Queued(p))):
                     with self.store.use(req.model_id) as (path, stored):
-                        events.put(
-                            run_benchmark(req, path, stored.format, events.put, cancelled, self.default_time_limit)
-                        )
+                        limit = req.time_limit_seconds or self.default_time_limit
+                        events.put(self.worker.run(req, path, stored.format, events.put, cancelled, limit))
             except Exception as exc:
                 events.put(exc)
             finally:

@@ -13,6 +13,7 @@ renamed into models/ in one step: a broken upload never leaves a partial model.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from .errors import InvalidArgument, NotFound, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
-MODEL_ID = re.compile(r"^[0-9a-f]{64}$")
+MODEL_ID = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: no trailing newline slips through
 FORMATS = ("onnx", "tflite")
 DEFAULT_MAX_MODEL_BYTES = 256 * 1024 * 1024
 DEFAULT_CAP_BYTES = 4 * 1024 * 1024 * 1024
@@ -46,7 +47,7 @@ class ModelInfo:
 
 
 def check_model_id(model_id: str) -> str:
-    if not MODEL_ID.match(model_id or ""):
+    if not isinstance(model_id, str) or not MODEL_ID.fullmatch(model_id):
         raise InvalidArgument(
             f"model id {model_id[:80]!r} is not a sha256 in lowercase hex (64 characters); "
             "ids are the sha256 of the model file"
@@ -60,20 +61,45 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _onnx_tensors(graph) -> Iterator:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
+def _sparse(sparse) -> Iterator:  # noqa: ANN001 - an onnx.SparseTensorProto
+    yield sparse.values
+    yield sparse.indices
+
+
+def _node_tensors(nodes) -> Iterator:  # noqa: ANN001 - onnx.NodeProto items
+    """Every tensor the nodes' attributes hold: dense and sparse, single and repeated, and those of the
+    subgraphs of control flow (If, Loop, Scan), recursively."""
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield from _sparse(attr.sparse_tensor)
+            for sparse in attr.sparse_tensors:
+                yield from _sparse(sparse)
             if attr.HasField("g"):
-                yield from _onnx_tensors(attr.g)
+                yield from _graph_tensors(attr.g)
             for g in attr.graphs:
-                yield from _onnx_tensors(g)
+                yield from _graph_tensors(g)
+
+
+def _graph_tensors(graph) -> Iterator:  # noqa: ANN001 - an onnx.GraphProto
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from _sparse(sparse)
+    yield from _node_tensors(graph.node)
+
+
+def model_tensors(model) -> Iterator:  # noqa: ANN001 - an onnx.ModelProto
+    """Every tensor anywhere in a model: the graph's, its nodes' and subgraphs', and its functions' bodies."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
+class StoreInUse(RuntimeError):
+    """Another agent holds this store (two agents on one store delete each other's models)."""
 
 
 def check_onnx(path: Path, store_dir: Path) -> None:
@@ -91,19 +117,17 @@ def check_onnx(path: Path, store_dir: Path) -> None:
         ) from None
     if not model.graph.node:
         raise InvalidArgument("the upload parses as ONNX but holds no graph nodes; is it really an ONNX model?")
-    for tensor in _onnx_tensors(model.graph):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+    for tensor in model_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and not tensor.external_data:
             continue
+        # Any external data is refused. The message names the tensor and where it points (strings the sender
+        # chose, cut short), never the content of any file.
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        resolved = (store_dir / location).resolve()
-        where = (
-            "points outside the store"
-            if not resolved.is_relative_to(store_dir.resolve())
-            else "is not part of the upload"
-        )
+        inside = (store_dir / location).resolve().is_relative_to(store_dir.resolve())
+        where = "is not part of the upload" if inside else "points outside the store"
         raise InvalidArgument(
-            f"tensor {tensor.name!r} keeps its data in an external file {location!r} that "
-            f"{where}; save the model with its weights inside the file "
+            f"tensor {tensor.name[:80]!r} keeps its data in an external file {location[:80]!r} that {where}; the "
+            "agent accepts only models whose weights are inside the file "
             "(onnx.save_model(model, path, save_as_external_data=False))"
         )
 
@@ -117,11 +141,47 @@ class ModelStore:
         self.cap_bytes = cap_bytes
         self._lock = threading.RLock()
         self._pins: dict[str, int] = {}
+        self._reserved = 0  # bytes of uploads in flight: they count against the cap too
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._take_lock()
         for leftover in self.tmp_dir.iterdir():  # uploads cut off by a crash or restart
             leftover.unlink(missing_ok=True)
         self._index = self._load_index()
+        self._remove_strays()
+
+    def _take_lock(self):  # noqa: ANN202 - the open lock file, held for the store's life
+        """One agent per store: an exclusive lock on store/agent.lock, released when the process ends."""
+        import fcntl
+
+        path = self.root / "agent.lock"
+        f = open(path, "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file does
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise StoreInUse(
+                f"the store {self.root} is in use by agent process {holder}; stop that agent, or give "
+                "this one a store of its own (--store DIR)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        return f
+
+    def close(self) -> None:
+        self._lock_file.close()
+
+    def _remove_strays(self) -> None:
+        """Files a crash or a full disk left in models/ that no record describes: counted nowhere, so gone."""
+        known = {self._path(i).name for i in self._index.values()} | {f"{k}.json" for k in self._index}
+        for path in self.models_dir.iterdir():
+            if path.name not in known:
+                log.info("removing stray store file %s", path.name)
+                path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ index
 
@@ -133,7 +193,7 @@ class ModelStore:
             except (ValueError, TypeError) as exc:
                 log.warning("ignoring unreadable store record %s: %s", meta, exc)
                 continue
-            if MODEL_ID.match(info.model_id) and self._path(info).is_file():
+            if MODEL_ID.fullmatch(info.model_id) and self._path(info).is_file():
                 index[info.model_id] = info
         return index
 
@@ -211,6 +271,22 @@ class ModelStore:
                 f"the model ({size_bytes / 1e6:.1f} MB) is larger than the whole store "
                 f"({self.cap_bytes / 1e6:.0f} MB); raise --store-cap-mb"
             )
+        with self._lock:  # room for it now, counting the uploads in flight
+            self._evict_for(size_bytes + self._reserved, keep=sha256)
+            self._reserved += size_bytes
+        try:
+            return self._receive(sha256, size_bytes, fmt, label, chunks)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ResourceExhausted(
+                    "the board's disk is full; nothing was stored: free some space, or lower --store-cap-mb"
+                ) from None
+            raise
+        finally:
+            with self._lock:
+                self._reserved -= size_bytes
+
+    def _receive(self, sha256: str, size_bytes: int, fmt: str, label: str, chunks: Iterator[bytes]) -> ModelInfo:
         # Recreated if someone removed the store under a running agent.
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -253,9 +329,14 @@ class ModelStore:
             with self._lock:
                 if sha256 in self._index:  # verified content we already hold: keep the stored copy
                     return self._index[sha256]
-                self._evict_for(size_bytes, keep=sha256)
+                self._evict_for(self._reserved, keep=sha256)  # this upload's reservation included
                 os.replace(tmp, self._path(info))
-                self._write_meta(info)
+                try:
+                    self._write_meta(info)
+                except OSError:  # a model without its record would be counted nowhere: it goes too
+                    self._path(info).unlink(missing_ok=True)
+                    (self.models_dir / f"{sha256}.json.tmp").unlink(missing_ok=True)
+                    raise
                 self._index[sha256] = info
             log.info("stored model %s (%s, %.1f MB)", sha256[:12], fmt, size_bytes / 1e6)
             return info
@@ -273,4 +354,7 @@ class ModelStore:
             self.delete(info.model_id)
             used -= info.size_bytes
         if used + incoming > self.cap_bytes:
-            raise ResourceExhausted("the store is full of models in use; try again when the running benchmark ends")
+            raise ResourceExhausted(
+                "the store is full of models in use and uploads in flight; try again when they end, or "
+                "raise --store-cap-mb"
+            )

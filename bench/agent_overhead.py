@@ -3,7 +3,8 @@
     python bench/agent_overhead.py [--rounds 5] [--threads 1] [--seconds 2]
 
 Same model, same thread count, same session options; rounds alternate agent and
-in-process so the machine's drift hits both. Goal: ratio within 1.03.
+in-process so the machine's drift hits both. The agent times inside its benchmark worker process;
+the goal is a ratio within 1.02.
 """
 
 from __future__ import annotations
@@ -76,8 +77,10 @@ def main(argv=None) -> int:
                 "in_process_median_ms": round(statistics.median(local_ms), 4),
                 "ratio": round(ratio, 4),
                 "per_round_ratios": [round(x / y, 4) for x, y in zip(agent_ms, local_ms)],
-                "goal": "ratio <= 1.03",
-                "met": ratio <= 1.03,
+                # Each round's pair runs back to back: the median of their ratios is the least hit by drift.
+                "median_per_round_ratio": round(statistics.median(x / y for x, y in zip(agent_ms, local_ms)), 4),
+                "goal": "ratio <= 1.02",
+                "met": ratio <= 1.02,
             }
             print(json.dumps(out["models"][label]), file=sys.stderr)
     print(json.dumps(out, indent=1))

@@ -36,7 +36,7 @@ from .errors import ConfigError, TargetError
 from .fleet import AGREEMENT_TOLERANCE, disagreeing
 from .records import AgentResult, Timing
 from .ssh import BoardError
-from .tables import LatencyDB, Row, RowKey
+from .tables import LatencyDB, Row, RowExists, RowKey
 from .targets import ConnectedTarget
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class ProfileFailed(TargetError):
 class ProfileReport:
     measured: list[int] = field(default_factory=list)  # row ids
     skipped: int = 0
+    measured_elsewhere: int = 0  # measured here too, but another run stored them first
     failed: list[tuple[Job, str]] = field(default_factory=list)
     seconds: float = 0.0
     inference_seconds: float = 0.0  # time spent inside timed inference calls
@@ -413,8 +414,8 @@ def run(
             if job.mode == "layers" and not payload.blocks():
                 report.failed.append((job, payload.layer_profile_note or "the agent returned no per-layer profile"))
             else:
-                report.measured.append(
-                    store_result(
+                try:
+                    row = store_result(
                         db,
                         target,
                         key,
@@ -424,7 +425,12 @@ def run(
                         board=worker.name if target.links else None,
                         rounds=rounds,
                     )
-                )
+                except RowExists:  # another run (a second profile of this table) stored it meanwhile: keep theirs
+                    report.measured_elsewhere += 1
+                    if progress:
+                        progress(done, len(todo), job)
+                    continue
+                report.measured.append(row)
                 report.boards[worker.name] = report.boards.get(worker.name, 0) + 1
                 inference = payload.inference_seconds
                 report.inference_seconds += inference

@@ -135,6 +135,10 @@ class TableError(ConfigError):
     """The database cannot be used as it is (newer schema, corrupt, full disk)."""
 
 
+class RowExists(TableError):
+    """The row is in the table already (another run measured it meanwhile)."""
+
+
 @dataclass(frozen=True)
 class RowKey:
     """The options that identify rows besides the target and the model."""
@@ -328,7 +332,7 @@ class LatencyDB:
                 )
             return cursor.lastrowid
         except sqlite3.IntegrityError:
-            raise TableError("this measurement is already in the table; use --force to measure it again") from None
+            raise RowExists("this measurement is already in the table; measure it again to replace it") from None
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
 

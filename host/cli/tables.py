@@ -90,6 +90,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "measured": len(report.measured),
         "skipped": report.skipped,
+        "measured_elsewhere": report.measured_elsewhere,
         "failed": [{"job": j.label(), "error": e} for j, e in report.failed],
         "seconds": round(report.seconds, 2),
         "inference_seconds": round(report.inference_seconds, 2),
@@ -109,6 +110,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
                 "  per board: "
                 + ", ".join(f"{b} {n}" for b, n in sorted(report.boards.items()))
                 + "".join(f"; {b} failed: {e}" for b, e in report.board_errors.items())
+            )
+        if report.measured_elsewhere:
+            print(
+                f"  {report.measured_elsewhere} measurements were stored meanwhile by another run on this table "
+                "(theirs kept, nothing is stored twice)"
             )
         for job, error in report.failed:
             print(f"  failed: {job.label()}: {error}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """User-style model factories for the `package.module:factory` path."""
 
+import torch
 from torch import nn
 
 from make_fixtures import tiny_net
@@ -35,3 +36,26 @@ def not_a_module():
 def broken() -> nn.Module:
     """A factory with a bug in it: the error is not the user's input, so netcut-host keeps the traceback."""
     return {}["missing"]
+
+
+@torch.fx.wrap
+def refuse_export(x: torch.Tensor) -> torch.Tensor:
+    """Runs as the identity, but fails while an ONNX exporter traces it (a network whose export breaks)."""
+    if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.compiler.is_compiling():
+        raise RuntimeError("this layer cannot be exported")
+    return x
+
+
+class ExportFails(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = refuse_export(self.conv(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def export_fails() -> nn.Module:
+    return ExportFails()
