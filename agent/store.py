@@ -179,7 +179,7 @@ class ModelStore:
         """Files a crash or a full disk left in models/ that no record describes: counted nowhere, so gone."""
         known = {self._path(i).name for i in self._index.values()} | {f"{k}.json" for k in self._index}
         for path in self.models_dir.iterdir():
-            if path.name not in known:
+            if path.name not in known and path.is_file():
                 log.info("removing stray store file %s", path.name)
                 path.unlink(missing_ok=True)
 

@@ -369,3 +369,22 @@ def test_two_profiles_of_one_table_at_once_both_succeed_and_store_each_row_once(
         rows = conn.execute("SELECT cut, mode, round FROM measurements").fetchall()
     assert len(rows) == len(set(rows)) > 0 and all(s["failed"] == [] for s in summaries)
     assert sum(s["measured"] for s in summaries) == len(rows)  # every row stored by exactly one of them
+
+
+def test_a_record_that_cannot_be_written_leaves_no_model_behind(agent_factory, tiny_onnx):
+    a = agent_factory()
+    model_id = sha256_file(tiny_onnx)
+    # Something in the way of the record's temporary file: the write fails as on a full disk.
+    (Path(a.store) / "models" / f"{model_id}.json.tmp").mkdir(parents=True)
+    with AgentClient(a.address) as client:
+        with pytest.raises(AgentCallError):
+            client.upload(tiny_onnx)
+        assert not (Path(a.store) / "models" / f"{model_id}.onnx").exists()
+        assert not client.has_model(model_id) and client.list_models().models == []
+        assert client.health() == "SERVING"
+    a.stop()
+    # Files no record describes are removed when an agent opens the store.
+    stray = Path(a.store) / "models" / ("b" * 64 + ".onnx")
+    stray.write_bytes(b"left by a crash")
+    b = agent_factory(store=Path(a.store))
+    assert not stray.exists() and b.alive
