@@ -23,9 +23,11 @@ exit codes:
 
 
 class HostError(Exception):
-    """Root of the host's errors."""
+    """Root of the host's errors. `option` names the input the error is about, for a command line to name its
+    flag (the library's messages speak of what to do, not of flags)."""
 
     exit_code = EXIT_USAGE
+    option: str | None = None
 
 
 class ConfigError(HostError, ValueError):

@@ -415,7 +415,7 @@ class Search:
         if pick is None:
             raise NoFeasibleCandidate(
                 "every trained feasible candidate missed the deadline when measured on the "
-                "target; raise --margin, or profile the target again (--force) if the table is old"
+                "target; raise the margin, or measure the target again if its table is old"
             )
         return pick, artefact, sidecar
 

@@ -134,6 +134,8 @@ JOB_KEY = (
 class TableError(ConfigError):
     """The database cannot be used as it is (newer schema, corrupt, full disk)."""
 
+    option = "db"
+
 
 class RowExists(TableError):
     """The row is in the table already (another run measured it meanwhile)."""
@@ -189,9 +191,9 @@ def _friendly(exc: sqlite3.Error, path: Path) -> TableError:
     if "disk is full" in text or "disk I/O" in text:
         return TableError(f"cannot write to {path}: {text}; free some disk space (rows committed so far are kept)")
     if "not a database" in text or "malformed" in text:
-        return TableError(f"{path} is not a valid NetCut database ({text}); move it aside or pass another --db")
+        return TableError(f"{path} is not a valid NetCut database ({text}); move it aside or use another table file")
     if "locked" in text:
-        return TableError(f"{path} is locked by another process; wait for it or use another --db")
+        return TableError(f"{path} is locked by another process; wait for it or use another table file")
     return TableError(f"database error in {path}: {text}")
 
 
@@ -223,7 +225,7 @@ class LatencyDB:
         if version > SCHEMA_VERSION:
             raise TableError(
                 f"{self.path} was written by a newer NetCut (schema {version}, this one reads up to "
-                f"{SCHEMA_VERSION}); upgrade netcut, or pass another --db"
+                f"{SCHEMA_VERSION}); upgrade netcut, or use another table file"
             )
         for target_version in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():

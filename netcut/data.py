@@ -132,7 +132,9 @@ def image_folder(root: Path, input_size: int, normalization: dict, seed: int = 0
 
     root = Path(root)
     if not root.is_dir():
-        raise NetcutError(f"--data {root} is not a folder; give an ImageFolder (one sub-folder per class) or 'builtin'")
+        raise NetcutError(
+            f"{root} is not a folder; give an ImageFolder (one sub-folder per class) or 'builtin'", option="data"
+        )
     normalize = transforms.Normalize(normalization["mean"], normalization["std"])
     plain_tf = transforms.Compose(
         [transforms.Resize(int(input_size * 1.14)), transforms.CenterCrop(input_size), transforms.ToTensor(), normalize]

@@ -181,7 +181,7 @@ class EmpiricalEstimator:
             )
         heads = {r.cut: r for r in sorted(rows, key=lambda r: r.id) if r.mode == HEAD}
         if cut not in heads:
-            return Estimate(cut, None, None, f"no measured head for {cut}: profile with --mode layers")
+            return Estimate(cut, None, None, f"no measured head for {cut}: profile this model in layers mode")
         head = heads[cut]
         value, fraction = self._from_profile(full, head, cuts, cut, q)
         u_prefix = quantile_uncertainty(full.samples_ms, q) * fraction
@@ -282,7 +282,7 @@ def fit_cost_model(points: list[CalibrationPoint], target: str = "") -> CostMode
     if len(points) < len(FEATURES):
         raise NetcutError(
             f"the analytical estimator needs at least {len(FEATURES)} measured rows on this target, "
-            f"found {len(points)}; profile a few networks first (netcut-host profile --mode layers)"
+            f"found {len(points)}; profile a few networks on it first (in layers mode)"
         )
     x = np.stack([p.features / p.median_ms for p in points])
     y = np.ones(len(points))

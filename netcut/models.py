@@ -99,12 +99,16 @@ def _torchvision_weights(name: str, weights: str):
     try:
         enum = torchvision.models.get_model_weights(name)
     except (KeyError, ValueError):
-        raise NetcutError(f"torchvision has no pretrained weights for {name!r}; use --weights none or a file") from None
+        raise NetcutError(
+            f"torchvision has no pretrained weights for {name!r}; use none, or a weights file", option="weights"
+        ) from None
     try:
         return enum[weights] if weights != "DEFAULT" else enum.DEFAULT
     except KeyError:
         valid = ", ".join(["DEFAULT"] + [w.name for w in enum])
-        raise NetcutError(f"unknown weights {weights!r} for {name}; valid: {valid}, none, or a file path") from None
+        raise NetcutError(
+            f"unknown weights {weights!r} for {name}; valid: {valid}, none, or a file path", option="weights"
+        ) from None
 
 
 def _fetch_torchvision_weights(weights: torchvision.models.WeightsEnum) -> dict[str, torch.Tensor]:
@@ -114,8 +118,9 @@ def _fetch_torchvision_weights(weights: torchvision.models.WeightsEnum) -> dict[
     if os.environ.get("NETCUT_OFFLINE") and not cached.is_file():
         raise NetcutError(
             f"torchvision weights {weights} are not in the cache ({cached}) and NETCUT_OFFLINE is set, "
-            f"so nothing is downloaded. Download {weights.url} elsewhere and pass it with "
-            f"--weights PATH, or copy it to {cached}"
+            f"so nothing is downloaded. Download {weights.url} elsewhere and give the file as the weights, "
+            f"or copy it to {cached}",
+            option="weights",
         )
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
@@ -123,8 +128,8 @@ def _fetch_torchvision_weights(weights: torchvision.models.WeightsEnum) -> dict[
         raise NetcutError(
             f"torchvision weights {weights} are not in the cache ({cached}) and could not be "
             f"downloaded ({type(exc).__name__}: {str(exc)[:120]}); this machine may be offline. "
-            f"Download {weights.url} elsewhere and pass it with --weights PATH, "
-            f"or copy it to {cached}"
+            f"Download {weights.url} elsewhere and give the file as the weights, or copy it to {cached}",
+            option="weights",
         ) from None
 
 

@@ -51,7 +51,7 @@ def resolve_device(name: str) -> str:
     if name not in ("auto", "cpu", "cuda"):
         raise NetcutError(f"unknown device {name!r}; use auto, cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
-        raise NetcutError("--device cuda was asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
+        raise NetcutError("cuda was asked for, but torch sees no CUDA GPU here; use cpu, or auto", option="device")
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
@@ -150,8 +150,9 @@ def with_smaller_batch_on_oom(run: Callable[[int], T], batch: int) -> T:
             torch.cuda.empty_cache()
             if attempt:
                 raise NetcutError(
-                    f"out of GPU memory even at batch size {batch}; use --device cpu, a smaller "
-                    "--input-size, or fewer/lighter models"
+                    f"out of GPU memory even at batch size {batch}; train on the CPU, at a smaller input size, "
+                    "or fewer or lighter models",
+                    option="device",
                 ) from None
             batch = max(1, batch // 2)
             log.warning("out of GPU memory; retrying with batch size %d", batch)

@@ -135,7 +135,7 @@ def build_trn(
     if cut is not None and not isinstance(cut, CutPoint):
         cut = a.cut(cut)
     if cut is not None and head == "gap-linear" and not num_classes:
-        raise NetcutError("a head needs the number of classes (--classes K), or use --head none")
+        raise NetcutError("a head needs the number of classes; give them, or export without a head", option="classes")
     if num_classes is not None and num_classes < 1:
         raise NetcutError(f"the number of classes must be at least 1, got {num_classes}")
     segments, dependent = _segments(a, None if cut is None else cut.index)

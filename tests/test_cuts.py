@@ -235,8 +235,9 @@ def test_backbones_kept_outside_the_package_are_found_on_the_builtin_path(tmp_pa
 def test_offline_weights_say_how_to_pass_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("NETCUT_OFFLINE", "1")
-    with pytest.raises(NetcutError, match="--weights PATH"):
+    with pytest.raises(NetcutError, match="give the file as the weights") as offline:
         models.build("resnet18", "DEFAULT")
+    assert offline.value.option == "weights"   # the command line names its flag for it: --weights
     with pytest.raises(NetcutError, match="valid: DEFAULT, IMAGENET1K_V1"):
         models.build("resnet18", "IMAGENET9K")
 

@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         print("netcut-host: interrupted", file=sys.stderr)
         return 130
     except (HostError, NetcutError) as exc:
-        print(f"netcut-host: error: {exc}", file=sys.stderr)
+        option = getattr(exc, "option", None)
+        flag = f"--{option.replace('_', '-')}: " if option and f"--{option}" not in str(exc) else ""
+        print(f"netcut-host: error: {flag}{exc}", file=sys.stderr)
         logging.getLogger(__name__).debug("details", exc_info=exc)
         return exc.exit_code if isinstance(exc, HostError) else EXIT_USAGE
     except OSError as exc:
