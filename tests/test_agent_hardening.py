@@ -388,3 +388,24 @@ def test_a_record_that_cannot_be_written_leaves_no_model_behind(agent_factory, t
     stray.write_bytes(b"left by a crash")
     b = agent_factory(store=Path(a.store))
     assert not stray.exists() and b.alive
+
+
+def test_the_local_agent_logs_to_a_file_never_an_unread_pipe(tmp_path, monkeypatch):
+    from netcut_host.local_agent import LocalAgentError, local_agent, log_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    with local_agent() as address, AgentClient(address) as client:
+        with grpc.insecure_channel(address) as channel:  # calls the agent logs about, as many as you like
+            raw = channel.unary_unary("/netcut.agent.v1.Agent/Info")
+            for _ in range(50):
+                with pytest.raises(grpc.RpcError):
+                    raw(b"\xff\xff", timeout=10)
+        logs = list(log_dir().iterdir())
+        assert len(logs) == 1 and "malformed request" in logs[0].read_text()
+        assert client.health() == "SERVING"
+    assert list(log_dir().iterdir()) == []  # a command that ended well leaves nothing
+    with pytest.raises(LocalAgentError, match="its log: ") as failed:
+        with local_agent(extra_args=["--max-uploads", "0"]):
+            pass
+    kept = Path(str(failed.value).rsplit("its log: ", 1)[1].rstrip(")"))
+    assert kept.parent == log_dir() and "--max-uploads must be at least 1" in kept.read_text()

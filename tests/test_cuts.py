@@ -237,7 +237,7 @@ def test_offline_weights_say_how_to_pass_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv("NETCUT_OFFLINE", "1")
     with pytest.raises(NetcutError, match="give the file as the weights") as offline:
         models.build("resnet18", "DEFAULT")
-    assert offline.value.option == "weights"   # the command line names its flag for it: --weights
+    assert offline.value.option == "weights"  # the command line names its flag for it: --weights
     with pytest.raises(NetcutError, match="valid: DEFAULT, IMAGENET1K_V1"):
         models.build("resnet18", "IMAGENET9K")
 
