@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0  # importing a runtime on a slow board
 KILL_GRACE_S = 0.5  # after the limit, the child's own clean DeadlineExceeded may still arrive
 CANCEL_GRACE_S = 0.5  # after a cancel, the child's own clean stop between runs may still arrive
-POLL_S = 0.05
+POLL_S = 0.2  # how often a waiting server looks at the cancel flag and the clock (results wake it at once)
 
 
 @dataclass(frozen=True)
