@@ -64,8 +64,9 @@ def test_full_fine_tuning_retries_at_half_the_batch_from_the_pretrained_weights(
 
 
 def test_running_out_of_memory_twice_is_a_clear_error():
-    with pytest.raises(NetcutError, match=r"out of GPU memory even at batch size 32.*--device cpu"):
+    with pytest.raises(NetcutError, match=r"out of GPU memory even at batch size 32.*train on the CPU") as failed:
         train_full(Picky(limit=10), two_blobs(128, 0), two_blobs(32, 1), TrainConfig("full", 1, batch_size=64))
+    assert failed.value.option == "device"  # the command line names its flag: --device cpu
 
 
 def test_the_retry_halves_the_batch_once():
