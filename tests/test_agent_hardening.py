@@ -409,3 +409,28 @@ def test_the_local_agent_logs_to_a_file_never_an_unread_pipe(tmp_path, monkeypat
             pass
     kept = Path(str(failed.value).rsplit("its log: ", 1)[1].rstrip(")"))
     assert kept.parent == log_dir() and "--max-uploads must be at least 1" in kept.read_text()
+
+
+def test_a_runtime_crash_kills_the_worker_not_the_agent(agent_factory, tiny_onnx, tmp_path):
+    a = agent_factory()
+    with AgentClient(a.address) as client:
+        runaway = client.upload(runaway_model(tmp_path / "runaway.onnx"))
+        tiny = client.upload(tiny_onnx)
+        client.info()
+        errors: list = []
+        thread = threading.Thread(target=lambda: errors.append(status_of(lambda: bench(client, runaway))))
+        thread.start()
+        while not client.info().busy:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        # A segfault in a native kernel, as the board would see it: the worker (not multiprocessing's own helper).
+        workers = [
+            p for p in children_of(a.proc.pid) if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 1
+        os.kill(workers[0], signal.SIGSEGV)
+        thread.join(timeout=30)
+        code, message = errors[0]
+        assert code == grpc.StatusCode.ABORTED and "crashed" in message and "signal 11" in message
+        assert a.alive and client.health() == "SERVING"
+        assert bench(client, tiny).stats.n >= 5  # a fresh worker serves the next one
