@@ -167,21 +167,27 @@ def test_exit_4_for_an_unreachable_target_is_distinct_from_bad_input(tmp_path):
     assert out.returncode == 4 and "cannot reach the agent" in out.stderr
 
 
+def insert_row(conn, model: str, cut: str) -> None:  # noqa: ANN001 - a sqlite3 connection
+    """One e2e row of target 'abc' (pi4) as an older NetCut wrote it, straight into SQLite."""
+    conn.execute("INSERT OR IGNORE INTO targets VALUES ('abc', 'pi4', '{}', 0)")
+    conn.execute(
+        "INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, granularity, format, "
+        "runtime, runtime_version, threads, mode, classes, timing, n, median_ms, mean_ms, p90_ms, p95_ms, p99_ms, "
+        "min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, throttled, clock_dropped, model_id, "
+        "agent_version, measured_at) VALUES ('pi4', 'abc', ?, ?, 32, 1, ?, 'block', 'onnx', 'onnxruntime', '1', "
+        "1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, 1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, "
+        "'x', '0', 0)",
+        (model, model, cut),
+    )
+
+
 def test_the_full_network_is_spelled_full_on_disk_and_old_tables_migrate(tmp_path):
     from netcut_host.tables import MIGRATIONS, LatencyDB, RowKey
 
     path = tmp_path / "v2.sqlite"
     with sqlite3.connect(path) as conn:
         conn.executescript(MIGRATIONS[1] + ";" + MIGRATIONS[2] + "; PRAGMA user_version = 2;")
-        conn.execute("INSERT INTO targets VALUES ('abc', 'pi4', '{}', 0)")
-        conn.execute(
-            "INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, granularity, "
-            "format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, mean_ms, "
-            "p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
-            "clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', 'm', 'm', 32, 1, "
-            "'', 'block', 'onnx', 'onnxruntime', '1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, "
-            "1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, 'x', '0', 0)"
-        )
+        insert_row(conn, "m", "")
     with LatencyDB(path) as db:
         assert [r["cut"] for r in db.rows()] == ["full"]
         assert db.rounds("abc", "m", RowKey(input_size=32), None, "e2e") == {0}
@@ -206,16 +212,7 @@ def test_the_stored_cost_model_is_read_back_until_its_rows_change(tmp_path):
         key = RowKey(input_size=32)
         db.save_cost_model("abc", key, stored.to_json(), db.fitted_rows("abc", key))
         assert fit(db, "abc", key) == stored  # the table has not changed: no refit
-        db.conn.execute("INSERT INTO targets VALUES ('abc', 'pi4', '{}', 0)")
-        db.conn.execute(
-            "INSERT INTO measurements (target, identity, model, arch, input_size, batch, cut, "
-            "granularity, format, runtime, runtime_version, threads, mode, classes, timing, n, median_ms, "
-            "mean_ms, p90_ms, p95_ms, p99_ms, min_ms, max_ms, std_ms, cv, samples, blocks, layers, board, "
-            "throttled, clock_dropped, model_id, agent_version, measured_at) VALUES ('pi4', 'abc', "
-            "'resnet18', 'resnet18', 32, 1, 'full', 'block', 'onnx', 'onnxruntime', "
-            "'1', 1, 'e2e', 10, '{}', 2, 1.5, 1.5, 1.9, 1.9, 1.9, 1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', "
-            "'[]', '{}', 0, 0, 'x', '0', 0)"
-        )
+        insert_row(db.conn, "resnet18", "full")
         with pytest.raises(Exception, match="needs at least"):  # a new row: fitted again (one row is too few)
             fit(db, "abc", key)
 
