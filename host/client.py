@@ -124,7 +124,7 @@ class AgentClient:
             grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout)
         except grpc.FutureTimeoutError:
             raise AgentUnavailable(
-                f"cannot reach the agent at {self.address} within {self.connect_timeout:.0f} s: "
+                f"cannot reach the agent at {self.address} within {self.connect_timeout:g} s: "
                 "is `netcut-agent serve` running there, and is the address right?"
             ) from None
         self._connected = True

@@ -4,6 +4,8 @@ in the host reads message fields."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field, fields
 
 # The agent's timing defaults as the protocol documents them (agent.proto, TimingConfig); a test checks
@@ -192,3 +194,18 @@ class AgentResult:
             out["layers"] = [asdict(layer) for layer in self.layers]
             out["layer_profile_note"] = self.layer_profile_note
         return out
+
+
+@dataclass(frozen=True)
+class TargetIdentity:
+    """What a target's rows are keyed by: its name, what changes latency there (board, CPU, runtime and
+    version, threads) and `key`, a hash of that description. Rows of one key are never mixed with others."""
+
+    name: str
+    description: dict
+    key: str = ""
+
+    def __post_init__(self):
+        if not self.key:
+            canonical = json.dumps(self.description, sort_keys=True)
+            object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:16])

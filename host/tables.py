@@ -9,7 +9,6 @@ readers only mix rows of one identity.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sqlite3
@@ -22,7 +21,7 @@ from netcut.estimate import Measurement, pool_rounds
 from netcut.vocabulary import FULL, cut_label, parse_cut_label
 
 from .errors import ConfigError
-from .records import AgentResult
+from .records import AgentResult, TargetIdentity  # noqa: F401  (TargetIdentity: rows are keyed by it)
 
 log = logging.getLogger(__name__)
 
@@ -152,21 +151,6 @@ class RowKey:
     threads: int = 1
     granularity: str = "block"
     classes: int = 10
-
-
-@dataclass(frozen=True)
-class TargetIdentity:
-    """What a target's rows are keyed by: its name, what changes latency there (board, CPU, runtime and
-    version, threads) and `key`, a hash of that description. Rows of one key are never mixed with others."""
-
-    name: str
-    description: dict
-    key: str = ""
-
-    def __post_init__(self):
-        if not self.key:
-            canonical = json.dumps(self.description, sort_keys=True)
-            object.__setattr__(self, "key", hashlib.sha256(canonical.encode()).hexdigest()[:16])
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Iterator
 
 from . import inventory
 from .choices import LOCAL
-from .client import AgentClient, Credentials
+from .client import CONNECT_TIMEOUT_S, AgentClient, Credentials
 from .errors import ConfigError, TargetError
 from .local_agent import local_agent
-from .records import AgentInfo
-from .tables import TargetIdentity
+from .records import AgentInfo, TargetIdentity
 from .wire import info as agent_info
 
 if TYPE_CHECKING:
@@ -86,6 +85,7 @@ def connect(
     credentials: Credentials | None = None,
     fleet: Path | None = None,
     ssh: SSHOptions | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
 ) -> Iterator[ConnectedTarget]:
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ConfigError(f"target name {name!r} must be letters, digits, '-', '_' or '.'")
@@ -98,7 +98,7 @@ def connect(
         return
     with contextlib.ExitStack() as stack:
         address = stack.enter_context(local_agent()) if name == LOCAL else agent
-        client = stack.enter_context(AgentClient(address, credentials))
+        client = stack.enter_context(AgentClient(address, credentials, connect_timeout))
         info = agent_info(client)
         identity = TargetIdentity(name, identity_description(info, runtime, threads))
         yield ConnectedTarget(identity, client, info, runtime, threads)
@@ -111,6 +111,7 @@ def agents_of(
     credentials: Credentials | None = None,
     fleet: Path | None = None,
     ssh: SSHOptions | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
 ) -> Iterator[list[tuple[str, AgentClient, AgentInfo]]]:
     """Every reachable agent of a target, whatever it can run: (board or address, client, info) each.
     For commands that talk to agents (info, bench) rather than fill a table."""
@@ -118,7 +119,7 @@ def agents_of(
     if ft is None:
         with contextlib.ExitStack() as stack:
             address = stack.enter_context(local_agent()) if name == LOCAL and not agent else agent
-            client = stack.enter_context(AgentClient(address, credentials))
+            client = stack.enter_context(AgentClient(address, credentials, connect_timeout))
             yield [(address, client, agent_info(client))]
         return
     with _reachable_links(ft, ssh) as links:

@@ -163,8 +163,16 @@ def test_exit_4_when_the_target_fails_midway_and_the_rows_so_far_are_kept(agent_
 
 
 def test_exit_4_for_an_unreachable_target_is_distinct_from_bad_input(tmp_path):
-    out = run_cli("netcut-host", "info", "--agent", "127.0.0.1:9", "--connect-timeout", "1", timeout=60)
-    assert out.returncode == 4 and "cannot reach the agent" in out.stderr
+    out = run_cli("netcut-host", "info", "--agent", "127.0.0.1:9", "--connect-timeout", "1.5", timeout=60)
+    assert out.returncode == 4 and "cannot reach the agent at 127.0.0.1:9 within 1.5 s" in out.stderr
+    # Talking to an agent needs neither torch nor a runtime here.
+    code = (
+        "import sys\nfrom netcut_host.cli import main\n"
+        "rc = main(['info', '--agent', '127.0.0.1:9', '--connect-timeout', '0.2'])\n"
+        "print('RC', rc, sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "RC 4 []" in done.stdout, done.stdout + done.stderr
 
 
 def insert_row(conn, model: str, cut: str) -> None:  # noqa: ANN001 - a sqlite3 connection

@@ -51,10 +51,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
-def _agents(args: argparse.Namespace):
+def _agents(args: argparse.Namespace):  # noqa: ANN202 - a context manager of the target's agents
     from ..targets import agents_of
 
-    return agents_of(args.target, args.agent, credentials_from_args(args), args.fleet, ssh_options(args))
+    return agents_of(
+        args.target, args.agent, credentials_from_args(args), args.fleet, ssh_options(args), args.connect_timeout
+    )
 
 
 def print_info(info: AgentInfo, address: str) -> None:

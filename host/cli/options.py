@@ -222,5 +222,12 @@ def connected(args: argparse.Namespace, runtime: str, threads: int) -> ContextMa
     from ..targets import connect
 
     return connect(
-        args.target, args.agent, runtime, threads, credentials_from_args(args), args.fleet, ssh_options(args)
+        args.target,
+        args.agent,
+        runtime,
+        threads,
+        credentials_from_args(args),
+        args.fleet,
+        ssh_options(args),
+        args.connect_timeout,
     )
