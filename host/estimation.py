@@ -126,7 +126,6 @@ def estimate_candidates(
     is margin_pct, or for the analytical estimator at least twice the cost model's typical error.
     """
     notes: list[str] = []
-    fit_cache = dict(analyses)  # the cost model also calibrates on other networks measured here
 
     def empirical_all(names: Iterable[str]) -> dict[str, list[Estimate]]:
         return {n: empirical(db, identity, key, analyses[n], quantile, only) for n in names}
@@ -140,6 +139,7 @@ def estimate_candidates(
             profiled = missing
             by_model.update(empirical_all(missing))
         return Estimates(by_model, margin_pct, profiled, notes)
+    fit_cache = dict(analyses)  # the cost model also calibrates on other networks measured here
     try:
         cost_model = fit(db, identity, key, analyses=fit_cache)
     except NetcutError:

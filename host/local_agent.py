@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import TargetError
+from .paths import log_dir
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +24,6 @@ STARTUP_TIMEOUT_S = 30.0
 
 class LocalAgentError(TargetError):
     """The agent this command starts on this machine did not come up."""
-
-
-def log_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("netcut")) / "logs"
 
 
 @contextlib.contextmanager

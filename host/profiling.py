@@ -259,6 +259,12 @@ class _JobQueue:
             self.in_flight += 1
             return self.pending.popleft()
 
+    def drop_pending(self) -> None:
+        """No more jobs for anyone: boards finish the one in flight and stop."""
+        with self.cond:
+            self.pending.clear()
+            self.cond.notify_all()
+
     def finish(self, job: Job, failed_board: bool = False) -> None:
         with self.cond:
             self.in_flight -= 1
@@ -404,7 +410,7 @@ def run(
                 log.warning("board %s failed and is left out: %s", worker.name, payload)
             if kind == "crashed":
                 crash = crash or (job, payload)
-                queue.pending.clear()  # the other boards finish their job in flight and stop
+                queue.drop_pending()
             continue
         done += 1
         if kind == "failed":

@@ -391,7 +391,8 @@ def test_a_record_that_cannot_be_written_leaves_no_model_behind(agent_factory, t
 
 
 def test_the_local_agent_logs_to_a_file_never_an_unread_pipe(tmp_path, monkeypatch):
-    from netcut_host.local_agent import LocalAgentError, local_agent, log_dir
+    from netcut_host.local_agent import LocalAgentError, local_agent
+    from netcut_host.paths import log_dir
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     with local_agent() as address, AgentClient(address) as client:
