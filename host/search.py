@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from netcut import __version__, models
+from netcut import __version__, models, reparam
 from netcut.cuts import NetworkAnalysis, analyse, candidate_cuts, check_input_size
 from netcut.data import BUILTIN_NORMALIZATION, IMAGENET, TaskData, load_task
 from netcut.errors import NetcutError
@@ -124,8 +124,13 @@ class SearchOutcome:
     notes: list[str]
 
 
-def normalization_for(weights: str) -> dict:
-    return BUILTIN_NORMALIZATION if weights == "builtin" else IMAGENET
+def normalization_for(weights: str, model: str | None = None) -> dict:
+    """The mean and std images are normalised with: the built-in backbones' own; what timm's pretrained
+    configuration gives for its networks; ImageNet's otherwise (torchvision's weights)."""
+    if weights == "builtin":
+        return BUILTIN_NORMALIZATION
+    own = models.preprocessing(model) if model else {}
+    return {"mean": own["mean"], "std": own["std"]} if "mean" in own else IMAGENET
 
 
 class Search:
@@ -141,6 +146,8 @@ class Search:
     ):
         self.cfg, self.target, self.db, self.say = cfg, target, db, say
         self.task = task  # given: used instead of loading cfg.data (bench/search.py holds a test split out)
+        self._tasks: dict[str, TaskData] = {}
+        self._trainable: dict[str, NetworkAnalysis] = {}
         self.deadline: Deadline | None = None
         self.phases = {"estimation": 0.0, "profiling": 0.0, "training": 0.0, "confirmation": 0.0}
         self.notes: list[str] = []
@@ -203,11 +210,7 @@ class Search:
         check_input_size(cfg.input_size)  # mistakes in the options are told before the data is read
         for name in cfg.models:
             models.check(name, cfg.weights)
-        task = (
-            self.task
-            if self.task is not None
-            else load_task(cfg.data, cfg.input_size, normalization_for(cfg.weights), SEED)
-        )
+        task = self._task_for(cfg.models[0])
         classes = len(task.classes)
         if cfg.expected_classes is not None and cfg.expected_classes != classes:
             raise ClassesMismatch(
@@ -275,8 +278,27 @@ class Search:
 
     def _analyse(self, name: str) -> NetworkAnalysis:
         torch.manual_seed(SEED)
-        model = models.build(name, self.cfg.weights)
+        model = models.build(name, self.cfg.weights, form="train")
+        if reparam.needs_fusing(model):
+            self._trainable[name] = analyse(model, name, self.cfg.input_size, "block", 1)
+            model = reparam.fused_checked(model, (1, 3, self.cfg.input_size, self.cfg.input_size), name)
         return analyse(model, name, self.cfg.input_size, "block", 1)
+
+    def _task_for(self, model: str) -> TaskData:
+        """The task normalised as this network's weights expect (loaded once per normalisation)."""
+        if self.task is not None:
+            return self.task
+        norm = normalization_for(self.cfg.weights, model)
+        key = json.dumps(norm, sort_keys=True)
+        if key not in self._tasks:
+            self._tasks[key] = load_task(self.cfg.data, self.cfg.input_size, norm, SEED)
+        return self._tasks[key]
+
+    def _trainable_analysis(self, name: str) -> NetworkAnalysis | None:
+        """For a network whose blocks fuse for deployment, its trainable form (full fine-tuning trains that
+        and fuses after); None for the others. Heads train on the fused form: its backbone is frozen in
+        eval mode, where both forms compute the same function."""
+        return self._trainable.get(name)
 
     def _estimate(self, candidates: list[Candidate]) -> None:
         t0 = time.monotonic()
@@ -325,7 +347,7 @@ class Search:
 
     @staticmethod
     def _stem(c: Candidate) -> str:
-        return c.key.replace(":", "_").replace("@", "__")
+        return c.key.replace(":", "_").replace("/", "_").replace("@", "__")
 
     def _checkpoint(self, c: Candidate) -> Path:
         return self.checkpoints / f"{self._stem(c)}.pt"
@@ -350,7 +372,7 @@ class Search:
         for c in todo:
             by_model.setdefault(c.model, []).append(c)
         for i, (name, group) in enumerate(by_model.items()):
-            a = self.analyses[name]
+            a, task = self.analyses[name], self._task_for(name)
             if self.cfg.finetune == "head":
                 self.say(f"training heads of {name} at {len(group)} cuts ({i + 1}/{len(by_model)})")
                 results = train_heads(a, [c.cut for c in group], task.train_plain, task.val, classes, train_cfg)
@@ -361,7 +383,7 @@ class Search:
                     self.say(f"fine-tuning {c.key} ({self.cfg.epochs} epochs on {self.cfg.device})")
                     torch.manual_seed(SEED)
                     trn, result = train_full(
-                        build_trn(a, c.cut, classes),
+                        build_trn(self._trainable_analysis(name) or a, c.cut, classes),
                         task.train,
                         task.val,
                         train_cfg,
@@ -377,10 +399,14 @@ class Search:
         self.save(candidates)
 
     def trained_trn(self, c: Candidate, classes: int) -> torch.nn.Module:
-        """A trained candidate, from its checkpoint."""
-        trn = build_trn(self.analyses[c.model], c.cut, classes)
+        """A trained candidate, from its checkpoint, in its deploy form: a network fine-tuned in its
+        trainable form is fused, and checked to compute what it trained to."""
+        trainable = self._trainable_analysis(c.model) if self.cfg.finetune == "full" else None
+        trn = build_trn(trainable or self.analyses[c.model], c.cut, classes)
         trn.load_state_dict(torch.load(self._checkpoint(c), map_location="cpu", weights_only=True))
-        return trn.eval()
+        if trainable is None:
+            return trn.eval()
+        return reparam.fused_checked(trn, self.analyses[c.model].input_shape, c.key)
 
     def _confirm(self, candidates: list[Candidate], task: TaskData):
         """Measure the most accurate trained feasible candidate end to end on the target; if it misses the
@@ -394,7 +420,7 @@ class Search:
             for c in ranked_for_confirmation(candidates):
                 path, data = self._measure(c, task)
                 if c.measured_ms <= self.deadline.ms:
-                    pick, artefact, sidecar = c, *self._deliver(c, path, data, task)
+                    pick, artefact, sidecar = c, *self._deliver(c, path, data, self._task_for(c.model))
                     break
                 c.feasible = False
                 c.confirmation = f"missed: measured {c.measured_ms:.3f} ms > {self.deadline.ms:g} ms"
@@ -448,7 +474,8 @@ class Search:
             "weights": self.cfg.weights,
             "classes": task.classes,
             "input_shape": list(self.analyses[c.model].input_shape),
-            "normalization": task.normalization,
+            "normalization": self._task_for(c.model).normalization,
+            **({"preprocessing": own} if (own := models.preprocessing(c.model)) else {}),
             "format": fmt,
             "accuracy": c.accuracy,
             "deadline_ms": self.deadline.ms,

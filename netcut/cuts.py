@@ -50,23 +50,32 @@ class NetworkAnalysis:
     logits_node: fx.Node | None = field(repr=False, default=None)
 
     def cut(self, key: str | int) -> CutPoint:
-        """A cut by name, node name or index; unknown ones list the valid names."""
-        if isinstance(key, int) or (isinstance(key, str) and key.lstrip("-").isdigit()):
-            i = int(key)
-            if not -len(self.cuts) <= i < len(self.cuts):
-                raise NetcutError(
-                    f"cut index {i} is out of range: {self.model_name} has {len(self.cuts)} cuts "
-                    f"(0..{len(self.cuts) - 1}) at {self.granularity} granularity"
-                )
-            return self.cuts[i]
+        """A cut by name or node name, or by index: an int, or `#N` in text. A bare number is a name
+        (nn.Sequential's blocks are called 0, 1, 2...), never an index."""
+        if isinstance(key, int):
+            return self._by_index(key, str(key))
+        key = key.strip()
+        if key.startswith("#"):
+            if not key[1:].lstrip("-").isdigit():
+                raise NetcutError(f"{key!r} is not a cut index; write # and a number, e.g. #0")
+            return self._by_index(int(key[1:]), key)
         for c in self.cuts:
             if key in (c.name, c.node):
                 return c
         names = ", ".join(c.name for c in self.cuts)
+        as_index = f"; for the cut at index {key}, write #{key}" if key.lstrip("-").isdigit() else ""
         raise NetcutError(
             f"{key!r} is not a cut point of {self.model_name} at {self.granularity} granularity; "
-            f"valid cuts: {names} (or an index 0..{len(self.cuts) - 1})"
+            f"valid cuts: {names} (or by index #0..#{len(self.cuts) - 1}){as_index}"
         )
+
+    def _by_index(self, i: int, written: str) -> CutPoint:
+        if not -len(self.cuts) <= i < len(self.cuts):
+            raise NetcutError(
+                f"cut index {written} is out of range: {self.model_name} has {len(self.cuts)} cuts "
+                f"(#0..#{len(self.cuts) - 1}) at {self.granularity} granularity"
+            )
+        return self.cuts[i]
 
     def node_of(self, cut: CutPoint) -> fx.Node:
         return self.cut_nodes[cut.index]

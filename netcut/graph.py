@@ -16,6 +16,7 @@ from torch import fx, nn
 from torchvision.models.feature_extraction import NodePathTracer
 
 from .errors import TraceError
+from .reparam import fusable, fusable_types
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -48,7 +49,7 @@ def _is_container(module: nn.Module) -> bool:
     nn.Sequential of blocks (ResNet's layer1, MobileNet's features) is expanded; a
     Sequential subclass of leaf layers (Conv2dNormActivation) is itself a block.
     """
-    if not isinstance(module, _CONTAINERS):
+    if not isinstance(module, _CONTAINERS) or fusable(module):  # a block that fuses is one block
         return False
     if type(module) in _CONTAINERS:
         return True
@@ -87,16 +88,31 @@ def _trace_failure(exc: Exception) -> TraceError:
     )
 
 
-def _tracer() -> NodePathTracer:
+def _uses_timm(model: nn.Module) -> bool:
+    return any(type(m).__module__.startswith("timm.") for m in model.modules())
+
+
+def _tracer(model: nn.Module) -> NodePathTracer:
     """The tracer as torchvision's feature extraction sets it up, so node names agree with it:
-    torchvision.ops functions are wrapped and its modules (StochasticDepth...) are leaves."""
+    torchvision.ops functions are wrapped and its modules (StochasticDepth...) are leaves. For timm's
+    networks, also what timm's own FX feature extraction leaves untraced (its registered modules and
+    functions), so node names agree with timm's too. Blocks that fuse for deployment are leaves."""
     leaves = [m for _, m in inspect.getmembers(torchvision.ops) if inspect.isclass(m) and issubclass(m, nn.Module)]
-    return NodePathTracer(autowrap_modules=(math, torchvision.ops), leaf_modules=leaves)
+    functions: list = []
+    if _uses_timm(model):
+        from timm.layers import _fx as timm_fx
+
+        leaves += list(timm_fx.get_notrace_modules())
+        functions = list(timm_fx.get_notrace_functions())
+    # Subclasses of torch's layers (timm's Linear) stay layers: a classifier must be one module to resize.
+    layers = {type(m) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))}
+    leaves += sorted(fusable_types(model) | layers, key=lambda t: t.__qualname__)
+    return NodePathTracer(autowrap_modules=(math, torchvision.ops), autowrap_functions=functions, leaf_modules=leaves)
 
 
 def trace(model: nn.Module) -> TracedNetwork:
     model = model.eval()
-    tracer = _tracer()
+    tracer = _tracer(model)
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # the tracer raises many types (TraceError, TypeError, ...)

@@ -1,7 +1,10 @@
-"""Networks by name: torchvision's classifiers or a user's `package.module:factory`, with weights.
+"""Networks by name: torchvision's classifiers, timm's (`timm/NAME[.TAG]`) or a user's
+`package.module:factory`, with weights.
 
 Weights are `none` (random: latency does not depend on them), a torchvision weights
-name (`DEFAULT`, `IMAGENET1K_V1`, ...), or a path to a state_dict or checkpoint.
+name (`DEFAULT`, `IMAGENET1K_V1`, ...), `DEFAULT` for timm's pretrained tag, or a path to a
+state_dict or checkpoint. Networks come in their deploy form (blocks that fuse for inference
+fused, see netcut.reparam) unless the trainable form is asked for.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
+from . import reparam, timm_models
 from .errors import NetcutError
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,7 @@ def _unknown_model(name: str) -> NetcutError:
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return NetcutError(
         f"unknown model {name!r}.{hint} Use a torchvision classification model name "
-        "(torchvision.models.list_models(module=torchvision.models)) or package.module:factory"
+        "(torchvision.models.list_models(module=torchvision.models)), timm/NAME for timm's, or package.module:factory"
     )
 
 
@@ -51,9 +55,9 @@ def _custom_factory(spec: str):
         raise NetcutError(f"module {module_name!r} has no {attr!r} (from model {spec!r})") from None
 
 
-def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
+def checkpoint_state(path: Path | str) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise NetcutError(
             f"cannot read weights file {path}: {type(exc).__name__}: {str(exc)[:200]}. "
@@ -181,32 +185,48 @@ def _builtin(name: str) -> nn.Module:
     return model.eval()
 
 
-def build(name: str, weights: str = "none", num_classes: int | None = None) -> nn.Module:
-    """The network, in eval mode, with the requested weights (none, builtin, a torchvision name, a file)."""
-    weights = weights or "none"
+FORMS = ("deploy", "train")
+
+
+def build(name: str, weights: str = "none", num_classes: int | None = None, form: str = "deploy") -> nn.Module:
+    """The network, in eval mode, with the requested weights (none, builtin, a torchvision or timm name, a
+    file). form "deploy" (default): blocks that fuse for inference are fused, as the board runs them;
+    "train": the form that trains (the same network when nothing fuses)."""
+    if form not in FORMS:
+        raise NetcutError(f"unknown form {form!r}; use one of: {', '.join(FORMS)}")
+    model = _trainable(name, weights or "none").eval()
+    if form == "train" or not reparam.needs_fusing(model):
+        return model
+    size = default_input_size(name)
+    return reparam.fused_checked(model, (1, 3, size, size), name)
+
+
+def _trainable(name: str, weights: str) -> nn.Module:
     check(name, weights)
     if weights == "builtin":
         return _builtin(name)
+    if timm_models.is_timm(name):
+        return timm_models.build(name, weights)
     if ":" in name:
         model = _custom_factory(name)()
         if not isinstance(model, nn.Module):
             raise NetcutError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
         if weights.lower() != "none":
-            load_state(model, _checkpoint_state(Path(weights)), weights)
-        return model.eval()
+            load_state(model, checkpoint_state(Path(weights)), weights)
+        return model
     is_file = _is_weights_file(weights)
     if weights.lower() != "none" and not is_file:
         tv_weights = _torchvision_weights(name, weights)
         _fetch_torchvision_weights(tv_weights)  # a clear error when offline and not cached
         # torchvision's builder also sets what the weights expect (e.g. transform_input).
-        return torchvision.models.get_model(name, weights=tv_weights).eval()
+        return torchvision.models.get_model(name, weights=tv_weights)
     kwargs = {"init_weights": True} if name in _EXPLICIT_INIT else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model = torchvision.models.get_model(name, weights=None, **kwargs)
     if is_file:
-        load_state(model, _checkpoint_state(Path(weights)), weights)
-    return model.eval()
+        load_state(model, checkpoint_state(Path(weights)), weights)
+    return model
 
 
 def _is_weights_file(weights: str) -> bool:
@@ -217,6 +237,21 @@ def check(name: str, weights: str = "none") -> None:
     """What build() would refuse, found without building, loading or downloading anything: an unknown
     network, missing built-in weights, a torchvision weights name the network lacks, a missing file."""
     weights = weights or "none"
+    if timm_models.is_timm(name):
+        timm_models.check(name)
+        if weights == "builtin":
+            raise NetcutError(
+                f"no built-in weights for {name}; use {timm_models.PRETRAINED} (timm's pretrained weights), "
+                "none, or a file",
+                option="weights",
+            )
+        if weights.lower() not in ("none", timm_models.PRETRAINED.lower()) and not Path(weights).is_file():
+            raise NetcutError(
+                f"weights {weights!r} for {name}: give {timm_models.PRETRAINED} (timm's pretrained weights), "
+                "none, or an existing state_dict file",
+                option="weights",
+            )
+        return
     if ":" in name:
         _custom_factory(name)
         if weights.lower() != "none" and not Path(weights).is_file():
@@ -240,4 +275,12 @@ def check(name: str, weights: str = "none") -> None:
 
 
 def default_input_size(name: str) -> int:
+    if timm_models.is_timm(name):
+        return timm_models.default_input_size(name)
     return 299 if name == "inception_v3" else 224
+
+
+def preprocessing(name: str) -> dict:
+    """What the network's pretrained weights expect of an image, where their source publishes it: timm's
+    pretrained configuration (input size, mean, std, interpolation, crop). Empty otherwise."""
+    return timm_models.pretrained_config(name) if timm_models.is_timm(name) else {}

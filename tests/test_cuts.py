@@ -311,7 +311,7 @@ def test_export_cli_writes_a_verified_model(tmp_path):
 def test_export_cli_head_none_gives_the_activation(tmp_path):
     path = tmp_path / "prefix.onnx"
     out = run_cli(
-        "netcut-host", "export", "resnet18", "--cut", "3", "--head", "none", "--input-size", "64", "-o", str(path)
+        "netcut-host", "export", "resnet18", "--cut", "#3", "--head", "none", "--input-size", "64", "-o", str(path)
     )
     assert out.returncode == 0, out.stderr
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -323,7 +323,8 @@ def test_export_cli_head_none_gives_the_activation(tmp_path):
     [
         (["cuts", "resnet_18"], "Did you mean: resnet18"),
         (["export", "resnet18", "--cut", "layer9", "-o", "x.onnx"], "valid cuts: maxpool, layer1.0"),
-        (["export", "resnet18", "--cut", "99", "-o", "x.onnx"], "out of range"),
+        (["export", "resnet18", "--cut", "#99", "-o", "x.onnx"], "out of range"),
+        (["export", "resnet18", "--cut", "3", "-o", "x.onnx"], "for the cut at index 3, write #3"),
         (["export", "resnet18", "--weights", "nope.pt", "-o", "x.onnx"], "does not exist"),
         (["cuts", "custom_models:branchy", "--input-size", "16"], "cannot be traced"),
         (["cuts", "custom_models:not_a_module"], "not a torch.nn.Module"),

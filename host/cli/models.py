@@ -12,6 +12,11 @@ from ..choices import FORMATS
 from ..errors import ConfigError
 from .options import CLASSES_HELP, add_json
 
+MODEL_HELP = (
+    "a torchvision model name (e.g. mobilenet_v2), timm/NAME[.TAG] (e.g. timm/efficientnet_lite0; needs the "
+    "timm extra) or package.module:factory"
+)
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     cuts = sub.add_parser(
@@ -19,10 +24,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="list where a network can be cut",
         description="List a network's cut points in execution order with the cumulative "
         "multiply-adds (MACs) and parameters up to each cut and the size of the activation there. "
-        "Names are torchvision node names (get_graph_node_names) or their top-level block.",
+        "Names are torchvision node names (get_graph_node_names; for timm networks, timm's FX node "
+        "names) or their top-level block. Other commands take a cut by its name, or by its index as #N. "
+        "Blocks that fuse for deployment (MobileOne, RepViT...) are fused first and never cut inside.",
     )
-    cuts.add_argument("model", help="a torchvision model name (e.g. mobilenet_v2) or package.module:factory")
-    cuts.add_argument("--input-size", type=int, help="square input size in pixels (default: 224; 299 for inception_v3)")
+    cuts.add_argument("model", help=MODEL_HELP)
+    cuts.add_argument(
+        "--input-size",
+        type=int,
+        help="square input size in pixels (default: 224; 299 for inception_v3; a timm network's pretrained size)",
+    )
     cuts.add_argument(
         "--granularity",
         choices=GRANULARITIES,
@@ -40,9 +51,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "(verified in LiteRT; needs the convert extra). The head is untrained: export is for "
         "latency work; `search` retrains.",
     )
-    export.add_argument("model", help="a torchvision model name or package.module:factory")
+    export.add_argument("model", help=MODEL_HELP)
     export.add_argument(
-        "--cut", default=FULL, help=f"cut name or index from `netcut-host cuts`, or '{FULL}' (default: %(default)s)"
+        "--cut",
+        default=FULL,
+        help=f"a cut name from `netcut-host cuts`, #N for its index, or '{FULL}' (default: %(default)s)",
     )
     export.add_argument(
         "--classes",
@@ -57,13 +70,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="gap-linear (default) or none: the bare prefix, whose output is the activation at the cut",
     )
     export.add_argument("--format", choices=FORMATS, default="onnx", help="onnx or tflite (default: %(default)s)")
-    export.add_argument("--input-size", type=int, help="square input size (default: 224; 299 for inception_v3)")
+    export.add_argument(
+        "--input-size",
+        type=int,
+        help="square input size (default: 224; 299 for inception_v3; a timm network's pretrained size)",
+    )
     export.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     export.add_argument(
         "--weights",
         default="none",
         help="none (random; default, fine for latency), a torchvision weights name such as DEFAULT, "
-        "or a state_dict file",
+        "DEFAULT for a timm network's pretrained tag, or a state_dict file",
     )
     export.add_argument(
         "--granularity",
@@ -108,10 +125,10 @@ def cmd_cuts(args: argparse.Namespace) -> int:
         f"{a.model_name} at {'x'.join(map(str, a.input_shape))}: {len(a.cuts)} cuts ({a.granularity}), "
         f"full network {a.full_macs / 1e6:.1f} M MACs, {a.full_params / 1e6:.2f} M params"
     )
-    print(f"{'#':>3}  {'cut':<34} {'output':<18} {'MACs (M)':>10} {'% of full':>9} {'params (M)':>10} {'act (KB)':>9}")
+    print(f"{'#':>4}  {'cut':<34} {'output':<18} {'MACs (M)':>10} {'% of full':>9} {'params (M)':>10} {'act (KB)':>9}")
     for c in a.cuts:
         print(
-            f"{c.index:>3}  {c.name:<34} {'x'.join(map(str, c.output_shape)):<18} {c.macs / 1e6:>10.2f} "
+            f"{'#' + str(c.index):>4}  {c.name:<34} {'x'.join(map(str, c.output_shape)):<18} {c.macs / 1e6:>10.2f} "
             f"{100 * c.macs / a.full_macs:>8.1f}% {c.params / 1e6:>10.3f} {c.activation_bytes / 1024:>9.1f}"
         )
     return 0

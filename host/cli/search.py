@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..choices import DEFAULT_MODELS, ESTIMATORS, FINETUNE, LOCAL, RUNTIMES
+from ..choices import DEFAULT_MODELS, ESTIMATORS, FINETUNE, LOCAL, RUNTIMES, TIMM_EDGE_MODELS, default_models
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -54,14 +54,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_models(
         p,
         False,
-        "comma-separated networks (default: the built-in backbones for --data builtin, else "
+        "comma-separated networks: torchvision names, timm/NAME[.TAG] (needs the timm extra) or "
+        "package.module:factory (default: the built-in backbones for --data builtin, else "
         + ",".join(DEFAULT_MODELS)
+        + ", and where timm is installed its edge set "
+        + ",".join(TIMM_EDGE_MODELS)
         + ")",
     )
     p.add_argument(
         "--weights",
-        help="builtin (default for --data builtin), DEFAULT (torchvision's ImageNet weights, "
-        "the default otherwise), none, or a state_dict file",
+        help="builtin (default for --data builtin), DEFAULT (torchvision's ImageNet weights, timm's "
+        "pretrained tag; the default otherwise), none, or a state_dict file",
     )
     p.add_argument(
         "--data", default="builtin", help="an ImageFolder, or 'builtin' (handwritten digits) (default: %(default)s)"
@@ -123,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     names = (
         names_list(args.models)
         if args.models
-        else (models.builtin_models() if weights == "builtin" else list(DEFAULT_MODELS))
+        else (models.builtin_models() if weights == "builtin" else list(default_models()))
     )
     if not names:
         raise ConfigError("no models to search: pass --models")

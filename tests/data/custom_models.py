@@ -59,3 +59,44 @@ class ExportFails(nn.Module):
 
 def export_fails() -> nn.Module:
     return ExportFails()
+
+
+def sequential() -> nn.Module:
+    """A plain nn.Sequential: its blocks are named 0, 1, 2..., so its cuts are called 2, 5 and 10."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
+
+
+class _BadFuse(nn.Module):
+    """A block whose reparameterize() is wrong: fused, it no longer computes what it trained to."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.branch = nn.Conv2d(3, 8, 1)
+        self.fused = None
+
+    def forward(self, x):
+        if self.fused is not None:
+            return self.fused(x)
+        return self.conv(x) + self.branch(x)
+
+    def reparameterize(self):
+        self.fused = self.conv  # forgets the 1x1 branch
+        del self.branch
+
+
+def bad_fuse() -> nn.Module:
+    return nn.Sequential(_BadFuse(), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
