@@ -73,16 +73,31 @@ def top_level_blocks(model: nn.Module) -> tuple[list[str], list[str]]:
     return blocks, containers
 
 
-def _trace_failure(exc: Exception) -> TraceError:
-    """Name the operation that stopped the tracer: the deepest frame outside torch itself."""
+class _Tracer(NodePathTracer):
+    """torchvision's tracer, remembering the deepest module it was in when tracing failed."""
+
+    failed_in: tuple[str, str] | None = None
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):  # noqa: ANN001, ANN201 - fx.Tracer's signature
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = (self.path_of_module(m), type(m).__name__)
+            raise
+
+
+def _trace_failure(exc: Exception, module: tuple[str, str] | None) -> TraceError:
+    """Name what stopped the tracer: the module it was in, and the deepest frame outside torch itself."""
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
         if "/torch/" not in f.filename and "/netcut/" not in f.filename
     ]
     where = f" at {frames[-1].filename}:{frames[-1].lineno} `{(frames[-1].line or '').strip()}`" if frames else ""
+    inside = f" in module {module[0]!r} ({module[1]})" if module and module[0] else ""
     return TraceError(
-        f"the network cannot be traced{where}: {str(exc).splitlines()[0][:300]}. "
+        f"the network cannot be traced{inside}{where}: {str(exc).splitlines()[0][:300]}. "
         "Data-dependent control flow stops the tracer; make that part a leaf module or rewrite it "
         "without Python branches on tensor values"
     )
@@ -92,7 +107,7 @@ def _uses_timm(model: nn.Module) -> bool:
     return any(type(m).__module__.startswith("timm.") for m in model.modules())
 
 
-def _tracer(model: nn.Module) -> NodePathTracer:
+def _tracer(model: nn.Module) -> _Tracer:
     """The tracer as torchvision's feature extraction sets it up, so node names agree with it:
     torchvision.ops functions are wrapped and its modules (StochasticDepth...) are leaves. For timm's
     networks, also what timm's own FX feature extraction leaves untraced (its registered modules and
@@ -107,7 +122,7 @@ def _tracer(model: nn.Module) -> NodePathTracer:
     # Subclasses of torch's layers (timm's Linear) stay layers: a classifier must be one module to resize.
     layers = {type(m) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))}
     leaves += sorted(fusable_types(model) | layers, key=lambda t: t.__qualname__)
-    return NodePathTracer(autowrap_modules=(math, torchvision.ops), autowrap_functions=functions, leaf_modules=leaves)
+    return _Tracer(autowrap_modules=(math, torchvision.ops), autowrap_functions=functions, leaf_modules=leaves)
 
 
 def trace(model: nn.Module) -> TracedNetwork:
@@ -116,7 +131,7 @@ def trace(model: nn.Module) -> TracedNetwork:
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # the tracer raises many types (TraceError, TypeError, ...)
-        raise _trace_failure(exc) from None
+        raise _trace_failure(exc, tracer.failed_in) from None
     gm = fx.GraphModule(tracer.root, graph, model.__class__.__name__)
     # Nodes are copied into the GraphModule; keep names by node position.
     by_position = {i: tracer.node_to_qualname.get(n, n.name) for i, n in enumerate(graph.nodes)}

@@ -132,7 +132,11 @@ def test_a_network_that_fuses_is_cut_exported_and_measured_fused(tmp_path):
     _randomise_norms(trainable)
     fused = reparam.deploy_form(trainable)
     train_a, fused_a = analyse(trainable, "mobileone_s0", SIZE), analyse(fused, "mobileone_s0", SIZE)
-    assert [c.name for c in train_a.cuts] == [c.name for c in fused_a.cuts]  # no cut inside a block
+    assert [c.name for c in train_a.cuts] == [c.name for c in fused_a.cuts]
+    # Not even where every node is a cut candidate does a cut fall inside a block that fuses.
+    fusing = [name for name, m in trainable.named_modules() if name and reparam.fusable(m)]
+    layer_cuts = analyse(trainable, "mobileone_s0", SIZE, "layer").cuts
+    assert not [c.node for c in layer_cuts if any(c.node.startswith(block + ".") for block in fusing)]
     x = torch.randn(fused_a.input_shape)
     nodes = {}
     for form, a in (("train", train_a), ("fused", fused_a)):
@@ -221,6 +225,11 @@ def test_bad_names_and_weights_are_refused_with_the_fix(name, weights, words):
     assert words in str(caught.value)
 
 
+def test_an_untraceable_network_names_the_module_and_line_that_stop_the_tracer():
+    with pytest.raises(NetcutError, match=r"in module '1.0' \(Branchy\) at .*custom_models.py:\d+ `if x.sum\(\) > 0:`"):
+        analyse(models.build("custom_models:nested_branchy"), "nested_branchy", 16)
+
+
 def test_sequential_cuts_are_addressed_by_name_and_indices_by_hash(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(DATA)}
     listed = run_cli("netcut-host", "cuts", "custom_models:sequential", "--input-size", "32", "--json", env=env)
@@ -273,3 +282,28 @@ def test_a_timm_pick_carries_timms_preprocessing_in_model_json(tmp_path):
     assert sidecar["preprocessing"]["input_size"] == list(cfg.input_size)
     assert sidecar["preprocessing"]["interpolation"] == cfg.interpolation
     assert sidecar["normalization"] == {"mean": list(cfg.mean), "std": list(cfg.std)}
+
+
+def test_default_weights_load_through_timm_from_the_hugging_face_cache(tmp_path):
+    """timm's pretrained weights as timm finds them offline: a Hugging Face cache entry, here of weights
+    this test makes (nothing is downloaded)."""
+    from safetensors.torch import save_file
+
+    cfg = timm.models.get_pretrained_cfg("lcnet_050")
+    torch.manual_seed(1)
+    made = timm.create_model("lcnet_050").eval()
+    repo = tmp_path / "hf" / "hub" / f"models--{cfg.hf_hub_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_file({k: v.contiguous() for k, v in made.state_dict().items()}, str(snapshot / "model.safetensors"))
+    path = tmp_path / "m.onnx"
+    argv = ["export", "timm/lcnet_050", "--weights", "DEFAULT", "--cut", "blocks.3.0", "--head", "none"]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    out = run_cli("netcut-host", *argv, "--input-size", "64", "-o", str(path), env=env)
+    assert out.returncode == 0, out.stderr
+    x = torch.randn(1, 3, 64, 64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x.numpy()})[0]
+    assert relative_error(got, _timm_feature(made, "blocks.3.0", x).numpy()) < 1e-4

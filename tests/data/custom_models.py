@@ -100,3 +100,8 @@ class _BadFuse(nn.Module):
 
 def bad_fuse() -> nn.Module:
     return nn.Sequential(_BadFuse(), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+
+
+def nested_branchy() -> nn.Module:
+    """The untraceable block deep inside: the error names it."""
+    return nn.Sequential(nn.Identity(), nn.Sequential(Branchy()))
