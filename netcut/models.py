@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -71,7 +72,13 @@ def checkpoint_state(path: Path | str) -> dict[str, torch.Tensor]:
         raise NetcutError(
             f"{path} does not hold a state_dict (a dict of tensors); save one with torch.save(model.state_dict(), PATH)"
         )
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = OrderedDict((k.removeprefix("module."), v) for k, v in obj.items())
+    # torch.save(model.state_dict()) keeps each module's state version here; modules that changed their
+    # state's layout (torchvision's MNASNet, DenseNet) refuse a state without it.
+    metadata = getattr(obj, "_metadata", None)
+    if metadata is not None:
+        state._metadata = OrderedDict((k.removeprefix("module."), v) for k, v in metadata.items())
+    return state
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -197,6 +197,21 @@ def test_custom_factory_and_state_dict_weights_round_trip(tmp_path, monkeypatch)
         torch.testing.assert_close(loaded(x), original(x))
 
 
+def test_a_state_dict_of_a_network_that_versions_its_state_loads(tmp_path):
+    """torch.save(net.state_dict()) keeps per-module state versions (_metadata); MNASNet refuses a state
+    without them ("version should be set to 1 or 2 instead of None")."""
+    original = models.build("mnasnet0_5")
+    for m in original.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+    path = tmp_path / "mnasnet.pt"
+    torch.save(original.state_dict(), path)
+    loaded = models.build("mnasnet0_5", str(path))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), original(x))
+
+
 def test_torchvision_weights_name_loads_from_the_cache(tmp_path, monkeypatch):
     """A weights name goes through torchvision's real loading; the cached file is one we made."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
