@@ -11,9 +11,13 @@ TFLite: litert-torch (the `convert` extra), verified in ai-edge-litert.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
+import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -169,6 +173,25 @@ def export_onnx(
     return ExportResult(path, "onnx", tuple(input_shape), error, seconds)
 
 
+@contextlib.contextmanager
+def _stdout_to_log(what: str):
+    """Keep a converter's progress lines (hundreds, printed to stdout from Python and native code) out of
+    the command's output, which may be JSON: they go to the debug log instead."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 1)  # Python's sys.stdout writes to fd 1 too
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            lines = sink.read().decode(errors="replace").splitlines()
+            log.debug("%s printed %d lines; the last: %s", what, len(lines), lines[-5:])
+
+
 def export_tflite(module: nn.Module, path: Path, input_shape: tuple[int, ...], verify: bool = True) -> ExportResult:
     try:
         import litert_torch
@@ -179,11 +202,12 @@ def export_tflite(module: nn.Module, path: Path, input_shape: tuple[int, ...], v
     path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.randn(*input_shape)
     start = time.perf_counter()
-    try:
-        converted = litert_torch.convert(module, (x,))
-    except Exception as exc:  # the converter raises many types
-        raise NetcutError(f"litert-torch cannot convert this network: {str(exc).splitlines()[0][:300]}") from None
-    converted.export(str(path))
+    with _stdout_to_log("litert-torch"):
+        try:
+            converted = litert_torch.convert(module, (x,))
+        except Exception as exc:  # the converter raises many types
+            raise NetcutError(f"litert-torch cannot convert this network: {str(exc).splitlines()[0][:300]}") from None
+        converted.export(str(path))
     seconds = time.perf_counter() - start
     error = 0.0
     if verify:

@@ -365,3 +365,13 @@ def test_tflite_export_matches_torch_in_litert(name, cut, tmp_path):
     trn = build_trn(a, cut, num_classes=3)
     result = export_tflite(trn, tmp_path / "m.tflite", a.input_shape)
     assert result.relative_error < 1e-4 and result.path.read_bytes()[4:8] == b"TFL3"
+
+
+def test_tflite_export_json_is_json_though_the_converter_prints_progress(tmp_path):
+    pytest.importorskip("litert_torch", reason="TFLite export needs the convert extra")
+    path = tmp_path / "m.tflite"
+    argv = ["export", "custom_models:tiny", "--format", "tflite", "--input-size", "16", "-o", str(path), "--json"]
+    out = run_cli("netcut-host", *argv, env={**os.environ, "PYTHONPATH": str(DATA)})
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)  # nothing but the JSON on stdout
+    assert info["format"] == "tflite" and info["relative_error"] < 1e-4 and path.read_bytes()[4:8] == b"TFL3"
