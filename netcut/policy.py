@@ -47,13 +47,16 @@ class Candidate:
 
 
 def parse_deadline(text: str) -> float:
-    """'30ms', '30', '0.5 ms', '2s' -> milliseconds."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|us)?\s*", str(text))
+    """'30ms', '0.5 ms', '2s', '800us' -> milliseconds. A bare number is refused: a hard deadline read
+    in the wrong unit is wrong by a factor of a thousand."""
+    m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+)\s*(ms|s|us)?\s*", str(text))
     if not m:
         raise NetcutError(f"cannot read deadline {text!r}; write e.g. 30ms, 0.5ms or 2s")
-    value = float(m.group(1)) * {"ms": 1.0, None: 1.0, "s": 1000.0, "us": 0.001}[m.group(2)]
+    if m.group(2) is None:
+        raise NetcutError(f"the deadline {text!r} has no unit; write {m.group(1)}ms (or {m.group(1)}s, {m.group(1)}us)")
+    value = float(m.group(1)) * {"ms": 1.0, "s": 1000.0, "us": 0.001}[m.group(2)]
     if value <= 0:
-        raise NetcutError("the deadline must be positive")
+        raise NetcutError(f"the deadline must be positive, got {text!r}")
     return value
 
 

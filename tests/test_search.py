@@ -206,6 +206,8 @@ def test_bad_datasets_exit_2(layout, words, builtin_run, tmp_path):
         (["--models", "mobilenet_v9"], "Did you mean"),
         (["--device", "cuda"], "no CUDA GPU"),
         (["--deadline", "fast"], "cannot read deadline"),
+        (["--deadline", "30"], "the deadline '30' has no unit; write 30ms"),
+        (["--deadline", "-5ms"], "the deadline must be positive, got '-5ms'"),
         (["--policy", "greedy"], "unknown policy"),
         (["--data", "/nonexistent/folder", "--deadline", "5ms"], "is not a folder"),
         (["--classes", "7"], "has 10 classes"),

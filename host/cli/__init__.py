@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 from .. import __version__
@@ -41,9 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may be negative: argparse reads `--deadline -5ms` as an option named -5ms and says
+# "expected one argument"; joined as --deadline=-5ms, the option's own check explains what is wrong.
+_SIGNED_OPTIONS = ("--deadline", "--margin")
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _SIGNED_OPTIONS and i + 1 < len(argv) and re.match(r"-[0-9.]", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_signed_values(sys.argv[1:] if argv is None else argv))
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(
         level=level,
