@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -113,6 +114,10 @@ def test_empirical_estimate_every_cut_from_the_profile(profiled):
     assert all(e["uncertainty_ms"] >= 0 for e in data["estimates"])
     p50 = json.loads(host("estimate", "--model", "resnet18", *SMALL, "--quantile", "p50", "--json", db=db).stdout)
     assert all(a["estimated_ms"] <= b["estimated_ms"] for a, b in zip(p50["estimates"], data["estimates"]))
+    # At options nothing was measured at (the default 224 px), the message names the options that were.
+    other = host("estimate", "--model", "resnet18", db=db)
+    assert other.returncode == 2 and "no estimate for resnet18 at 224 px" in other.stderr
+    assert "the table has resnet18 on local at: --input-size 32 --threads 1 --runtime onnxruntime" in other.stderr
 
 
 def test_measured_end_to_end_rows_win(profiled, tmp_path):
@@ -181,15 +186,23 @@ def test_rows_of_another_identity_are_kept_apart(profiled, tmp_path):
     exported = tmp_path / "t.json"
     run_cli("netcut-host", "table", "export", str(exported), "--db", str(db))
     data = json.loads(exported.read_text())
+    # This machine's own table at another thread count: that choice's table, not a stray to warn about.
+    own = copy.deepcopy(data["targets"][0])
+    own["identity"] = "threads20000000"
+    own["description"] = json.dumps({**json.loads(own["description"]), "threads": 2})
+    own_rows = [{**m, "identity": own["identity"], "threads": 2} for m in copy.deepcopy(data["measurements"])]
     for t in data["targets"]:
         t["identity"], t["description"] = "other0000000000", json.dumps({"cpu_model": "Cortex-A72", "threads": 1})
     for m in data["measurements"]:
         m["identity"] = "other0000000000"
+    data["targets"].append(own)
+    data["measurements"] += own_rows
     exported.write_text(json.dumps(data))
     mixed = tmp_path / "mixed.sqlite"
     run_cli("netcut-host", "table", "import", str(exported), "--db", str(mixed))
     out = host("estimate", "--model", "resnet18", *SMALL, "--json", db=mixed)
     assert out.returncode == 2 and "another identity" in out.stderr  # nothing of this machine's own
+    assert out.stderr.count("another identity") == 1 and "Cortex-A72" in out.stderr
     shown = run_cli("netcut-host", "table", "--db", str(mixed))
     assert "Cortex-A72" in shown.stdout
 

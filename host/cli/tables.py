@@ -26,11 +26,17 @@ from .options import (
 )
 
 
-def warn_other_identities(db, name: str, identity: str) -> None:  # noqa: ANN001 - a LatencyDB
+def warn_other_identities(db, name: str, identity: str, description: dict | None = None) -> None:  # noqa: ANN001 - a LatencyDB
     from ..tables import STALE_DAYS
 
-    others = [t for t in db.identities_of(name) if t["identity"] != identity]
-    for t in others:
+    known = db.identities_of(name)
+    mine = description or next((json.loads(t["description"]) for t in known if t["identity"] == identity), None)
+    for t in known:
+        if t["identity"] == identity:
+            continue
+        theirs = json.loads(t["description"])
+        if mine is not None and any(k in theirs and theirs[k] != mine.get(k) for k in ("runtime", "threads")):
+            continue  # another runtime or thread count: that choice's own table, not a stray
         count = db.count(t["identity"])
         if count:
             print(
@@ -68,7 +74,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         progress.show(f"{bar(done, total, started)}  {job.label() if job else 'done'}", force=True)
 
     with open_db(args) as db, connected(args, key.runtime, key.threads) as target:
-        warn_other_identities(db, target.name, target.identity.key)
+        warn_other_identities(db, target.name, target.identity.key, target.identity.description)
         files = ModelFiles(export_cache(), key, analyses)
         report = run(
             jobs,
@@ -124,6 +130,18 @@ def cmd_profile(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ estimate
 
 
+def _measured_at(db, identity: str, model: str, key) -> list[str]:  # noqa: ANN001 - LatencyDB, RowKey
+    """The other options a network was measured at on this target, as the flags that select them."""
+    seen = sorted(
+        {(r["input_size"], r["threads"], r["runtime"], r["batch"]) for r in db.rows(identity=identity, arch=model)}
+    )
+    return [
+        f"--input-size {size} --threads {threads} --runtime {runtime}" + (f" --batch {batch}" if batch != 1 else "")
+        for size, threads, runtime, batch in seen
+        if (size, threads, runtime, batch) != (key.input_size, key.threads, key.runtime, key.batch)
+    ]
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     import contextlib
 
@@ -147,15 +165,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     with open_db(args) as db, contextlib.ExitStack() as stack:
         try:
             target = stack.enter_context(connected(args, key.runtime, key.threads))
-            identity, target_name = target.identity.key, target.name
+            identity, target_name, description = target.identity.key, target.name, target.identity.description
         except TargetError:
             known = db.identities_of(args.target)
             if not known:
                 raise
             identity, target_name = known[-1]["identity"], args.target
+            description = json.loads(known[-1]["description"])
             print(f"note: {args.target} is unreachable; estimating from its last known identity", file=sys.stderr)
-        warn_other_identities(db, target_name, identity)
+        warn_other_identities(db, target_name, identity, description)
         estimates = estimate_candidates(db, identity, key, analyses, args.estimator, args.quantile, 0.0, only=only)
+        missing = [n for n in names if all(e.estimated_ms is None for e in estimates.by_model[n])]
+        elsewhere = {n: _measured_at(db, identity, n, key) for n in missing}
     out = {
         "target": target_name,
         "estimator": args.estimator,
@@ -188,13 +209,16 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                     f"{e.estimated_ms:9.3f} ms ± {e.uncertainty_ms:.3f}" if e.estimated_ms is not None else "     n/a"
                 )
                 print(f"  {e.cut or '(full network)':<34} {value:<24} {e.evidence}")
-    missing = [n for n in names if all(e.estimated_ms is None for e in estimates.by_model[n])]
     if missing:
         print(
-            f"no estimate for {', '.join(missing)}: profile first (netcut-host profile --target {target_name} "
-            f"--models {','.join(missing)})",
+            f"no estimate for {', '.join(missing)} at {key.input_size} px, {key.threads} thread"
+            f"{'s' if key.threads > 1 else ''}, {key.runtime}: profile first (netcut-host profile --target "
+            f"{target_name} --models {','.join(missing)})",
             file=sys.stderr,
         )
+        for name, options in elsewhere.items():
+            if options:
+                print(f"  the table has {name} on {target_name} at: {'; '.join(options)}", file=sys.stderr)
         return 2
     return 0
 
