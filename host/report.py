@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from netcut.policy import Candidate, latency_of, pareto_front
+from netcut.policy import DEFAULT_POLICY, DEFAULT_POLICY_WHY, Candidate, latency_of, pareto_front
 
 from .search import SearchConfig, SearchOutcome
 
@@ -44,6 +44,9 @@ def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
         "quantile": cfg.quantile,
         "estimator": cfg.estimator,
         "policy": str(cfg.policy),
+        "policy_why": DEFAULT_POLICY_WHY[cfg.finetune]
+        if str(cfg.policy) == DEFAULT_POLICY[cfg.finetune]
+        else f"chosen with --policy (the default with {cfg.finetune} fine-tuning is {DEFAULT_POLICY[cfg.finetune]})",
         "finetune": cfg.finetune,
         "epochs": cfg.epochs,
         "margin_pct": cfg.margin_pct,
@@ -85,8 +88,8 @@ def write_markdown(path: Path, data: dict) -> None:
         f"{threads} thread{'' if threads == 1 else 's'} (identity {t['identity']}).",
         f"Task: {data['task']['source']}, {len(data['task']['classes'])} classes, "
         f"{data['task'].get('train', '?')} training / {data['task'].get('val', '?')} validation images.",
-        f"Estimator: {data['estimator']} (margin {data['margin_pct']:g}%), policy {data['policy']}, "
-        f"fine-tuning {data['finetune']}.",
+        f"Estimator: {data['estimator']} (margin {data['margin_pct']:g}%), policy {data['policy']} "
+        f"({data['policy_why']}), fine-tuning {data['finetune']}.",
         "Time per phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in data["phases_s"].items()) + ".",
         "",
     ]

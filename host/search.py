@@ -23,7 +23,15 @@ from netcut.data import BUILTIN_NORMALIZATION, IMAGENET, TaskData, load_task
 from netcut.errors import NetcutError
 from netcut.estimate import STAT_OF, quantile_level
 from netcut.export import export
-from netcut.policy import Candidate, Policy, choose, mark_feasible, next_shallower, ranked_for_confirmation
+from netcut.policy import (
+    Candidate,
+    Policy,
+    choose,
+    default_policy,
+    mark_feasible,
+    next_shallower,
+    ranked_for_confirmation,
+)
 from netcut.training import TrainConfig, TrainResult, train_full, train_heads
 from netcut.trn import build_trn
 from netcut.vocabulary import cut_label
@@ -65,7 +73,7 @@ class SearchConfig:
     weights: str = "builtin"
     data: str = "builtin"
     estimator: str = "empirical"
-    policy: Policy = Policy("deepest")
+    policy: Policy | None = None  # None: the default for the fine-tuning mode (netcut.policy.DEFAULT_POLICY)
     finetune: str = "head"
     epochs: int = 30
     device: str = "cpu"
@@ -75,6 +83,10 @@ class SearchConfig:
     timing: Timing = Timing()
     expected_classes: int | None = None  # checked against the data before any work
     rounds: int = DEFAULT_ROUNDS  # profiling: windows per measurement (netcut_host.profiling.run)
+
+    def __post_init__(self):
+        if self.policy is None:
+            object.__setattr__(self, "policy", default_policy(self.finetune))
 
     def identity(self) -> dict:
         """What must match for --resume to continue a search."""

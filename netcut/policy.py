@@ -91,6 +91,21 @@ def mark_feasible(candidates: list[Candidate], deadline_ms: float, margin_pct: f
         c.feasible = c.estimated_ms + c.margin_ms <= deadline_ms
 
 
+# The default policy per fine-tuning mode. Head fine-tuning reads every cut's features from one forward
+# pass of the backbone, so training every feasible cut's head costs about what training the deepest one
+# does, and linear probes often peak at a middle cut (where `deepest` would miss it); full fine-tuning
+# costs a training run per candidate, and there the deepest feasible cut is the one worth the run.
+DEFAULT_POLICY = {"head": "feasible", "full": "deepest"}
+DEFAULT_POLICY_WHY = {
+    "head": "the default with head fine-tuning: every feasible cut's head trains on features of one forward pass",
+    "full": "the default with full fine-tuning: one training run per candidate, so only the deepest feasible cut",
+}
+
+
+def default_policy(finetune: str) -> Policy:
+    return Policy(DEFAULT_POLICY[finetune])
+
+
 def choose(candidates: list[Candidate], policy: Policy) -> list[Candidate]:
     """Which candidates to retrain.
 

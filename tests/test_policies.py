@@ -78,3 +78,16 @@ def test_confirmation_tries_the_most_accurate_first_and_the_faster_of_a_tie(cand
         by_key[key].trained, by_key[key].accuracy = True, accuracy
     # a@full is not feasible, so never confirmed; b@block1 and a@block1 tie: the faster estimate first.
     assert [c.key for c in ranked_for_confirmation(candidates)] == ["a@block1", "b@block1", "a@block3"]
+
+
+def test_the_default_policy_follows_the_fine_tuning_mode():
+    from netcut_host.cli import build_parser
+    from netcut_host.cli.search import config_from_args
+    from netcut_host.search import SearchConfig
+
+    assert str(SearchConfig(finetune="head").policy) == "feasible"
+    assert str(SearchConfig(finetune="full").policy) == "deepest"
+    assert str(SearchConfig(finetune="head", policy=Policy("deepest", 2)).policy) == "deepest+2"
+    parser = build_parser()
+    for argv, policy in ((["search"], "feasible"), (["search", "--finetune", "full"], "deepest")):
+        assert str(config_from_args(parser.parse_args(argv)).policy) == policy

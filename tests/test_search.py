@@ -245,7 +245,7 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
     """A table that thinks the board is twice as fast as it is (an old profile, a board now hotter):
     the deepest 'feasible' cut misses on the board, and instead of giving up on the network, the
     search retrains its next shallower cut, until one meets the deadline when measured."""
-    from netcut.policy import mark_feasible
+    from netcut.policy import Policy, mark_feasible
     from netcut_host.records import Timing
     from netcut_host.search import Search, SearchConfig
     from netcut_host.tables import LatencyDB
@@ -271,7 +271,9 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
         # Between the true estimates of the 6th and the 8th cut: with halved estimates, deeper cuts look feasible.
         deadline = (by_cut["features.5"] + by_cut["features.7"]) / 2
         outcome = StaleTable(
-            SearchConfig(deadline_ms=deadline, models=(name,), timing=timing, out=tmp_path / "stale"),
+            SearchConfig(
+                deadline_ms=deadline, models=(name,), timing=timing, out=tmp_path / "stale", policy=Policy("deepest")
+            ),
             target,
             db,
             tmp_path / "exports",

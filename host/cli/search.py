@@ -82,8 +82,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--policy",
-        default="deepest",
-        help="which feasible candidates to retrain: deepest, deepest+K, feasible or exhaustive (default: %(default)s)",
+        help="which feasible candidates to retrain: deepest, deepest+K, feasible or exhaustive (default: feasible "
+        "with --finetune head, as every cut's head trains on one forward pass's features; deepest with --finetune "
+        "full, where each candidate costs a training run)",
     )
     p.add_argument(
         "--finetune",
@@ -115,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     from netcut import models
     from netcut.errors import NetcutError
     from netcut.estimate import quantile_level
-    from netcut.policy import Policy, parse_deadline
+    from netcut.policy import Policy, default_policy, parse_deadline
     from netcut.training import resolve_device
 
     from ..search import SearchConfig
@@ -145,7 +146,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         models.builtin_manifest().get(names[0], {}).get("input_size", 32) if weights == "builtin" else 224
     )
     try:
-        policy = Policy.parse(args.policy)
+        policy = Policy.parse(args.policy) if args.policy else default_policy(args.finetune)
     except NetcutError as exc:
         raise ConfigError(f"--policy: {exc}") from None
     try:
