@@ -113,10 +113,12 @@ class Deadline:
     source: str
 
 
-def demo_deadline(candidates: list[Candidate]) -> float:
-    """The built-in demo's deadline: the median of the off-the-shelf networks' estimates on this target,
-    so that trimming has something to do."""
-    full = sorted(c.estimated_ms for c in candidates if c.off_the_shelf and c.estimated_ms is not None)
+def demo_deadline(medians_ms: list[float]) -> float:
+    """The built-in demo's deadline: the median of the off-the-shelf networks' median latencies on this
+    target, so that trimming has something to do. Medians, not the searched quantile: a p99 moves from run
+    to run with whatever else the machine is doing, a median hardly does, so the demo's deadline is
+    (nearly) the same every time it runs on one machine."""
+    full = sorted(m for m in medians_ms if m is not None)
     if not full:
         raise NetcutError("no off-the-shelf network could be estimated, so there is no demo deadline; give one")
     return round(full[len(full) // 2], 4)
@@ -175,16 +177,22 @@ class Search:
         state = self.out / STATE
         self.previous: dict = {}
         if state.exists():
-            if not resume:
-                raise OutputInUse(
-                    f"{self.out} holds a search already: continue it, or write this one elsewhere", resumable=True
-                )
             self.previous = json.loads(state.read_text())
             if self.previous.get("config") != self.requested:
                 raise OutputInUse(
                     f"{self.out} holds a search with other options; continuing it needs the same "
                     f"options (saved: {self.previous.get('config')})",
                     resumable=False,
+                )
+            if not resume and self.previous.get("pick"):
+                self.say(
+                    f"{self.out} holds this search, finished: reporting it again (its trained candidates are "
+                    "reused, its deadline kept, and the pick measured on the target again)"
+                )
+            elif not resume:
+                raise OutputInUse(
+                    f"{self.out} holds this search, unfinished: continue it, or write this one elsewhere",
+                    resumable=True,
                 )
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
@@ -195,10 +203,13 @@ class Search:
             return Deadline(self.cfg.deadline_ms, "given")
         if self.previous.get("deadline_ms"):
             return Deadline(self.previous["deadline_ms"], "resumed")
-        deadline = Deadline(demo_deadline(candidates), "demo")
+        medians = estimate_candidates(
+            self.db, self.target.identity.key, self.key, self.analyses, self.cfg.estimator, "p50", 0.0, only=[None]
+        )
+        deadline = Deadline(demo_deadline([medians.of(m, None).estimated_ms for m in self.analyses]), "demo")
         self.notes.append(
-            f"no --deadline given: the demo uses {deadline.ms:g} ms, the median of the "
-            "off-the-shelf networks' estimates on this target"
+            f"no --deadline given: the demo uses {deadline.ms:g} ms, the median of the off-the-shelf networks' "
+            "median latencies on this target"
         )
         self.say(self.notes[-1])
         return deadline

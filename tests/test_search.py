@@ -118,8 +118,15 @@ def test_resume_does_not_redo_finished_candidates(builtin_run, tmp_path):
         if key in before and c["retrained"]:
             assert c["accuracy"] == before[key]
             assert f"{c['model']}@{c['cut'] or 'full'}: validation accuracy" not in result.stderr
-    refused = search("--models", ",".join(models.builtin_models()[:2]), out=out, db=db)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    # The same command again, without --resume: a finished search is reported again, at its own deadline.
+    deadline = json.loads((out / "report.json").read_text())["deadline_ms"]
+    again = search("--models", ",".join(models.builtin_models()[:2]), out=out, db=db)
+    assert again.returncode == 0, again.stderr
+    assert "reporting it again" in again.stderr and "pick:" in again.stdout
+    assert "were trained already" in again.stderr and "validation accuracy 0" not in again.stderr
+    assert json.loads((out / "report.json").read_text())["deadline_ms"] == deadline
+    refused = search("--models", models.builtin_models()[0], out=out, db=db)
+    assert refused.returncode == 2 and "other options" in refused.stderr
 
 
 def test_no_candidate_meets_the_deadline_exits_3(builtin_run, tmp_path):
