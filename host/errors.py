@@ -41,6 +41,11 @@ class TargetError(HostError, ConnectionError):
 
 
 class NoFeasibleCandidate(HostError):
-    """No candidate can meet the deadline."""
+    """No candidate can meet the deadline. `outcome`, where the search got that far, is what it found
+    (every candidate's estimate, no pick), for the report."""
 
     exit_code = EXIT_INFEASIBLE
+
+    def __init__(self, message: str, outcome: object = None):
+        super().__init__(message)
+        self.outcome = outcome

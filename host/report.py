@@ -64,10 +64,24 @@ def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
     }
 
 
+def why_out(c: dict, deadline_ms: float) -> str:
+    """Why a candidate is not feasible, in the words of the report's table."""
+    if c["confirmation"] and c["confirmation"].startswith("missed"):
+        return c["confirmation"]
+    if c["estimated_ms"] is None:
+        return "no: not estimated (see the notes)"
+    return f"no: {c['estimated_ms']:.3f} + {c['margin_ms'] or 0:.3f} margin > {deadline_ms:g}"
+
+
 def write_markdown(path: Path, data: dict) -> None:
     pick, off = data["pick"], data["best_off_the_shelf"]
     t = data["target"]
     lines = [f"# NetCut search: {t['name']}, deadline {data['deadline_ms']:g} ms at {data['quantile']}", ""]
+    if not pick:
+        lines.append(
+            f"**No candidate meets {data['deadline_ms']:g} ms at {data['quantile']}**: the table below gives "
+            "each one's estimate, its margin, and why it is out."
+        )
     if pick:
         lines.append(
             f"**Pick: {pick['model']} {'cut after ' + pick['cut'] if pick['cut'] else '(full network)'}** "
@@ -97,15 +111,15 @@ def write_markdown(path: Path, data: dict) -> None:
         lines.append(f"- {note}")
     lines += [
         "",
-        "| model | cut | MMACs | estimated ms | measured ms | accuracy | feasible | retrained |",
-        "|---|---|---:|---:|---:|---:|:-:|:-:|",
+        "| model | cut | MMACs | estimated ms | margin ms | measured ms | accuracy | feasible | retrained |",
+        "|---|---|---:|---:|---:|---:|---:|:-:|:-:|",
     ]
     for c in data["candidates"]:
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         lines.append(
             f"| {c['model']} | {c['cut'] or '(full)'} | {c['macs'] / 1e6:.1f} | {fmt(c['estimated_ms'], '.3f')} "
-            f"| {fmt(c['measured_ms'], '.3f')} | {fmt(c['accuracy'], '.3f')} | {'yes' if c['feasible'] else ''} "
-            f"| {'yes' if c['retrained'] else ''} |"
+            f"| {fmt(c['margin_ms'], '.3f')} | {fmt(c['measured_ms'], '.3f')} | {fmt(c['accuracy'], '.3f')} "
+            f"| {'yes' if c['feasible'] else why_out(c, data['deadline_ms'])} | {'yes' if c['retrained'] else ''} |"
         )
     lines += ["", "![latency vs accuracy](pareto.png)", ""]
     path.write_text("\n".join(lines))

@@ -268,22 +268,36 @@ class Search:
                 if fastest
                 else ""
             )
-            raise NoFeasibleCandidate(f"no candidate can meet {deadline.ms:g} ms at {cfg.quantile}{hint}")
+            raise NoFeasibleCandidate(
+                f"no candidate can meet {deadline.ms:g} ms at {cfg.quantile}{hint}", self._outcome(candidates, task)
+            )
         retrained = choose(candidates, cfg.policy)
         self.say(
             f"{len(feasible)} of {len(candidates)} candidates are feasible; retraining {len(retrained)} "
             f"({cfg.policy}, {cfg.finetune})"
         )
         self._train(candidates, retrained, task)
-        pick, artefact, sidecar = self._confirm(candidates, task)
-        off = [c for c in candidates if c.off_the_shelf and c.feasible and c.accuracy is not None]
-        best_off = max(off, key=lambda c: c.accuracy, default=None)
+        try:
+            pick, artefact, sidecar = self._confirm(candidates, task)
+        except NoFeasibleCandidate as exc:
+            raise NoFeasibleCandidate(str(exc), self._outcome(candidates, task)) from None
         self.save(candidates, pick=pick.key if pick else None)
+        return self._outcome(candidates, task, pick, artefact, sidecar)
+
+    def _outcome(
+        self,
+        candidates: list[Candidate],
+        task: TaskData,
+        pick: Candidate | None = None,
+        artefact: Path | None = None,
+        sidecar: dict | None = None,
+    ) -> SearchOutcome:
+        off = [c for c in candidates if c.off_the_shelf and c.feasible and c.accuracy is not None]
         return SearchOutcome(
             candidates,
             pick,
-            best_off,
-            deadline,
+            max(off, key=lambda c: c.accuracy, default=None),
+            self.deadline,
             self.phases,
             artefact,
             sidecar,

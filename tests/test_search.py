@@ -134,6 +134,15 @@ def test_no_candidate_meets_the_deadline_exits_3(builtin_run, tmp_path):
     result = search("--models", models.builtin_models()[0], "--deadline", "0.0001ms", out=tmp_path / "o", db=db)
     assert result.returncode == 3
     assert "no candidate can meet 0.0001 ms" in result.stderr and "fastest candidate" in result.stderr
+    # The report is written all the same: every candidate, its margin, and why it is out.
+    assert "report: " in result.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["pick"] is None and report["candidates"] and not any(c["feasible"] for c in report["candidates"])
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "No candidate meets 0.0001 ms" in md and "| margin ms |" in md
+    first = report["candidates"][0]
+    assert f"no: {first['estimated_ms']:.3f} + {first['margin_ms']:.3f} margin > 0.0001" in md
+    assert (tmp_path / "o" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def write_folder(root: Path, classes=("0", "1", "2"), per_class=12, corrupt=0) -> Path:

@@ -178,6 +178,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..paths import export_cache
     from ..progress import Progress
     from ..report import write_report
+    from ..errors import NoFeasibleCandidate
     from ..search import ClassesMismatch, OutputInUse, Search
 
     cfg = config_from_args(args)
@@ -200,6 +201,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             ) from None
         except ClassesMismatch as exc:
             raise ConfigError(f"--classes: {exc} (--classes auto)") from None
+        except NoFeasibleCandidate as exc:
+            if exc.outcome is None:
+                raise
+            write_report(cfg, exc.outcome)  # every candidate's estimate, and why each is out
+            raise NoFeasibleCandidate(f"{exc}; report: {Path(cfg.out) / 'report.md'}") from None
         except TargetError as exc:
             raise type(exc)(
                 f"{exc}. Everything measured and trained so far is kept (the table and {cfg.out}); "
