@@ -173,6 +173,20 @@ def export_onnx(
     return ExportResult(path, "onnx", tuple(input_shape), error, seconds)
 
 
+def onnx_accuracy(path: Path, dataset: torch.utils.data.Dataset) -> float:
+    """Top-1 accuracy of an exported classifier in onnxruntime, image by image at its input's batch size."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    correct = 0
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        logits = session.run(None, {name: x.unsqueeze(0).numpy()})[0]
+        correct += int(logits.argmax(1)[0] == int(y))
+    return correct / max(len(dataset), 1)
+
+
 @contextlib.contextmanager
 def _stdout_to_log(what: str):
     """Keep a converter's progress lines (hundreds, printed to stdout from Python and native code) out of

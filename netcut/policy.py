@@ -26,7 +26,8 @@ class Candidate:
     margin_ms: float | None = None
     feasible: bool = False
     measured_ms: float | None = None
-    accuracy: float | None = None
+    accuracy: float | None = None  # on the validation images, which chose the epoch and the candidate
+    test_accuracy: float | None = None  # on held-out images nothing was trained or chosen on (pick, best off-the-shelf)
     retrained: bool = False  # chosen for retraining by the policy (not "the pick")
     trained: bool = False
     train_seconds: float | None = None

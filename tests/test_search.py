@@ -83,15 +83,32 @@ def test_the_exported_pick_classifies_digits(builtin_run):
 
     from netcut.data import digits
 
+    from netcut.data import TEST_FRACTION
+    from netcut_host.profiling import SEED
+
     _, out, _ = builtin_run
     sidecar = json.loads((out / "model.json").read_text())
-    task = digits(sidecar["input_shape"][-1], sidecar["normalization"])
+    report = json.loads((out / "report.json").read_text())
+    # The search's split: the test images set aside first, then validation from the rest.
+    task = digits(sidecar["input_shape"][-1], sidecar["normalization"], SEED, test_fraction=TEST_FRACTION)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    correct = 0
-    for i in range(len(task.val)):
-        x, y = task.val[i]
-        correct += int(session.run(None, {"input": x[None].numpy()})[0].argmax() == y)
-    assert correct / len(task.val) == pytest.approx(sidecar["accuracy"], abs=1e-6)
+
+    def accuracy(images) -> float:
+        correct = 0
+        for i in range(len(images)):
+            x, y = images[i]
+            correct += int(session.run(None, {"input": x[None].numpy()})[0].argmax() == y)
+        return correct / len(images)
+
+    assert accuracy(task.val) == pytest.approx(sidecar["accuracy"], abs=1e-6)
+    # Test accuracy: other images than those that chose, reproduced exactly by the delivered model.
+    pick = report["pick"]
+    assert pick["test_images"] == sidecar["test_images"] == len(task.test) == report["task"]["test"] > 300
+    assert accuracy(task.test) == sidecar["test_accuracy"] == pick["test_accuracy"]
+    assert pick["test_accuracy"] != pick["accuracy"]
+    low, high = pick["test_interval_95"]
+    assert low < pick["test_accuracy"] < high or pick["test_accuracy"] == 1.0
+    assert f"test accuracy {pick['test_accuracy']:.1%}" in (out / "report.md").read_text()
 
 
 def test_a_second_search_costs_no_board_time_for_estimates(builtin_run, tmp_path):
@@ -158,6 +175,25 @@ def write_folder(root: Path, classes=("0", "1", "2"), per_class=12, corrupt=0) -
     for i in range(corrupt):
         (root / classes[0] / f"broken{i}.png").write_bytes(b"not a png at all")
     return root
+
+
+def test_an_image_folder_holds_out_its_test_folder_or_a_fifth_of_each_class(tmp_path):
+    from netcut.data import IMAGENET, image_folder
+
+    flat = write_folder(tmp_path / "flat", per_class=20)
+    task = image_folder(flat, 16, IMAGENET, seed=0, test_fraction=0.2)
+    assert task.counts == {"train": 39, "val": 9, "test": 12}
+    test_files = {p for p, _ in task.test.samples}
+    seen = {task.train_plain.dataset.samples[i][0] for i in task.train_plain.indices}
+    seen |= {task.val.dataset.samples[i][0] for i in task.val.indices}
+    assert not test_files & seen and len(test_files | seen) == 60  # disjoint, and nothing lost
+    layout = tmp_path / "layout"
+    write_folder(layout / "train", per_class=10)
+    write_folder(layout / "val", per_class=3)
+    write_folder(layout / "test", per_class=4)
+    task = image_folder(layout, 16, IMAGENET, seed=0, test_fraction=0.2)
+    assert task.counts == {"train": 30, "val": 9, "test": 12}  # the user's test/ folder, whole
+    assert all("/test/" in p for p, _ in task.test.samples)
 
 
 def test_an_image_folder_with_unreadable_images(builtin_run, tmp_path):

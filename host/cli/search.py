@@ -177,7 +177,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..errors import TargetError
     from ..paths import export_cache
     from ..progress import Progress
-    from ..report import write_report
+    from ..report import held_out_words, write_report
     from ..errors import NoFeasibleCandidate
     from ..search import ClassesMismatch, OutputInUse, Search
 
@@ -219,11 +219,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     where = "full network" if pick.cut is None else f"cut after {pick.cut}"
     print(
         f"pick: {pick.model} ({where}): {pick.measured_ms:.3f} ms {cfg.quantile} measured on {target.name} "
-        f"(deadline {outcome.deadline.ms:g} ms), validation accuracy {pick.accuracy:.1%}"
+        f"(deadline {outcome.deadline.ms:g} ms), validation accuracy {pick.accuracy:.1%}{held_out_words(data['pick'])}"
     )
     if off:
         lat = off.measured_ms if off.measured_ms is not None else off.estimated_ms
-        print(f"best off-the-shelf within the deadline: {off.model}: {lat:.3f} ms, accuracy {off.accuracy:.1%}")
+        print(
+            f"best off-the-shelf within the deadline: {off.model}: {lat:.3f} ms, validation accuracy "
+            f"{off.accuracy:.1%}{held_out_words(data['best_off_the_shelf'])}"
+        )
     else:
         print("no off-the-shelf network meets the deadline: only a trimmed network does")
     print(f"model: {outcome.artefact} (+ model.json); report: {Path(cfg.out) / 'report.md'}")
