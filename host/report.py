@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from netcut.policy import DEFAULT_POLICY, DEFAULT_POLICY_WHY, Candidate, latency_of, pareto_front
+from netcut.policy import DEFAULT_POLICY, DEFAULT_POLICY_WHY, Candidate
 
 from .search import SearchConfig, SearchOutcome
 
@@ -151,49 +151,90 @@ def write_markdown(path: Path, data: dict) -> None:
     path.write_text("\n".join(lines))
 
 
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other beats on both latency and accuracy, latency ascending."""
+    front, best = [], -1.0
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def plot_series(outcome: SearchOutcome) -> dict:
+    """What pareto.png draws, as data: every candidate at its estimated latency (trained ones at their
+    validation accuracy, untrained ones as ticks along the axis), measured latencies apart, and the
+    off-the-shelf and trimmed frontiers (on estimated latency, the axis every candidate shares)."""
+    known = [c for c in outcome.candidates if c.estimated_ms is not None]
+    trained = [c for c in known if c.accuracy is not None]
+    series = {
+        "off-the-shelf": [(c.estimated_ms, c.accuracy, c.key) for c in trained if c.off_the_shelf],
+        "trimmed (TRN)": [(c.estimated_ms, c.accuracy, c.key) for c in trained if not c.off_the_shelf],
+        "untrained": [(c.estimated_ms, c.key) for c in known if c.accuracy is None],
+        "measured": [(c.estimated_ms, c.measured_ms, c.accuracy, c.key) for c in trained if c.measured_ms is not None],
+    }
+    series["off-the-shelf frontier"] = _front([(x, y) for x, y, _ in series["off-the-shelf"]])
+    series["TRN frontier"] = _front([(x, y) for x, y, _ in series["trimmed (TRN)"]])
+    return series
+
+
 def write_plots(out: Path, cfg: SearchConfig, outcome: SearchOutcome) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    trained = [c for c in outcome.candidates if c.accuracy is not None]
-    for shelf, marker, label in ((True, "s", "off-the-shelf"), (False, "o", "trimmed (TRN)")):
-        group = [c for c in trained if c.off_the_shelf == shelf]
-        ax.scatter(
-            [latency_of(c) for c in group], [c.accuracy for c in group], marker=marker, s=45, label=label, alpha=0.85
-        )
-    front = pareto_front(trained)
-    if front:
-        ax.step(
-            [latency_of(c) for c in front],
-            [c.accuracy for c in front],
-            where="post",
+    s = plot_series(outcome)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for name, marker, colour in (("off-the-shelf", "s", "tab:blue"), ("trimmed (TRN)", "o", "tab:orange")):
+        if s[name]:  # a legend entry only for what is drawn
+            xs, ys = [p[0] for p in s[name]], [p[1] for p in s[name]]
+            ax.scatter(xs, ys, marker=marker, s=40, alpha=0.85, color=colour, label=name)
+    for name, colour in (("off-the-shelf frontier", "tab:blue"), ("TRN frontier", "tab:orange")):
+        if len(s[name]) > 1:
+            ax.step(*zip(*s[name]), where="post", color=colour, linewidth=1, alpha=0.7, label=name)
+    if s["untrained"]:
+        # Along the bottom of the plot: estimated, never trained, so no accuracy to place them at.
+        ax.plot(
+            [p[0] for p in s["untrained"]],
+            [0.01] * len(s["untrained"]),
+            "|",
             color="grey",
-            linewidth=1,
-            label="Pareto frontier",
+            markersize=12,
+            transform=ax.get_xaxis_transform(),
+            label="not trained (estimated latency)",
+        )
+    if s["measured"]:
+        for est, meas, acc, _ in s["measured"]:
+            ax.plot([est, meas], [acc, acc], color="black", linewidth=0.6, alpha=0.5)
+        ax.scatter(
+            [p[1] for p in s["measured"]],
+            [p[2] for p in s["measured"]],
+            facecolors="none",
+            edgecolors="black",
+            s=60,
+            label="measured on the board",
         )
     ax.axvline(outcome.deadline.ms, color="red", linestyle="--", label=f"deadline {outcome.deadline.ms:g} ms")
-    if outcome.pick:
+    if outcome.pick and outcome.pick.measured_ms is not None:
         ax.scatter(
-            [latency_of(outcome.pick)],
+            [outcome.pick.measured_ms],
             [outcome.pick.accuracy],
             marker="*",
             s=300,
             color="gold",
             edgecolor="black",
             zorder=5,
-            label=f"pick: {outcome.pick.key}",
+            label=f"pick: {outcome.pick.key} (measured)",
         )
-    for c in trained:
-        ax.annotate(
-            c.key, (latency_of(c), c.accuracy), fontsize=6, alpha=0.7, xytext=(3, 3), textcoords="offset points"
-        )
-    ax.set_xlabel(f"latency at {cfg.quantile} on {outcome.target['name']} (ms; measured where confirmed)")
+    on_a_front = set(s["off-the-shelf frontier"]) | set(s["TRN frontier"])
+    for x, y, key in s["off-the-shelf"] + s["trimmed (TRN)"]:
+        if (x, y) in on_a_front:  # names where they matter; every point is in report.md's table
+            ax.annotate(key, (x, y), fontsize=6, alpha=0.8, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"estimated latency at {cfg.quantile} on {outcome.target['name']} (ms); hollow: measured")
     ax.set_ylabel("validation accuracy")
-    ax.set_title("NetCut: latency vs accuracy of retrained candidates")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("NetCut: latency vs accuracy of every candidate")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the plot
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "pareto.png", dpi=120)

@@ -91,3 +91,26 @@ def test_the_default_policy_follows_the_fine_tuning_mode():
     parser = build_parser()
     for argv, policy in ((["search"], "feasible"), (["search", "--finetune", "full"], "deepest")):
         assert str(config_from_args(parser.parse_args(argv)).policy) == policy
+
+
+def test_the_plot_shows_every_candidate_at_its_estimate_and_measured_ones_apart(tmp_path):
+    from netcut_host.report import plot_series, write_plots
+    from netcut_host.search import Deadline, SearchConfig, SearchOutcome
+
+    cs = [
+        Candidate("a", "block0", 0, 10, 1, estimated_ms=1.0, accuracy=0.70, trained=True),
+        Candidate("a", "block1", 1, 20, 1, estimated_ms=2.0, accuracy=0.90, trained=True, measured_ms=2.2),
+        Candidate("a", None, 2, 30, 1, estimated_ms=3.0),  # never trained
+        Candidate("b", None, 1, 15, 1, estimated_ms=1.5, accuracy=0.80, trained=True),
+        Candidate("b", "block0", 0, 5, 1, estimated_ms=0.5, accuracy=0.60, trained=True),
+    ]
+    outcome = SearchOutcome(cs, cs[1], cs[3], Deadline(2.5, "given"), {}, None, None, {}, {"name": "t"}, [])
+    s = plot_series(outcome)
+    drawn = {k for _, _, k in s["off-the-shelf"] + s["trimmed (TRN)"]} | {k for _, k in s["untrained"]}
+    assert drawn == {c.key for c in cs}  # every candidate, trained or not
+    assert s["untrained"] == [(3.0, "a@full")]
+    assert s["off-the-shelf"] == [(1.5, 0.80, "b@full")]
+    assert s["measured"] == [(2.0, 2.2, 0.90, "a@block1")]  # at its estimate, and apart at its measurement
+    assert s["TRN frontier"] == [(0.5, 0.60), (1.0, 0.70), (2.0, 0.90)]
+    write_plots(tmp_path, SearchConfig(), outcome)
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
