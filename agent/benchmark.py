@@ -134,7 +134,8 @@ def run_benchmark(
         typical = float(np.median(warm[len(warm) // 2 :])) if warm else first_run_ms / 1000.0
         per_sample = choose_runs_per_sample(cfg, typical)
         emit(Measuring(0, 0.0))
-        samples = measure(session.run, cfg, per_sample, clock, lambda n, s: emit(Measuring(n, s)))
+        with board.InterferenceMeter() as meter:
+            samples = measure(session.run, cfg, per_sample, clock, lambda n, s: emit(Measuring(n, s)))
     stats = statistics(samples)
     if len(samples) < cfg.min_runs:
         warnings.append(f"stopped at max_seconds={cfg.max_seconds} after {len(samples)} of {cfg.min_runs} runs")
@@ -144,6 +145,8 @@ def run_benchmark(
         )
     if sampler.throttled or sampler.clock_dropped:
         warnings.append("the board throttled or its clock dropped during the run; cool it and measure again")
+    if meter.result.busy:
+        warnings.append(meter.result.words())
     layers: list[LayerTime] = []
     note = ""
     available = False
@@ -185,4 +188,5 @@ def run_benchmark(
         agent_version=__version__,
         max_celsius=sampler.max_celsius,
         runs_per_sample=per_sample,
+        interference=meter.result,
     )

@@ -209,6 +209,84 @@ class StateSampler:
         return bool(self._mhz) and min(self._mhz) < 0.9 * max(self._mhz)
 
 
+# Other processes' CPU use during a run past which its figures are flagged as measured on a busy board:
+# a fifth of a core on average, or a twentieth of all CPU time stolen by a hypervisor.
+BUSY_OTHER_CORES = 0.2
+BUSY_STEAL = 0.05
+
+
+@dataclass
+class Interference:
+    """What else ran on the board while a measurement ran (Linux: /proc/stat, /proc/pressure/cpu)."""
+
+    available: bool = False  # the kernel's CPU accounting was readable
+    other_cpu_cores: float = 0.0  # CPU time of every other process per second of the run, in cores
+    steal_fraction: float = 0.0  # of all CPU time in the run, taken by the hypervisor
+    cpu_pressure_avg10: float = 0.0  # PSI "some" avg10 (%) at the end; 0 where the kernel has no PSI
+    load_1m: float = 0.0  # at the end of the run
+    busy: bool = False
+
+    def words(self) -> str:
+        return (
+            f"busy: other processes used {self.other_cpu_cores:.2f} cores on average during the run "
+            f"(steal {self.steal_fraction:.0%}, CPU pressure {self.cpu_pressure_avg10:.0f}%, load {self.load_1m:.1f}); "
+            "its times are those of a shared board"
+        )
+
+
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """All CPUs' (busy, steal, total) clock ticks since boot, from /proc/stat's first line."""
+    fields = _read("/proc/stat").splitlines()[:1]
+    if not fields or not fields[0].startswith("cpu "):
+        return None
+    values = [int(v) for v in fields[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+    values += [0] * (8 - len(values))
+    idle, steal, total = values[3] + values[4], values[7], sum(values)
+    return total - idle - steal, steal, total
+
+
+def _cpu_pressure() -> float:
+    for line in _read("/proc/pressure/cpu").splitlines():
+        if line.startswith("some "):
+            for part in line.split()[1:]:
+                if part.startswith("avg10="):
+                    return float(part.split("=", 1)[1])
+    return 0.0
+
+
+class InterferenceMeter:
+    """Measures, around a run, the CPU time every other process took: the board's busy time minus this
+    process's own (all its threads: the runtime's included)."""
+
+    def __enter__(self) -> "InterferenceMeter":
+        self._start = (time.monotonic(), _cpu_ticks(), os.times())
+        self.result = Interference()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        t0, ticks0, own0 = self._start
+        ticks1, own1, elapsed = _cpu_ticks(), os.times(), time.monotonic() - t0
+        if ticks0 is None or ticks1 is None or elapsed <= 0:
+            return
+        hz = os.sysconf("SC_CLK_TCK")
+        busy, steal, total = (b - a for a, b in zip(ticks0, ticks1))
+        own = (own1.user - own0.user) + (own1.system - own0.system)
+        other = max(0.0, busy / hz - own) / elapsed
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+        steal_fraction = steal / total if total > 0 else 0.0
+        self.result = Interference(
+            available=True,
+            other_cpu_cores=other,
+            steal_fraction=steal_fraction,
+            cpu_pressure_avg10=_cpu_pressure(),
+            load_1m=load,
+            busy=other >= BUSY_OTHER_CORES or steal_fraction >= BUSY_STEAL,
+        )
+
+
 def wait_until_cool(target_celsius: float, on_wait, cancelled: threading.Event, timeout: float = 600.0) -> None:
     """Block until the hottest thermal zone is below target (no-op where none is readable)."""
     deadline = time.monotonic() + timeout

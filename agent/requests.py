@@ -98,6 +98,7 @@ class BenchmarkResult:
     agent_version: str
     max_celsius: float
     runs_per_sample: int = 1
+    interference: board.Interference | None = None
 
 
 def check_request(

@@ -73,6 +73,27 @@ class ProfileReport:
     boards: dict[str, int] = field(default_factory=dict)  # rows measured per board
     board_errors: dict[str, str] = field(default_factory=dict)
     reference_ms: dict[str, float] = field(default_factory=dict)  # fleets: each board's reference median
+    # Measurements the agent put in doubt (busy, noisy, throttled) and measured again: the first's warnings.
+    remeasured: list[tuple[Job, tuple[str, ...]]] = field(default_factory=list)
+    # Rows stored with the agent's doubts still on them (after any re-measurement): job, cv, p99, warnings.
+    doubtful: list[tuple[Job, float, float, tuple[str, ...]]] = field(default_factory=list)
+
+    def doubts(self, limit: int = 3) -> list[str]:
+        """The agent's warnings for people: how many rows, and the worst (by coefficient of variation)."""
+        lines = []
+        if self.remeasured:
+            lines.append(
+                f"{len(self.remeasured)} measurement{'s were' if len(self.remeasured) > 1 else ' was'} "
+                "measured again: the agent flagged the first run busy, noisy or throttled"
+            )
+        if self.doubtful:
+            worst = sorted(self.doubtful, key=lambda d: -d[1])[:limit]
+            lines.append(
+                f"{len(self.doubtful)} stored row{'s' if len(self.doubtful) > 1 else ''} still carry the agent's "
+                "warnings; the worst: "
+                + "; ".join(f"{job.label()} (cv {cv:.2f}, p99 {p99:.3f} ms): {ws[-1]}" for job, cv, p99, ws in worst)
+            )
+        return lines
 
 
 def interleave(items: list) -> list:
@@ -339,12 +360,16 @@ def run(
     progress: Callable[[int, int, Job | None], None] | None = None,
     agreement: float | None = None,
     rounds: int = 1,
+    remeasure: int = 1,
 ) -> ProfileReport:
     """Measure jobs on the target's boards in parallel (one job per board at a time) and store each result.
 
     rounds > 1 splits each measurement's timing into that many windows, taken in as many passes over
     all jobs (every other pass in reverse order), so a drift of the board averages out instead of
     biasing whichever jobs it caught; each round is its own row and the estimators pool them.
+
+    remeasure: a measurement the agent flags busy, noisy or throttled is measured once more (0: never),
+    and the steadier of the two is stored; the report says which were, and which rows still carry doubts.
 
     A board that fails (unreachable, tunnel or agent gone) stops taking jobs and its job goes to
     another board; only this thread writes the database, so nothing is stored twice.
@@ -375,6 +400,10 @@ def run(
                 with export_lock:
                     path = files.get(job)
                 result = _measure(worker, job, path, key, timing, rounds)
+                first = None
+                if result.doubtful and remeasure > 0:  # measured once more; the steadier run is kept
+                    first, again = result, _measure(worker, job, path, key, timing, rounds)
+                    result = again if not again.doubtful or again.stats.cv <= first.stats.cv else first
             except (AgentUnavailable, BoardError) as exc:
                 queue.finish(job, failed_board=True)
                 results.put(("board", worker, None, str(exc)))
@@ -392,7 +421,7 @@ def run(
                 results.put(("crashed", worker, job, exc))
                 return
             queue.finish(job)
-            results.put(("done", worker, job, (result, time.monotonic() - job_started)))
+            results.put(("done", worker, job, (result, time.monotonic() - job_started, first)))
         results.put(("exit", worker, None, None))
 
     threads = [threading.Thread(target=work, args=(w,), name=f"profile-{w.name}", daemon=True) for w in workers]
@@ -416,7 +445,11 @@ def run(
         if kind == "failed":
             report.failed.append((job, payload))
         else:
-            payload, wall = payload
+            payload, wall, first = payload
+            if first is not None:
+                report.remeasured.append((job, first.warnings))
+            if payload.doubtful:
+                report.doubtful.append((job, payload.stats.cv, payload.stats.p99_ms, payload.warnings))
             if job.mode == "layers" and not payload.blocks():
                 report.failed.append((job, payload.layer_profile_note or "the agent returned no per-layer profile"))
             else:

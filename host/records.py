@@ -128,6 +128,22 @@ class AgentInfo:
         return asdict(self)
 
 
+# The agent's warnings that put a measurement's figures in doubt (its words: agent/benchmark.py).
+DOUBT = ("busy:", "noisy:", "the board throttled")
+
+
+@dataclass(frozen=True)
+class Interference:
+    """What else ran on the board during a measurement, as the agent measured it (see the proto)."""
+
+    available: bool = False
+    other_cpu_cores: float = 0.0
+    steal_fraction: float = 0.0
+    cpu_pressure_avg10: float = 0.0
+    load_1m: float = 0.0
+    busy: bool = False
+
+
 @dataclass(frozen=True)
 class AgentResult:
     """One benchmark as the agent reported it: statistics, samples, the timing it used, the board's state."""
@@ -153,6 +169,16 @@ class AgentResult:
     layers: tuple[Layer, ...] = ()
     layer_profile_note: str = ""
     profiled: bool = field(default=False)  # per-layer times were asked for
+    interference: Interference = Interference()
+
+    @property
+    def busy(self) -> bool:
+        return self.interference.busy
+
+    @property
+    def doubtful(self) -> bool:
+        """Busy, noisy or throttled: figures that should be measured again before anyone signs them off."""
+        return bool(self.warnings) and any(w.startswith(DOUBT) for w in self.warnings)
 
     def blocks(self) -> dict[str, float]:
         """Per-layer times summed per block (layers without a block are left out)."""
@@ -189,6 +215,7 @@ class AgentResult:
             "board": asdict(self.board),
             "state_start": asdict(self.state_start),
             "state_end": asdict(self.state_end),
+            "interference": asdict(self.interference),
         }
         if self.profiled:
             out["layers"] = [asdict(layer) for layer in self.layers]

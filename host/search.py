@@ -7,6 +7,7 @@ that dies stops the search with all measurements and training kept.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -83,6 +84,7 @@ class SearchConfig:
     timing: Timing = Timing()
     expected_classes: int | None = None  # checked against the data before any work
     rounds: int = DEFAULT_ROUNDS  # profiling: windows per measurement (netcut_host.profiling.run)
+    remeasure: int = 1  # measurements the agent doubts (busy, noisy, throttled) are measured once more
 
     def __post_init__(self):
         if self.policy is None:
@@ -402,9 +404,13 @@ class Search:
             self.cfg.timing,
             rounds=self.cfg.rounds,
             progress=lambda d, t, j: self.say(f"  [{d}/{t}] {j.label()}") if j else None,
+            remeasure=self.cfg.remeasure,
         )
         for job, error in report.failed:
             self.notes.append(f"could not measure {job.label()}: {error}")
+        for line in report.doubts():
+            self.notes.append(f"profiling: {line}")
+            self.say(f"warning: {line}")
         self.phases["profiling"] += time.monotonic() - t0
 
     @staticmethod
@@ -520,6 +526,16 @@ class Search:
         self.say(f"confirming {c.key} on {self.target.name}")
         model_id = self.target.client.upload(path, label=c.key)
         result = wire.benchmark(self.target.client, model_id, self.key.runtime, self.key.threads, self.cfg.timing)
+        if result.doubtful and self.cfg.remeasure > 0:
+            self.say(f"warning: confirming {c.key}: {result.warnings[-1]}; measuring it again")
+            again = wire.benchmark(self.target.client, model_id, self.key.runtime, self.key.threads, self.cfg.timing)
+            self.notes.append(
+                f"{c.key}'s confirmation was measured again: the agent flagged the first run "
+                f"({'; '.join(result.warnings)})"
+            )
+            result = again if not again.doubtful or again.stats.cv <= result.stats.cv else result
+        if result.doubtful:
+            self.notes.append(f"{c.key}'s confirmation carries the agent's warnings: {'; '.join(result.warnings)}")
         store_result(self.db, self.target, self.key, Job(c.model, c.cut, "e2e"), result, replace=True, rounds=1)
         c.measured_ms = getattr(result.stats, STAT_OF[quantile_level(self.cfg.quantile)])
         return path, result
@@ -545,6 +561,8 @@ class Search:
             "measured_latency_ms": {k: getattr(result.stats, k) for k in ("median_ms", "p90_ms", "p95_ms", "p99_ms")},
             "measured_n": result.stats.n,
             "throttled": result.throttled,
+            "warnings": list(result.warnings),
+            "interference": dataclasses.asdict(result.interference),
             "target": {
                 "name": self.target.name,
                 "identity": self.target.identity.key,

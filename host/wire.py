@@ -14,6 +14,7 @@ from .client import AgentClient
 from .records import (
     AgentInfo,
     AgentResult,
+    Interference,
     BoardDescription,
     BoardState,
     Layer,
@@ -101,6 +102,7 @@ def result_from_pb(msg: pb.BenchmarkResult) -> AgentResult:
         layers,
         msg.layer_profile_note,
         profiled=bool(msg.layers or msg.layer_profile_note),
+        interference=_plain(Interference, msg.interference),
     )
 
 

@@ -131,6 +131,14 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
         "instead of biasing whichever measurements it caught; the windows add up to the timing "
         "above (default: %(default)s)",
     )
+    g.add_argument(
+        "--remeasure",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure again, once, what the agent flags busy (other processes on the board), noisy or "
+        "throttled, and keep the steadier run; 0 never does (default: %(default)s)",
+    )
 
 
 def timing_from_args(args: argparse.Namespace) -> Timing:

@@ -87,6 +87,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             show,
             agreement=args.agreement,
             rounds=args.rounds,
+            remeasure=args.remeasure,
         )
     progress.done()
     out = {
@@ -103,6 +104,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         "boards": report.boards,
         "board_errors": report.board_errors,
         "reference_ms": report.reference_ms,
+        "remeasured": [{"job": j.label(), "warnings": list(w)} for j, w in report.remeasured],
+        "warnings": [
+            {"job": j.label(), "cv": cv, "p99_ms": p99, "warnings": list(w)} for j, cv, p99, w in report.doubtful
+        ],
     }
     if args.json:
         print(json.dumps(out, indent=1))
@@ -111,6 +116,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             f"{target.name}: measured {out['measured']}, already in the table {out['skipped']}, "
             f"failed {len(report.failed)} ({out['seconds']:.0f} s)"
         )
+        for line in report.doubts():
+            print(f"  warning: {line}")
         if len(report.boards) > 1 or report.board_errors:
             print(
                 "  per board: "

@@ -302,7 +302,7 @@ class LayerTime(_message.Message):
     def __init__(self, node: _Optional[str] = ..., op_type: _Optional[str] = ..., block: _Optional[str] = ..., time_ms: _Optional[float] = ..., raw_ms: _Optional[float] = ..., kernel: _Optional[str] = ...) -> None: ...
 
 class BenchmarkResult(_message.Message):
-    __slots__ = ("model_id", "runtime", "runtime_version", "execution_provider", "threads", "timing", "inputs", "stats", "samples_ms", "session_create_ms", "first_run_ms", "layers", "layer_profile_available", "layer_profile_note", "board", "state_start", "state_end", "throttled", "clock_dropped", "warnings", "started_unix", "finished_unix", "agent_version", "max_celsius")
+    __slots__ = ("model_id", "runtime", "runtime_version", "execution_provider", "threads", "timing", "inputs", "stats", "samples_ms", "session_create_ms", "first_run_ms", "layers", "layer_profile_available", "layer_profile_note", "board", "state_start", "state_end", "throttled", "clock_dropped", "warnings", "started_unix", "finished_unix", "agent_version", "max_celsius", "interference")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -327,6 +327,7 @@ class BenchmarkResult(_message.Message):
     FINISHED_UNIX_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    INTERFERENCE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     runtime: str
     runtime_version: str
@@ -351,7 +352,24 @@ class BenchmarkResult(_message.Message):
     finished_unix: float
     agent_version: str
     max_celsius: float
-    def __init__(self, model_id: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., execution_provider: _Optional[str] = ..., threads: _Optional[int] = ..., timing: _Optional[_Union[TimingConfig, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., stats: _Optional[_Union[Statistics, _Mapping]] = ..., samples_ms: _Optional[_Iterable[float]] = ..., session_create_ms: _Optional[float] = ..., first_run_ms: _Optional[float] = ..., layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layer_profile_available: _Optional[bool] = ..., layer_profile_note: _Optional[str] = ..., board: _Optional[_Union[BoardDescription, _Mapping]] = ..., state_start: _Optional[_Union[BoardState, _Mapping]] = ..., state_end: _Optional[_Union[BoardState, _Mapping]] = ..., throttled: _Optional[bool] = ..., clock_dropped: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., agent_version: _Optional[str] = ..., max_celsius: _Optional[float] = ...) -> None: ...
+    interference: Interference
+    def __init__(self, model_id: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., execution_provider: _Optional[str] = ..., threads: _Optional[int] = ..., timing: _Optional[_Union[TimingConfig, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., stats: _Optional[_Union[Statistics, _Mapping]] = ..., samples_ms: _Optional[_Iterable[float]] = ..., session_create_ms: _Optional[float] = ..., first_run_ms: _Optional[float] = ..., layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layer_profile_available: _Optional[bool] = ..., layer_profile_note: _Optional[str] = ..., board: _Optional[_Union[BoardDescription, _Mapping]] = ..., state_start: _Optional[_Union[BoardState, _Mapping]] = ..., state_end: _Optional[_Union[BoardState, _Mapping]] = ..., throttled: _Optional[bool] = ..., clock_dropped: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., agent_version: _Optional[str] = ..., max_celsius: _Optional[float] = ..., interference: _Optional[_Union[Interference, _Mapping]] = ...) -> None: ...
+
+class Interference(_message.Message):
+    __slots__ = ("available", "other_cpu_cores", "steal_fraction", "cpu_pressure_avg10", "load_1m", "busy")
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    OTHER_CPU_CORES_FIELD_NUMBER: _ClassVar[int]
+    STEAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    CPU_PRESSURE_AVG10_FIELD_NUMBER: _ClassVar[int]
+    LOAD_1M_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    available: bool
+    other_cpu_cores: float
+    steal_fraction: float
+    cpu_pressure_avg10: float
+    load_1m: float
+    busy: bool
+    def __init__(self, available: _Optional[bool] = ..., other_cpu_cores: _Optional[float] = ..., steal_fraction: _Optional[float] = ..., cpu_pressure_avg10: _Optional[float] = ..., load_1m: _Optional[float] = ..., busy: _Optional[bool] = ...) -> None: ...
 
 class BenchmarkEvent(_message.Message):
     __slots__ = ("queued", "cooling_down", "warming_up", "measuring", "profiling", "result")
