@@ -73,7 +73,7 @@ class ProfileReport:
     boards: dict[str, int] = field(default_factory=dict)  # rows measured per board
     board_errors: dict[str, str] = field(default_factory=dict)
     reference_ms: dict[str, float] = field(default_factory=dict)  # fleets: each board's reference median
-    # Measurements the agent put in doubt (busy, noisy, throttled) and measured again: the first's warnings.
+    # Measurements the agent put in doubt (busy, noisy, throttled) and measured again: the other run's warnings.
     remeasured: list[tuple[Job, tuple[str, ...]]] = field(default_factory=list)
     # Rows stored with the agent's doubts still on them (after any re-measurement): job, cv, p99, warnings.
     doubtful: list[tuple[Job, float, float, tuple[str, ...]]] = field(default_factory=list)
@@ -225,9 +225,11 @@ def store_result(
     replace: bool = False,
     board: str | None = None,
     rounds: int | None = None,
+    superseded: AgentResult | None = None,
 ) -> int:
     """One benchmark result (one round of a measurement) as one committed row of the target's table;
-    returns the row id. replace: drop the old row of this round (and rounds beyond `rounds`)."""
+    returns the row id. replace: drop the old row of this round (and rounds beyond `rounds`). superseded:
+    the run this one was measured again after; its figures and warnings are kept in the row."""
     blocks = result.blocks() if job.mode == "layers" else {}
     row = Row(
         target.name,
@@ -240,8 +242,19 @@ def store_result(
         blocks,
         round=job.round,
         board=board,
+        superseded=None if superseded is None else superseded_summary(superseded),
     )
     return db.add(row, replace=replace, rounds=rounds)
+
+
+def superseded_summary(result: AgentResult) -> dict:
+    return {
+        "median_ms": result.stats.median_ms,
+        "p99_ms": result.stats.p99_ms,
+        "cv": result.stats.cv,
+        "n": result.stats.n,
+        "warnings": list(result.warnings),
+    }
 
 
 @dataclass
@@ -400,10 +413,11 @@ def run(
                 with export_lock:
                     path = files.get(job)
                 result = _measure(worker, job, path, key, timing, rounds)
-                first = None
+                first = None  # of two runs, the one not kept
                 if result.doubtful and remeasure > 0:  # measured once more; the steadier run is kept
-                    first, again = result, _measure(worker, job, path, key, timing, rounds)
-                    result = again if not again.doubtful or again.stats.cv <= first.stats.cv else first
+                    again = _measure(worker, job, path, key, timing, rounds)
+                    keep_again = not again.doubtful or again.stats.cv <= result.stats.cv
+                    result, first = (again, result) if keep_again else (result, again)
             except (AgentUnavailable, BoardError) as exc:
                 queue.finish(job, failed_board=True)
                 results.put(("board", worker, None, str(exc)))
@@ -463,6 +477,7 @@ def run(
                         replace=force,
                         board=worker.name if target.links else None,
                         rounds=rounds,
+                        superseded=first,
                     )
                 except RowExists:  # another run (a second profile of this table) stored it meanwhile: keep theirs
                     report.measured_elsewhere += 1

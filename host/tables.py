@@ -168,6 +168,7 @@ class Row:
     measured_at: float = 0.0
     round: int = 0  # which window of a measurement taken in rounds
     board: str | None = None  # fleets: the board that measured it
+    superseded: dict | None = None  # the first run, when the agent's doubts had it measured again
 
 
 def _friendly(exc: sqlite3.Error, path: Path) -> TableError:
@@ -257,6 +258,9 @@ class LatencyDB:
             "state_start": asdict(r.state_start),
             "state_end": asdict(r.state_end),
             "warnings": list(r.warnings),
+            "interference": asdict(r.interference),
+            # Measured again because the agent doubted the first run: what that run gave, kept beside this one.
+            "superseded": row.superseded,
         }
         values = (
             row.target,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -463,3 +464,10 @@ def test_a_busy_board_is_flagged_and_its_measurements_are_taken_again(tmp_path):
     sidecar = json.loads((tmp_path / "o" / "model.json").read_text())
     assert sidecar["interference"]["busy"] and any(w.startswith("busy:") for w in sidecar["warnings"])
     assert "is not one to sign off yet: busy: other processes used" in found.stdout
+    # The table keeps the agent's words on each row, and the run each re-measured row replaced.
+    shown = run_cli("netcut-host", "table", "--db", str(tmp_path / "t.sqlite"))
+    assert " BUSY" in shown.stdout and "rows carry the agent's warnings" in shown.stdout
+    with sqlite3.connect(tmp_path / "t.sqlite") as conn:
+        states = [json.loads(b) for (b,) in conn.execute("SELECT board FROM measurements")]
+    replaced = [s["superseded"] for s in states if s.get("superseded")]
+    assert replaced and all(r["warnings"] and r["p99_ms"] > 0 for r in replaced)

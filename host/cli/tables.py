@@ -233,6 +233,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ table
 
 
+def _doubts(row) -> list[str]:  # noqa: ANN001 - a sqlite3.Row of the measurements table
+    """The agent's warnings on a stored row that put its figures in doubt (busy, noisy, throttled)."""
+    from ..records import DOUBT
+
+    return [w for w in json.loads(row["board"]).get("warnings", []) if w.startswith(DOUBT)]
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     from ..tables import STALE_DAYS
 
@@ -320,12 +327,20 @@ def cmd_table(args: argparse.Namespace) -> int:
             )
             for r in group:
                 round_note = f" round {r['round'] + 1}" if r["round"] else ""
+                doubts = _doubts(r)
                 print(
                     f"  {r['id']:>5} {r['model']:<22} {r['cut']:<30} {r['mode']:<6} "
                     f"{r['input_size']:>4}px b{r['batch']} {r['format']:<6} median {r['median_ms']:9.3f} ms "
                     f"p99 {r['p99_ms']:9.3f} ms n {r['n']:<5}{round_note}"
-                    f"{' THROTTLED' if r['throttled'] else ''}"
+                    f"{' THROTTLED' if r['throttled'] else ''}" + "".join(f" {w.split(':')[0].upper()}" for w in doubts)
                 )
+        warned = [(r, _doubts(r)) for r in rows if _doubts(r)]
+        if warned:
+            worst = sorted(warned, key=lambda rw: -rw[0]["cv"])[:3]
+            print(
+                f"{len(warned)} of {len(rows)} rows carry the agent's warnings (BUSY, NOISY); the worst: "
+                + "; ".join(f"row {r['id']} ({r['model']} {r['cut']}, cv {r['cv']:.2f}): {ws[-1]}" for r, ws in worst)
+            )
         if not rows:
             print("no rows" + (f" for target {args.target}" if args.target else ""))
     return 0
