@@ -34,7 +34,7 @@ from .choices import MODES
 from .client import AgentCallError, AgentClient, AgentUnavailable
 from .errors import ConfigError, TargetError
 from .fleet import AGREEMENT_TOLERANCE, disagreeing
-from .records import AgentResult, Timing
+from .records import DOUBT, AgentResult, Timing
 from .ssh import BoardError
 from .tables import LatencyDB, Row, RowExists, RowKey
 from .targets import ConnectedTarget
@@ -77,6 +77,7 @@ class ProfileReport:
     remeasured: list[tuple[Job, tuple[str, ...]]] = field(default_factory=list)
     # Rows stored with the agent's doubts still on them (after any re-measurement): job, cv, p99, warnings.
     doubtful: list[tuple[Job, float, float, tuple[str, ...]]] = field(default_factory=list)
+    other_warnings: set[str] = field(default_factory=set)  # the agent's other warnings (threads > cores...)
 
     def doubts(self, limit: int = 3) -> list[str]:
         """The agent's warnings for people: how many rows, and the worst (by coefficient of variation)."""
@@ -86,6 +87,7 @@ class ProfileReport:
                 f"{len(self.remeasured)} measurement{'s were' if len(self.remeasured) > 1 else ' was'} "
                 "measured again: the agent flagged the first run busy, noisy or throttled"
             )
+        lines += sorted(self.other_warnings)
         if self.doubtful:
             worst = sorted(self.doubtful, key=lambda d: -d[1])[:limit]
             lines.append(
@@ -464,6 +466,7 @@ def run(
                 report.remeasured.append((job, first.warnings))
             if payload.doubtful:
                 report.doubtful.append((job, payload.stats.cv, payload.stats.p99_ms, payload.warnings))
+            report.other_warnings |= {w for w in payload.warnings if not w.startswith(DOUBT)}
             if job.mode == "layers" and not payload.blocks():
                 report.failed.append((job, payload.layer_profile_note or "the agent returned no per-layer profile"))
             else:

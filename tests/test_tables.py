@@ -478,3 +478,13 @@ def test_empirical_estimator_explains_what_it_lacks():
     b = estimator.estimate("m", cuts, "b", "median")  # share 0.5, between 0.8 at 0.25 and 1 at 1.0
     assert b.estimated_ms == pytest.approx(2.0 * (0.8 + (1.0 - 0.8) * (0.5 - 0.25) / 0.75))
     assert "corrected" in b.evidence and 20 in b.rows
+
+
+def test_profile_passes_on_the_agents_warnings(tmp_path):
+    """More threads than the board has cores: the agent warns, and profile says so (it used to keep it)."""
+    threads = (os.cpu_count() or 1) + 1
+    argv = ["profile", "--model", "resnet18", "--cuts", "layer1.0", "--mode", "e2e", "--threads", str(threads)]
+    out = host(*argv, *SMALL, *FAST, "--json", db=tmp_path / "t.sqlite")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert any(f"threads={threads} is more than this board's" in w for w in data["other_warnings"])

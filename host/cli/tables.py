@@ -105,6 +105,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         "board_errors": report.board_errors,
         "reference_ms": report.reference_ms,
         "remeasured": [{"job": j.label(), "warnings": list(w)} for j, w in report.remeasured],
+        "other_warnings": sorted(report.other_warnings),
         "warnings": [
             {"job": j.label(), "cv": cv, "p99_ms": p99, "warnings": list(w)} for j, cv, p99, w in report.doubtful
         ],
