@@ -308,8 +308,10 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
     class StaleTable(Search):
         def _estimate(self, candidates):
             super()._estimate(candidates)
-            for c in candidates:  # twice as fast, and sure of it
-                c.estimated_ms, c.uncertainty_ms = c.estimated_ms / 2, None
+            # Three times as fast, and sure of it: the too-deep cut then misses by up to 3x, more than a
+            # shared machine's load swings between the true run and the confirmation.
+            for c in candidates:
+                c.estimated_ms, c.uncertainty_ms = c.estimated_ms / 3, None
             mark_feasible(candidates, self.deadline.ms, self.cfg.margin_pct)
 
     name = "mobilenet_v3_small"
@@ -322,7 +324,7 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
             tmp_path / "exports",
         ).run()
         by_cut = {c.cut: c.estimated_ms for c in true.candidates}
-        # Between the true estimates of the 6th and the 8th cut: with halved estimates, deeper cuts look feasible.
+        # Between the true estimates of the 6th and the 8th cut: with a third of them, deeper cuts look feasible.
         deadline = (by_cut["features.5"] + by_cut["features.7"]) / 2
         outcome = StaleTable(
             SearchConfig(
@@ -333,7 +335,7 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
             tmp_path / "exports",
         ).run()
     missed = [c for c in outcome.candidates if c.confirmation.startswith("missed")]
-    assert missed, "the halved estimates should have sent a too-deep cut to the board"
+    assert missed, "the stale estimates should have sent a too-deep cut to the board"
     assert all(not c.feasible and c.measured_ms > deadline for c in missed)
     pick = outcome.pick
     assert pick.model == name and pick.measured_ms <= deadline

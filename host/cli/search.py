@@ -178,7 +178,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..errors import TargetError
     from ..paths import export_cache
     from ..progress import Progress
-    from ..records import DOUBT
+    from ..records import doubts
     from ..report import held_out_words, write_report
     from ..errors import NoFeasibleCandidate
     from ..search import ClassesMismatch, OutputInUse, Search
@@ -223,8 +223,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"pick: {pick.model} ({where}): {pick.measured_ms:.3f} ms {cfg.quantile} measured on {target.name} "
         f"(deadline {outcome.deadline.ms:g} ms), validation accuracy {pick.accuracy:.1%}{held_out_words(data['pick'])}"
     )
-    doubts = [w for w in (outcome.sidecar or {}).get("warnings", []) if w.startswith(DOUBT)]
-    for warning in doubts:  # never silently the headline
+    sidecar = outcome.sidecar or {}
+    measured = sidecar.get("measured_latency_ms", {})
+    headline_doubts = doubts(sidecar.get("warnings", []), measured.get("median_ms", 0.0), measured.get("p99_ms", 0.0))
+    for warning in headline_doubts:  # never silently the headline
         print(f"  warning: that {cfg.quantile} is not one to sign off yet: {warning}")
     if off:
         lat = off.measured_ms if off.measured_ms is not None else off.estimated_ms

@@ -236,9 +236,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def _doubts(row) -> list[str]:  # noqa: ANN001 - a sqlite3.Row of the measurements table
     """The agent's warnings on a stored row that put its figures in doubt (busy, noisy, throttled)."""
-    from ..records import DOUBT
+    from ..records import doubts
 
-    return [w for w in json.loads(row["board"]).get("warnings", []) if w.startswith(DOUBT)]
+    return doubts(json.loads(row["board"]).get("warnings", []), row["median_ms"], row["p99_ms"])
 
 
 def cmd_table(args: argparse.Namespace) -> int:
