@@ -131,7 +131,11 @@ def add_timing_args(p: argparse.ArgumentParser) -> None:
         "instead of biasing whichever measurements it caught; the windows add up to the timing "
         "above (default: %(default)s)",
     )
-    g.add_argument(
+
+
+def add_remeasure(p: argparse.ArgumentParser) -> None:
+    """--remeasure, for the commands that store what they measure (profile, search)."""
+    p.add_argument(
         "--remeasure",
         type=int,
         default=1,

@@ -23,6 +23,7 @@ from .options import (
     add_models,
     add_quantile,
     add_timing_args,
+    add_remeasure,
     configured,
     connected,
     names_list,
@@ -109,6 +110,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue a search in --out that was interrupted")
     add_json(p, "the report as JSON")
     add_timing_args(p)
+    add_remeasure(p)
     p.set_defaults(func=cmd_search)
 
 

@@ -18,6 +18,7 @@ from .options import (
     add_quantile,
     add_row_args,
     add_timing_args,
+    add_remeasure,
     connected,
     names_list,
     open_db,
@@ -427,6 +428,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_json(p, "a JSON summary")
     add_row_args(p)
     add_timing_args(p)
+    add_remeasure(p)
     p.set_defaults(func=cmd_profile)
 
     e = sub.add_parser(
