@@ -145,6 +145,12 @@ class SearchOutcome:
     notes: list[str]
 
 
+def best_off_the_shelf(candidates: list[Candidate]) -> Candidate | None:
+    """The most accurate trained full network that meets the deadline."""
+    off = [c for c in candidates if c.off_the_shelf and c.feasible and c.accuracy is not None]
+    return max(off, key=lambda c: c.accuracy, default=None)
+
+
 def normalization_for(weights: str, model: str | None = None) -> dict:
     """The mean and std images are normalised with: the built-in backbones' own; what timm's pretrained
     configuration gives for its networks; ImageNet's otherwise (torchvision's weights)."""
@@ -305,8 +311,7 @@ class Search:
             pick.test_accuracy = evaluate(self.trained_trn(pick, len(self._task_for(pick.model).classes)), test, "cpu")
         sidecar["test_accuracy"], sidecar["test_images"] = pick.test_accuracy, len(test)
         (self.out / "model.json").write_text(json.dumps(sidecar, indent=1))
-        off = [c for c in candidates if c.off_the_shelf and c.feasible and c.accuracy is not None]
-        best = max(off, key=lambda c: c.accuracy, default=None)
+        best = best_off_the_shelf(candidates)
         if best is not None and best is not pick:
             classes = len(self._task_for(best.model).classes)
             best.test_accuracy = evaluate(self.trained_trn(best, classes), self._task_for(best.model).test, "cpu")
@@ -319,11 +324,10 @@ class Search:
         artefact: Path | None = None,
         sidecar: dict | None = None,
     ) -> SearchOutcome:
-        off = [c for c in candidates if c.off_the_shelf and c.feasible and c.accuracy is not None]
         return SearchOutcome(
             candidates,
             pick,
-            max(off, key=lambda c: c.accuracy, default=None),
+            best_off_the_shelf(candidates),
             self.deadline,
             self.phases,
             artefact,

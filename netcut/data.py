@@ -164,17 +164,19 @@ def image_folder(
             ) from None
         return ds
 
+    def readable(path: Path) -> tuple[ImageFolder, int]:
+        """The folder's images without the unreadable ones, and how many those were."""
+        ds = folder(path, plain_tf)
+        bad, count = _readable([p for p, _ in ds.samples])
+        ds.samples = [s for s in ds.samples if s[0] not in bad]
+        ds.targets = [y for _, y in ds.samples]
+        return ds, count
+
     split = (root / "train").is_dir() and (root / "val").is_dir()
-    base = folder(root / "train" if split else root, plain_tf)
-    bad, skipped = _readable([p for p, _ in base.samples])
-    base.samples = [s for s in base.samples if s[0] not in bad]
-    base.targets = [y for _, y in base.samples]
+    base, skipped = readable(root / "train" if split else root)
     test_set = None
     if (root / "test").is_dir():
-        test_set = folder(root / "test", plain_tf)
-        bad_test, skipped_test = _readable([p for p, _ in test_set.samples])
-        test_set.samples = [s for s in test_set.samples if s[0] not in bad_test]
-        test_set.targets = [y for _, y in test_set.samples]
+        test_set, skipped_test = readable(root / "test")
         skipped += skipped_test
         if test_set.classes != base.classes:
             raise NetcutError(f"the test folder's classes {test_set.classes[:5]} are not the training classes")
@@ -186,10 +188,7 @@ def image_folder(
         base.samples = [base.samples[i] for i in kept]
         base.targets = [base.targets[i] for i in kept]
     if split:
-        val = folder(root / "val", plain_tf)
-        bad_val, skipped_val = _readable([p for p, _ in val.samples])
-        val.samples = [s for s in val.samples if s[0] not in bad_val]
-        val.targets = [y for _, y in val.samples]
+        val, skipped_val = readable(root / "val")
         skipped += skipped_val
         if val.classes != base.classes:
             missing = sorted(set(base.classes) - set(val.classes))
