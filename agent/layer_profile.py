@@ -4,7 +4,8 @@ onnxruntime optimises the graph before running it: it fuses nodes (Conv+Relu), c
 layouts (names ending `_nchwc`) and inserts reorder kernels. Its profile therefore names
 kernels, not nodes. We map each kernel back to an original node by name, by the name of
 an output tensor, or by prefix; kernels that map to nothing (layout reorders) join the
-node that ran just before them. The node table (name, block, outputs) travels inside the
+node that ran just before them, or the first mapped node when none ran before (an int8 model's
+input quantization). The node table (name, block, outputs) travels inside the
 model as metadata `netcut.nodes`, written by `netcut.export`.
 """
 
@@ -111,11 +112,17 @@ def layer_times(
     scale = clean_median_ms / total if total > 0 else 1.0
     out: list[LayerTime] = []
     previous: NodeEntry | None = None
+    leading: list[int] = []  # kernels before the first mapped one (an int8 input's quantize and layout)
     for kernel, op, ms in kernels:
         node = mapper.find(kernel) if nodes else None
         if node is None and nodes and previous is not None:
             node = previous  # a reorder or other inserted kernel: charge it to what ran before
+        if node is not None and previous is None:
+            for i in leading:  # they prepare the first node's input: its block's cost, not nobody's
+                out[i].node, out[i].block = node.name, node.block
         if node is not None:
             previous = node
+        elif nodes:
+            leading.append(len(out))
         out.append(LayerTime(node.name if node else kernel, op, node.block if node else "", ms * scale, ms, kernel))
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 from netcut.timm_models import EDGE_MODELS as TIMM_EDGE_MODELS
-from netcut.vocabulary import GRANULARITIES, QUANTILES  # noqa: F401  (re-exported for the CLI)
+from netcut.vocabulary import GRANULARITIES, PRECISIONS, QUANTILES  # noqa: F401  (re-exported for the CLI)
 
 RUNTIMES = ("onnxruntime", "litert")
 FORMAT_OF = {"onnxruntime": "onnx", "litert": "tflite"}  # the model format each runtime runs

@@ -24,10 +24,12 @@ import torch
 
 from netcut import models
 from netcut.cuts import NetworkAnalysis, analyse, candidate_cuts
+from netcut.errors import NetcutError
 from netcut.estimate import ANCHOR
 from netcut.export import export
+from netcut.quantize import realistic_statistics
 from netcut.trn import GlobalPoolLinear, build_trn, head_input_features
-from netcut.vocabulary import cut_label, parse_cut_label
+from netcut.vocabulary import FP32, cut_label, parse_cut_label
 
 from . import wire
 from .choices import MODES
@@ -110,10 +112,13 @@ def interleave(items: list) -> list:
 
 
 def analyses_for(names: list[str], key: RowKey) -> dict[str, NetworkAnalysis]:
+    """The networks as tables measure them: random weights (latency does not depend on them) with the
+    varied BatchNorm statistics training leaves (an int8 model quantizes to what a trained one would)."""
     out = {}
     for name in names:
         torch.manual_seed(SEED)
-        out[name] = analyse(models.build(name), name, key.input_size, key.granularity, key.batch)
+        model = realistic_statistics(models.build(name), SEED)
+        out[name] = analyse(model, name, key.input_size, key.granularity, key.batch)
     return out
 
 
@@ -165,7 +170,7 @@ class ModelFiles:
         k = self.key
         name = (
             f"{job.model.replace(':', '_')}-{k.input_size}-b{k.batch}-{k.granularity}-{cut_label(job.cut)}-"
-            f"{job.mode}-k{k.classes}.{k.format}"
+            f"{job.mode}-k{k.classes}{'' if k.precision == FP32 else '-' + k.precision}.{k.format}"
         )
         return self.cache / name
 
@@ -182,17 +187,25 @@ class ModelFiles:
             module = build_trn(a, job.cut, self.key.classes)
             shape = a.input_shape
         metadata = {"netcut.model": job.model, "netcut.cut": cut_label(job.cut), "netcut.mode": job.mode}
-        return export_whole(module, path, shape, self.key.format, metadata if self.key.format == "onnx" else None)
+        return export_whole(
+            module, path, shape, self.key.format, metadata if self.key.format == "onnx" else None, self.key.precision
+        )
 
 
 def export_whole(
-    module: torch.nn.Module, path: Path, shape: tuple[int, ...], fmt: str, metadata: dict | None = None
+    module: torch.nn.Module,
+    path: Path,
+    shape: tuple[int, ...],
+    fmt: str,
+    metadata: dict | None = None,
+    precision: str = FP32,
 ) -> Path:
     """Export through a temporary name of this process and thread, so the cache never holds half a file
-    and two exports of the same file (two profiles at once) never write into each other."""
+    and two exports of the same file (two profiles at once) never write into each other. int8: quantized
+    on seeded synthetic images and checked to be really quantized (its accuracy is not what is measured)."""
     tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.part{path.suffix}")
     try:
-        export(module, tmp, shape, fmt, metadata)
+        export(module, tmp, shape, fmt, metadata, precision=precision, verify_outputs=False)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -414,6 +427,11 @@ def run(
             try:
                 with export_lock:
                     path = files.get(job)
+            except NetcutError as exc:  # this model cannot be made (an int8 form that stays float): note it
+                queue.finish(job)
+                results.put(("failed", worker, job, str(exc)))
+                continue
+            try:
                 result = _measure(worker, job, path, key, timing, rounds)
                 first = None  # of two runs, the one not kept
                 if result.doubtful and remeasure > 0:  # measured once more; the steadier run is kept

@@ -39,6 +39,8 @@ def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
         return {
             "model": c.model,
             "cut": c.cut,
+            "precision": c.precision,
+            "float_accuracy": c.float_accuracy,
             "estimated_ms": c.estimated_ms,
             "measured_ms": c.measured_ms,
             "accuracy": c.accuracy,
@@ -62,6 +64,9 @@ def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
         "retrained",
         "off_the_shelf",
         "confirmation",
+        "precision",
+        "float_accuracy",
+        "excluded",
     )
     return {
         "deadline_ms": outcome.deadline.ms,
@@ -77,6 +82,7 @@ def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
         "margin_pct": cfg.margin_pct,
         "input_size": cfg.input_size,
         "weights": cfg.weights,
+        "precisions": list(cfg.precisions),
         "target": outcome.target,
         "task": outcome.task,
         "pick": brief(outcome.pick),
@@ -93,9 +99,17 @@ def why_out(c: dict, deadline_ms: float) -> str:
     """Why a candidate is not feasible, in the words of the report's table."""
     if c["confirmation"] and c["confirmation"].startswith("missed"):
         return c["confirmation"]
+    if c.get("excluded"):
+        return f"left out: {c['excluded']}"
     if c["estimated_ms"] is None:
         return "no: not estimated (see the notes)"
     return f"no: {c['estimated_ms']:.3f} + {c['margin_ms'] or 0:.3f} margin > {deadline_ms:g}"
+
+
+def feasible_words(c: dict, deadline_ms: float) -> str:
+    if not c["feasible"]:
+        return why_out(c, deadline_ms)
+    return f"yes; {c['excluded']}" if c.get("excluded") else "yes"
 
 
 def write_markdown(path: Path, data: dict) -> None:
@@ -109,14 +123,25 @@ def write_markdown(path: Path, data: dict) -> None:
         )
     if pick:
         lines.append(
-            f"**Pick: {pick['model']} {'cut after ' + pick['cut'] if pick['cut'] else '(full network)'}** "
-            f"— {pick['measured_ms']:.3f} ms {data['quantile']} measured on {t['name']}, "
+            f"**Pick: {pick['model']} {'cut after ' + pick['cut'] if pick['cut'] else '(full network)'}, "
+            f"{pick['precision']}** — {pick['measured_ms']:.3f} ms {data['quantile']} measured on {t['name']}, "
             f"validation accuracy {pick['accuracy']:.1%}{held_out_words(pick)}."
         )
+        if pick["precision"] != "fp32" and pick["float_accuracy"] is not None:
+            cost = pick["float_accuracy"] - pick["accuracy"]
+            what = (
+                f"cost the pick {cost * 100:.1f} points of validation accuracy"
+                if cost > 0
+                else f"cost the pick nothing (it moved validation accuracy by +{-cost * 100:.1f} points)"
+            )
+            lines.append(
+                f"Quantization {what}: {pick['float_accuracy']:.1%} as the float TRN, {pick['accuracy']:.1%} as "
+                f"{pick['precision']} in the board's runtime."
+            )
     if off:
         lat = off["measured_ms"] if off["measured_ms"] is not None else off["estimated_ms"]
         lines.append(
-            f"Best off-the-shelf network within the deadline: {off['model']}, {lat:.3f} ms, "
+            f"Best off-the-shelf network within the deadline: {off['model']} ({off['precision']}), {lat:.3f} ms, "
             f"validation accuracy {off['accuracy']:.1%}{held_out_words(off)}."
         )
     machine = " ".join(p for p in (t.get("board_model"), t.get("cpu_model")) if p) or "unknown machine"
@@ -137,15 +162,17 @@ def write_markdown(path: Path, data: dict) -> None:
         lines.append(f"- {note}")
     lines += [
         "",
-        "| model | cut | MMACs | estimated ms | margin ms | measured ms | validation accuracy | feasible | retrained |",
-        "|---|---|---:|---:|---:|---:|---:|:-:|:-:|",
+        "| model | cut | precision | MMACs | estimated ms | margin ms | measured ms | validation accuracy "
+        "| feasible | retrained |",
+        "|---|---|---|---:|---:|---:|---:|---:|:-:|:-:|",
     ]
     for c in data["candidates"]:
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         lines.append(
-            f"| {c['model']} | {c['cut'] or '(full)'} | {c['macs'] / 1e6:.1f} | {fmt(c['estimated_ms'], '.3f')} "
+            f"| {c['model']} | {c['cut'] or '(full)'} | {c['precision']} | {c['macs'] / 1e6:.1f} "
+            f"| {fmt(c['estimated_ms'], '.3f')} "
             f"| {fmt(c['margin_ms'], '.3f')} | {fmt(c['measured_ms'], '.3f')} | {fmt(c['accuracy'], '.3f')} "
-            f"| {'yes' if c['feasible'] else why_out(c, data['deadline_ms'])} | {'yes' if c['retrained'] else ''} |"
+            f"| {feasible_words(c, data['deadline_ms'])} | {'yes' if c['retrained'] else ''} |"
         )
     lines += ["", "![latency vs accuracy](pareto.png)", ""]
     path.write_text("\n".join(lines))
@@ -175,6 +202,12 @@ def plot_series(outcome: SearchOutcome) -> dict:
     }
     series["off-the-shelf frontier"] = _front([(x, y) for x, y, _ in series["off-the-shelf"]])
     series["TRN frontier"] = _front([(x, y) for x, y, _ in series["trimmed (TRN)"]])
+    # Precisions: which points are int8 (drawn with their own markers), and the frontier with float only
+    # beside the one with every precision, so the plot shows what int8 adds.
+    series["int8"] = sorted(c.key for c in trained if c.precision == "int8")
+    if series["int8"]:
+        series["float-only frontier"] = _front([(c.estimated_ms, c.accuracy) for c in trained if c.precision == "fp32"])
+        series["mixed frontier"] = _front([(c.estimated_ms, c.accuracy) for c in trained])
     return series
 
 
@@ -186,13 +219,29 @@ def write_plots(out: Path, cfg: SearchConfig, outcome: SearchOutcome) -> None:
 
     s = plot_series(outcome)
     fig, ax = plt.subplots(figsize=(10, 5))
+    int8 = set(s["int8"])
     for name, marker, colour in (("off-the-shelf", "s", "tab:blue"), ("trimmed (TRN)", "o", "tab:orange")):
-        if s[name]:  # a legend entry only for what is drawn
-            xs, ys = [p[0] for p in s[name]], [p[1] for p in s[name]]
-            ax.scatter(xs, ys, marker=marker, s=40, alpha=0.85, color=colour, label=name)
-    for name, colour in (("off-the-shelf frontier", "tab:blue"), ("TRN frontier", "tab:orange")):
+        for precision, shape in (("fp32", marker), ("int8", "^" if marker == "o" else "D")):
+            points = [p for p in s[name] if (p[2] in int8) == (precision == "int8")]
+            if points:  # a legend entry only for what is drawn
+                label = f"{name}, {precision}" if int8 else name
+                ax.scatter(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    marker=shape,
+                    s=40,
+                    alpha=0.85,
+                    color=colour if precision == "fp32" else "tab:green" if marker == "o" else "tab:purple",
+                    label=label,
+                )
+    frontiers = (
+        (("float-only frontier", "tab:grey", "--"), ("mixed frontier", "tab:green", "-"))
+        if int8
+        else (("off-the-shelf frontier", "tab:blue", "-"), ("TRN frontier", "tab:orange", "-"))
+    )
+    for name, colour, style in frontiers:
         if len(s[name]) > 1:
-            ax.step(*zip(*s[name]), where="post", color=colour, linewidth=1, alpha=0.7, label=name)
+            ax.step(*zip(*s[name]), where="post", color=colour, linestyle=style, linewidth=1, alpha=0.7, label=name)
     if s["untrained"]:
         # Along the bottom of the plot: estimated, never trained, so no accuracy to place them at.
         ax.plot(
@@ -227,7 +276,7 @@ def write_plots(out: Path, cfg: SearchConfig, outcome: SearchOutcome) -> None:
             zorder=5,
             label=f"pick: {outcome.pick.key} (measured)",
         )
-    on_a_front = set(s["off-the-shelf frontier"]) | set(s["TRN frontier"])
+    on_a_front = set(s["off-the-shelf frontier"]) | set(s["TRN frontier"]) | set(s.get("mixed frontier", []))
     for x, y, key in s["off-the-shelf"] + s["trimmed (TRN)"]:
         if (x, y) in on_a_front:  # names where they matter; every point is in report.md's table
             ax.annotate(key, (x, y), fontsize=6, alpha=0.8, xytext=(3, 3), textcoords="offset points")

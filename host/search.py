@@ -23,7 +23,8 @@ from netcut.cuts import NetworkAnalysis, analyse, candidate_cuts, check_input_si
 from netcut.data import BUILTIN_NORMALIZATION, IMAGENET, TEST_FRACTION, TaskData, load_task
 from netcut.errors import NetcutError
 from netcut.estimate import STAT_OF, quantile_level
-from netcut.export import export, onnx_accuracy
+from netcut.export import export
+from netcut.quantize import runtime_accuracy
 from netcut.policy import (
     Candidate,
     Policy,
@@ -35,7 +36,8 @@ from netcut.policy import (
 )
 from netcut.training import TrainConfig, TrainResult, evaluate, train_full, train_heads
 from netcut.trn import build_trn
-from netcut.vocabulary import cut_label
+from netcut.quantize import QuantizationError, calibration_images, check_calibration
+from netcut.vocabulary import DEFAULT_CALIBRATION_IMAGES, FP32, INT8, cut_label
 
 from . import wire
 from .choices import DEFAULT_ROUNDS, FORMAT_OF
@@ -49,6 +51,9 @@ from .targets import ConnectedTarget
 log = logging.getLogger(__name__)
 
 STATE = "state.json"
+# Post-training quantization does not add accuracy: an int8 candidate whose float twin is this far below the
+# best accuracy found cannot win, and is not quantized (measured: within 2 of 359 images either way).
+QUANT_SLACK = 0.01
 
 
 class OutputInUse(ConfigError):
@@ -85,6 +90,8 @@ class SearchConfig:
     expected_classes: int | None = None  # checked against the data before any work
     rounds: int = DEFAULT_ROUNDS  # profiling: windows per measurement (netcut_host.profiling.run)
     remeasure: int = 1  # measurements the agent doubts (busy, noisy, throttled) are measured once more
+    precisions: tuple[str, ...] = (FP32, INT8)  # each candidate network and cut in each precision
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES  # int8: training images that calibrate
 
     def __post_init__(self):
         if self.policy is None:
@@ -103,7 +110,13 @@ class SearchConfig:
             "input_size",
             "margin_pct",
         )
-        return {**{k: getattr(self, k) for k in keep}, "models": list(self.models), "policy": str(self.policy)}
+        return {
+            **{k: getattr(self, k) for k in keep},
+            "models": list(self.models),
+            "policy": str(self.policy),
+            **({"precisions": list(self.precisions)} if self.precisions != (FP32,) else {}),
+            **({"calibration_images": self.calibration_images} if INT8 in self.precisions else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -176,13 +189,14 @@ class Search:
         self._tasks: dict[str, TaskData] = {}
         self._trainable: dict[str, NetworkAnalysis] = {}
         self.deadline: Deadline | None = None
-        self.phases = {"estimation": 0.0, "profiling": 0.0, "training": 0.0, "confirmation": 0.0}
+        self.phases = {"estimation": 0.0, "profiling": 0.0, "training": 0.0, "quantization": 0.0, "confirmation": 0.0}
         self.notes: list[str] = []
         self.out = Path(cfg.out)
         self.checkpoints = self.out / "checkpoints"
         self.export_cache = export_cache
         self.requested = json.loads(json.dumps(cfg.identity()))
         self._prepare_out(resume)
+        self._floats: dict[str, dict] = dict(self.previous.get("trained_floats", {}))
 
     # ------------------------------------------------------------ state
 
@@ -209,7 +223,7 @@ class Search:
                 )
         self.checkpoints.mkdir(parents=True, exist_ok=True)
 
-    def resolve_deadline(self, candidates: list[Candidate]) -> Deadline:
+    def resolve_deadline(self) -> Deadline:
         """The one place the deadline is decided: the user's; else the one a resumed demo had chosen; else
         the demo's rule."""
         if self.cfg.deadline_ms is not None:
@@ -218,7 +232,7 @@ class Search:
             return Deadline(self.previous["deadline_ms"], "resumed")
         medians = estimate_candidates(
             self.db, self.target.identity.key, self.key, self.analyses, self.cfg.estimator, "p50", 0.0, only=[None]
-        )
+        )  # the first precision's (fp32 where searched): the demo's deadline does not move with int8
         deadline = Deadline(demo_deadline([medians.of(m, None).estimated_ms for m in self.analyses]), "demo")
         self.notes.append(
             f"no --deadline given: the demo uses {deadline.ms:g} ms, {DEMO_TAIL:g} times the median of the "
@@ -232,6 +246,7 @@ class Search:
             "config": self.requested,
             "deadline_ms": self.deadline.ms if self.deadline else None,
             "candidates": [c.report() for c in candidates],
+            "trained_floats": self._floats,  # float TRNs trained (int8 candidates are quantized from them)
             "phases_s": self.phases,
             **extra,
         }
@@ -255,17 +270,29 @@ class Search:
             )
         if task.skipped:
             self.notes.append(f"skipped {task.skipped} unreadable image{'s' if task.skipped > 1 else ''}")
-        self.key = RowKey(
-            cfg.input_size,
-            1,
-            FORMAT_OF[self.target.runtime],
-            self.target.runtime,
-            self.target.threads,
-            "block",
-            classes,
-        )
+        if not cfg.precisions:
+            raise ConfigError("no precision to search; give fp32, int8 or both")
+        self.keys = {
+            p: RowKey(
+                cfg.input_size,
+                1,
+                FORMAT_OF[self.target.runtime],
+                self.target.runtime,
+                self.target.threads,
+                "block",
+                classes,
+                p,
+            )
+            for p in cfg.precisions
+        }
+        self.key = self.keys[cfg.precisions[0]]
         self.analyses = {m: self._analyse(m) for m in cfg.models}
-        candidates = [self._candidate(m, a, cut) for m, a in self.analyses.items() for cut in candidate_cuts(a)]
+        candidates = [
+            self._candidate(m, a, cut, p)
+            for p in cfg.precisions
+            for m, a in self.analyses.items()
+            for cut in candidate_cuts(a)
+        ]
         self._estimate(candidates)
         deadline = self.deadline
         feasible = [c for c in candidates if c.feasible]
@@ -299,22 +326,33 @@ class Search:
         return self._outcome(candidates, task, pick, artefact, sidecar)
 
     def _test(self, pick: Candidate, artefact: Path, sidecar: dict, candidates: list[Candidate]) -> None:
-        """Test accuracy of the pick (its delivered model, in the runtime it deploys to where that is
-        onnxruntime) and of the best off-the-shelf network, on the held-out images."""
+        """Test accuracy of the pick (its delivered model, in the runtime it deploys to) and of the best
+        off-the-shelf network (int8: its quantized file in the runtime), on the held-out images."""
         test = self._task_for(pick.model).test
         if test is None or not len(test):
             self.notes.append("no test images: the accuracies reported are the validation images' only")
             return
-        if self.key.format == "onnx":
-            pick.test_accuracy = onnx_accuracy(artefact, test)
-        else:  # LiteRT's artefact: the same weights, evaluated in torch
-            pick.test_accuracy = evaluate(self.trained_trn(pick, len(self._task_for(pick.model).classes)), test, "cpu")
+        pick.test_accuracy = runtime_accuracy(artefact, test)
         sidecar["test_accuracy"], sidecar["test_images"] = pick.test_accuracy, len(test)
         (self.out / "model.json").write_text(json.dumps(sidecar, indent=1))
         best = best_off_the_shelf(candidates)
         if best is not None and best is not pick:
-            classes = len(self._task_for(best.model).classes)
-            best.test_accuracy = evaluate(self.trained_trn(best, classes), self._task_for(best.model).test, "cpu")
+            task = self._task_for(best.model)
+            if best.precision == INT8:
+                best.test_accuracy = runtime_accuracy(self._int8_file(best), task.test)
+            else:
+                best.test_accuracy = evaluate(self.trained_trn(best, len(task.classes)), task.test, "cpu")
+
+    def _quantization_of(self, c: Candidate) -> dict:
+        """For model.json: how an int8 pick was quantized, how it agreed with its float twin, and how to
+        feed it (a LiteRT int8 model's input and output are int8: real = scale * (q - zero_point))."""
+        if c.precision != INT8:
+            return {}
+        summary = json.loads(self._int8_file(c).with_suffix(".json").read_text())
+        return {
+            "float_accuracy": c.float_accuracy,
+            "quantization": {k: v for k, v in summary.items() if k not in ("path", "format", "seconds")},
+        }
 
     def _outcome(
         self,
@@ -338,11 +376,11 @@ class Search:
         )
 
     @staticmethod
-    def _candidate(model: str, a: NetworkAnalysis, cut: str | None) -> Candidate:
+    def _candidate(model: str, a: NetworkAnalysis, cut: str | None, precision: str = FP32) -> Candidate:
         if cut is None:
-            return Candidate(model, None, len(a.cuts), a.full_macs, a.full_params)
+            return Candidate(model, None, len(a.cuts), a.full_macs, a.full_params, precision=precision)
         c = a.cut(cut)
-        return Candidate(model, c.name, c.index, c.macs, c.params)
+        return Candidate(model, c.name, c.index, c.macs, c.params, precision=precision)
 
     def _analyse(self, name: str) -> NetworkAnalysis:
         torch.manual_seed(SEED)
@@ -372,38 +410,74 @@ class Search:
         t0 = time.monotonic()
         self.db.add_target(self.target.identity)
         profiling_before = self.phases["profiling"]
-        estimates = estimate_candidates(
-            self.db,
-            self.target.identity.key,
-            self.key,
-            self.analyses,
-            self.cfg.estimator,
-            self.cfg.quantile,
-            self.cfg.margin_pct,
-            self._profile,
-        )
-        for c in candidates:
-            e = estimates.of(c.model, c.cut)
-            c.estimated_ms, c.uncertainty_ms, c.evidence = e.estimated_ms, e.uncertainty_ms, e.evidence
-        self.deadline = self.resolve_deadline(candidates)
-        self.notes += estimates.notes
-        mark_feasible(candidates, self.deadline.ms, estimates.margin_pct)
+        margins = {}
+        for p, key in self.keys.items():  # each precision has its own table rows (and cost model)
+            estimates = estimate_candidates(
+                self.db,
+                self.target.identity.key,
+                key,
+                self.analyses,
+                self.cfg.estimator,
+                self.cfg.quantile,
+                self.cfg.margin_pct,
+                lambda names, key=key: self._profile(names, key),
+            )
+            for c in candidates:
+                if c.precision == p:
+                    e = estimates.of(c.model, c.cut)
+                    c.estimated_ms, c.uncertainty_ms, c.evidence = e.estimated_ms, e.uncertainty_ms, e.evidence
+            self.notes += [f"{p}: {n}" if len(self.keys) > 1 else n for n in estimates.notes]
+            margins[p] = estimates.margin_pct
+        self.deadline = self.resolve_deadline()
+        for p, margin in margins.items():
+            mark_feasible([c for c in candidates if c.precision == p], self.deadline.ms, margin)
+        self._compare_precisions(candidates)
         # Profiling inside the estimation is counted as profiling.
         self.phases["estimation"] += time.monotonic() - t0 - (self.phases["profiling"] - profiling_before)
 
-    def _profile(self, names: list[str]) -> None:
+    def _compare_precisions(self, candidates: list[Candidate]) -> None:
+        """Say where int8 does not pay on this target: a network whose int8 form is estimated no faster
+        than its float one (on a Cortex-A72 without dot-product instructions, some are slower)."""
+        if len(self.keys) < 2:
+            return
+        est = {(c.model, c.cut, c.precision): c.estimated_ms for c in candidates}
+        for m, a in self.analyses.items():
+            pairs = [(est.get((m, cut, FP32)), est.get((m, cut, INT8))) for cut in candidate_cuts(a)]
+            pairs = [(f, q) for f, q in pairs if f is not None and q is not None]
+            slower = [(f, q) for f, q in pairs if q >= f]
+            full_f, full_q = est.get((m, None, FP32)), est.get((m, None, INT8))
+            if not slower:
+                continue
+            whole = f"the full network {full_q:.3f} ms int8 against {full_f:.3f} ms float" if full_q else ""
+            if full_q is not None and full_f is not None and full_q >= full_f:
+                self.notes.append(
+                    f"int8 {m} is slower than float on {self.target.name}: {whole}, and at {len(slower)} of its "
+                    f"{len(pairs)} candidates (estimated from its tables): quantizing it does not pay here"
+                )
+            else:
+                self.notes.append(
+                    f"int8 {m} is slower than float on {self.target.name} at {len(slower)} of its {len(pairs)} "
+                    f"candidates{'; ' + whole if whole else ''} (estimated from its tables)"
+                )
+            self.say(f"note: {self.notes[-1]}")
+
+    def _profile(self, names: list[str], key: RowKey | None = None) -> None:
         t0 = time.monotonic()
+        key = key or self.key
         analyses = {n: self.analyses[n] for n in names}
         # LiteRT has no per-layer profiler: every candidate is measured end to end there.
-        mode = "layers" if self.key.runtime == "onnxruntime" else "e2e"
+        mode = "layers" if key.runtime == "onnxruntime" else "e2e"
         jobs = plan(analyses, "all", mode)
-        self.say(f"profiling {', '.join(names)} on {self.target.name} ({len(jobs)} measurements, {mode} mode)")
-        files = ModelFiles(self.export_cache, self.key, analyses)
+        self.say(
+            f"profiling {', '.join(names)} on {self.target.name} ({len(jobs)} measurements, {mode} mode, "
+            f"{key.precision})"
+        )
+        files = ModelFiles(self.export_cache, key, analyses)
         report = run(
             jobs,
             self.target,
             self.db,
-            self.key,
+            key,
             files,
             self.cfg.timing,
             rounds=self.cfg.rounds,
@@ -411,9 +485,9 @@ class Search:
             remeasure=self.cfg.remeasure,
         )
         for job, error in report.failed:
-            self.notes.append(f"could not measure {job.label()}: {error}")
+            self.notes.append(f"could not measure {job.label()} ({key.precision}): {error}")
         for line in report.doubts():
-            self.notes.append(f"profiling: {line}")
+            self.notes.append(f"profiling {key.precision}: {line}")
             self.say(f"warning: {line}")
         self.phases["profiling"] += time.monotonic() - t0
 
@@ -422,26 +496,39 @@ class Search:
         return c.key.replace(":", "_").replace("/", "_").replace("@", "__")
 
     def _checkpoint(self, c: Candidate) -> Path:
-        return self.checkpoints / f"{self._stem(c)}.pt"
+        """The trained float TRN's weights: an int8 candidate shares its float twin's."""
+        return self.checkpoints / f"{self._stem(dataclasses.replace(c, precision=FP32))}.pt"
+
+    def _int8_file(self, c: Candidate) -> Path:
+        return self.out / "int8" / f"{self._stem(c)}.{self.key.format}"
 
     def _train(self, candidates: list[Candidate], retrained: list[Candidate], task: TaskData) -> None:
+        """Train the float TRNs the retrained candidates need (one per network and cut: an int8 candidate is
+        its float twin quantized), then quantize and evaluate the int8 ones."""
         t0 = time.monotonic()
         done = {
-            c["model"] + "@" + cut_label(c["cut"]): c for c in self.previous.get("candidates", []) if c.get("trained")
+            c.get("key") or c["model"] + "@" + cut_label(c["cut"]): c
+            for c in self.previous.get("candidates", [])
+            if c.get("trained")
         }
         todo = []
         for c in retrained:
             prior = done.get(c.key)
-            if prior and self._checkpoint(c).exists():
+            if prior and self._checkpoint(c).exists() and (c.precision == FP32 or self._int8_file(c).exists()):
                 c.trained, c.accuracy, c.train_seconds = True, prior["accuracy"], prior["train_seconds"]
+                c.float_accuracy = prior.get("float_accuracy")
             else:
                 todo.append(c)
         if len(todo) < len(retrained):
             self.say(f"resuming: {len(retrained) - len(todo)} candidates were trained already")
+        units: dict[str, Candidate] = {}  # float key -> a candidate standing for the float TRN to train
+        for c in todo:
+            if c.float_key not in units and not (c.float_key in self._floats and self._checkpoint(c).exists()):
+                units[c.float_key] = c
         classes = len(task.classes)
         train_cfg = TrainConfig(self.cfg.finetune, self.cfg.epochs, device=self.cfg.device, seed=SEED)
         by_model: dict[str, list[Candidate]] = {}
-        for c in todo:
+        for c in units.values():
             by_model.setdefault(c.model, []).append(c)
         for i, (name, group) in enumerate(by_model.items()):
             a, task = self.analyses[name], self._task_for(name)
@@ -449,26 +536,85 @@ class Search:
                 self.say(f"training heads of {name} at {len(group)} cuts ({i + 1}/{len(by_model)})")
                 results = train_heads(a, [c.cut for c in group], task.train_plain, task.val, classes, train_cfg)
                 for c in group:
-                    self._record(c, *results[c.cut], candidates)
+                    self._record(c, *results[c.cut])
             else:
                 for c in group:
-                    self.say(f"fine-tuning {c.key} ({self.cfg.epochs} epochs on {self.cfg.device})")
+                    self.say(f"fine-tuning {c.float_key} ({self.cfg.epochs} epochs on {self.cfg.device})")
                     torch.manual_seed(SEED)
                     trn, result = train_full(
                         build_trn(self._trainable_analysis(name) or a, c.cut, classes),
                         task.train,
                         task.val,
                         train_cfg,
-                        progress=lambda s: self.say(f"  {c.key}: {s}"),
+                        progress=lambda s: self.say(f"  {c.float_key}: {s}"),
                     )
-                    self._record(c, trn, result, candidates)
-        self.phases["training"] += time.monotonic() - t0
-
-    def _record(self, c: Candidate, trn: torch.nn.Module, result: TrainResult, candidates: list[Candidate]) -> None:
-        torch.save(trn.state_dict(), self._checkpoint(c))
-        c.trained, c.accuracy, c.train_seconds = True, result.accuracy, result.seconds
-        self.say(f"  {c.key}: validation accuracy {result.accuracy:.3f}")
+                    self._record(c, trn, result)
+        for c in todo:
+            trained = self._floats[c.float_key]
+            if c.precision == FP32:
+                c.trained, c.accuracy, c.train_seconds = True, trained["accuracy"], trained["train_seconds"]
+            else:
+                c.float_accuracy = trained["accuracy"]
         self.save(candidates)
+        self.phases["training"] += time.monotonic() - t0
+        self._quantize(candidates, [c for c in todo if c.precision == INT8])
+
+    def _record(self, c: Candidate, trn: torch.nn.Module, result: TrainResult) -> None:
+        torch.save(trn.state_dict(), self._checkpoint(c))
+        self._floats[c.float_key] = {"accuracy": result.accuracy, "train_seconds": result.seconds}
+        self.say(f"  {c.float_key}: validation accuracy {result.accuracy:.3f}")
+
+    def _quantize(self, candidates: list[Candidate], group: list[Candidate]) -> None:
+        """Quantize trained float TRNs to int8 (calibrated on a seeded subset of the training images) and
+        measure each one's validation accuracy in the runtime it deploys to. The most promising go first:
+        one whose float accuracy is QUANT_SLACK below the best accuracy found so far cannot win (post-training
+        quantization does not add accuracy), so it costs no calibration pass; the report says so."""
+        t0 = time.monotonic()
+        for c in sorted(group, key=lambda c: -(c.float_accuracy or 0.0)):
+            best = max(
+                (x.accuracy for x in candidates if x.trained and x.feasible and x.accuracy is not None), default=None
+            )
+            if best is not None and c.float_accuracy is not None and c.float_accuracy + QUANT_SLACK < best:
+                c.excluded = (
+                    f"not quantized: float accuracy {c.float_accuracy:.1%}, more than {QUANT_SLACK:.0%} below "
+                    f"the best found ({best:.1%})"
+                )
+                continue
+            task = self._task_for(c.model)
+            started, path = time.monotonic(), self._int8_file(c)
+            try:
+                check_calibration(len(task.train_plain), len(task.classes), c.key)
+                result = export(
+                    self.trained_trn(c, len(task.classes)),
+                    path,
+                    self.analyses[c.model].input_shape,
+                    self.key.format,
+                    self._metadata(c),
+                    precision=INT8,
+                    calibration=calibration_images(task.train_plain, self.cfg.calibration_images, SEED),
+                    check=calibration_images(task.val, self.cfg.calibration_images, SEED + 1),
+                )
+            except QuantizationError as exc:
+                c.excluded = f"int8 export failed: {exc}"
+                self.notes.append(f"{c.key} is left out: {exc}")
+                self.say(f"warning: {self.notes[-1]}")
+                continue
+            path.with_suffix(".json").write_text(json.dumps(result.int8.summary(), indent=1))
+            c.accuracy = runtime_accuracy(path, task.val)
+            c.trained, c.train_seconds = True, time.monotonic() - started
+            self.say(f"  {c.key}: validation accuracy {c.accuracy:.3f} as int8 (float {c.float_accuracy:.3f})")
+            self.save(candidates)
+        skipped = [c for c in group if c.excluded.startswith("not quantized")]
+        if skipped:
+            self.notes.append(
+                f"{len(skipped)} feasible int8 candidate{'s were' if len(skipped) > 1 else ' was'} not quantized: "
+                f"their float accuracy was more than {QUANT_SLACK:.0%} below the best found, which "
+                "post-training quantization does not add"
+            )
+        self.phases["quantization"] += time.monotonic() - t0
+
+    def _metadata(self, c: Candidate) -> dict | None:
+        return {"netcut.model": c.model, "netcut.cut": cut_label(c.cut)} if self.key.format == "onnx" else None
 
     def trained_trn(self, c: Candidate, classes: int) -> torch.nn.Module:
         """A trained candidate, from its checkpoint, in its deploy form: a network fine-tuned in its
@@ -518,15 +664,20 @@ class Search:
         return pick, artefact, sidecar
 
     def _measure(self, c: Candidate, task: TaskData) -> tuple[Path, AgentResult]:
-        """Export a trained candidate in the target's format and time it end to end there (kept in the table)."""
-        path = self.out / "confirm" / f"{self._stem(c)}.{self.key.format}"
-        export(
-            self.trained_trn(c, len(task.classes)),
-            path,
-            self.analyses[c.model].input_shape,
-            self.key.format,
-            {"netcut.model": c.model, "netcut.cut": cut_label(c.cut)} if self.key.format == "onnx" else None,
-        )
+        """Export a trained candidate in the target's format and time it end to end there (kept in the table).
+        An int8 candidate is measured as the very file that was quantized and evaluated."""
+        key = self.keys[c.precision]
+        if c.precision == INT8:
+            path = self._int8_file(c)
+        else:
+            path = self.out / "confirm" / f"{self._stem(c)}.{self.key.format}"
+            export(
+                self.trained_trn(c, len(task.classes)),
+                path,
+                self.analyses[c.model].input_shape,
+                self.key.format,
+                self._metadata(c),
+            )
         self.say(f"confirming {c.key} on {self.target.name}")
         model_id = self.target.client.upload(path, label=c.key)
         result = wire.benchmark(self.target.client, model_id, self.key.runtime, self.key.threads, self.cfg.timing)
@@ -540,7 +691,7 @@ class Search:
             result = again if not again.doubtful or again.stats.cv <= result.stats.cv else result
         if result.doubtful:
             self.notes.append(f"{c.key}'s confirmation carries the agent's warnings: {'; '.join(result.warnings)}")
-        store_result(self.db, self.target, self.key, Job(c.model, c.cut, "e2e"), result, replace=True, rounds=1)
+        store_result(self.db, self.target, key, Job(c.model, c.cut, "e2e"), result, replace=True, rounds=1)
         c.measured_ms = getattr(result.stats, STAT_OF[quantile_level(self.cfg.quantile)])
         return path, result
 
@@ -559,6 +710,8 @@ class Search:
             "normalization": self._task_for(c.model).normalization,
             **({"preprocessing": own} if (own := models.preprocessing(c.model)) else {}),
             "format": fmt,
+            "precision": c.precision,
+            **self._quantization_of(c),
             "accuracy": c.accuracy,
             "deadline_ms": self.deadline.ms,
             "quantile": self.cfg.quantile,

@@ -25,7 +25,7 @@ from .records import AgentResult, TargetIdentity  # noqa: F401  (TargetIdentity:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS = {
     1: """
     CREATE TABLE targets (
@@ -121,13 +121,60 @@ MIGRATIONS = {
     DELETE FROM cost_models;
     ALTER TABLE cost_models ADD COLUMN fitted_rows TEXT NOT NULL DEFAULT '';
     """,
+    # Precision is part of a row's key: an int8 model of a cut is another measurement than its float one.
+    4: """
+    CREATE TABLE measurements_v4 (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        identity TEXT NOT NULL REFERENCES targets(identity),
+        model TEXT NOT NULL,
+        arch TEXT NOT NULL,
+        input_size INTEGER NOT NULL,
+        batch INTEGER NOT NULL,
+        cut TEXT NOT NULL,
+        granularity TEXT NOT NULL,
+        format TEXT NOT NULL,
+        runtime TEXT NOT NULL,
+        runtime_version TEXT NOT NULL,
+        threads INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        classes INTEGER NOT NULL,
+        timing TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        median_ms REAL NOT NULL, mean_ms REAL NOT NULL, p90_ms REAL NOT NULL, p95_ms REAL NOT NULL,
+        p99_ms REAL NOT NULL, min_ms REAL NOT NULL, max_ms REAL NOT NULL, std_ms REAL NOT NULL, cv REAL NOT NULL,
+        samples TEXT NOT NULL,
+        blocks TEXT NOT NULL,
+        layers TEXT NOT NULL,
+        board TEXT NOT NULL,
+        throttled INTEGER NOT NULL,
+        clock_dropped INTEGER NOT NULL,
+        model_id TEXT NOT NULL,
+        agent_version TEXT NOT NULL,
+        measured_at REAL NOT NULL,
+        round INTEGER NOT NULL DEFAULT 0,
+        precision TEXT NOT NULL DEFAULT 'fp32',  -- fp32, int8 (netcut.quantize.PRECISIONS)
+        UNIQUE (identity, arch, input_size, batch, cut, granularity, format, precision, threads, mode, classes, round)
+    );
+    INSERT INTO measurements_v4 SELECT *, 'fp32' FROM measurements;
+    DROP TABLE measurements;
+    ALTER TABLE measurements_v4 RENAME TO measurements;
+    CREATE INDEX measurements_lookup ON measurements (target, arch, input_size, batch, format, precision, threads);
+    DELETE FROM cost_models;
+    """,
 }
 STALE_DAYS = 30
 # The columns that name one measurement (all its rounds).
 JOB_KEY = (
-    "identity=? AND arch=? AND input_size=? AND batch=? AND cut=? AND granularity=? AND format=? AND threads=? "
-    "AND mode=? AND classes=?"
+    "identity=? AND arch=? AND input_size=? AND batch=? AND cut=? AND granularity=? AND format=? AND precision=? "
+    "AND threads=? AND mode=? AND classes=?"
 )
+# The columns of a row key (all but classes, which only head and e2e rows depend on).
+KEY_COLUMNS = "input_size=? AND batch=? AND format=? AND precision=? AND runtime=? AND threads=? AND granularity=?"
+
+
+def _key_params(key: "RowKey") -> tuple:
+    return (key.input_size, key.batch, key.format, key.precision, key.runtime, key.threads, key.granularity)
 
 
 class TableError(ConfigError):
@@ -151,6 +198,7 @@ class RowKey:
     threads: int = 1
     granularity: str = "block"
     classes: int = 10
+    precision: str = "fp32"  # fp32 or int8: the model measured is quantized (netcut.quantize)
 
 
 @dataclass(frozen=True)
@@ -272,6 +320,7 @@ class LatencyDB:
             cut_label(row.cut),
             row.key.granularity,
             row.key.format,
+            row.key.precision,
             row.key.runtime,
             r.runtime_version,
             row.key.threads,
@@ -313,7 +362,7 @@ class LatencyDB:
                     )
                 cursor = self.conn.execute(
                     "INSERT INTO measurements (target, identity, model, arch, input_size, "
-                    "batch, cut, granularity, format, runtime, runtime_version, threads, mode, "
+                    "batch, cut, granularity, format, precision, runtime, runtime_version, threads, mode, "
                     "classes, timing, n, median_ms, mean_ms, p90_ms, p95_ms, p99_ms, min_ms, "
                     "max_ms, std_ms, cv, samples, blocks, layers, board, throttled, "
                     "clock_dropped, model_id, agent_version, measured_at, round) VALUES "
@@ -350,6 +399,7 @@ class LatencyDB:
             cut_label(cut),
             key.granularity,
             key.format,
+            key.precision,
             key.threads,
             mode,
             key.classes,
@@ -377,9 +427,8 @@ class LatencyDB:
         """The networks measured under this identity and row key."""
         try:
             rows = self.conn.execute(
-                "SELECT DISTINCT arch FROM measurements WHERE identity=? AND input_size=? AND "
-                "batch=? AND format=? AND runtime=? AND threads=? AND granularity=? ORDER BY arch",
-                (identity, key.input_size, key.batch, key.format, key.runtime, key.threads, key.granularity),
+                f"SELECT DISTINCT arch FROM measurements WHERE identity=? AND {KEY_COLUMNS} ORDER BY arch",
+                (identity, *_key_params(key)),
             ).fetchall()
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
@@ -394,8 +443,8 @@ class LatencyDB:
                 clauses.append(f"{column}=?")
                 params.append(value)
         if key is not None:
-            clauses.append("input_size=? AND batch=? AND format=? AND runtime=? AND threads=? AND granularity=?")
-            params += [key.input_size, key.batch, key.format, key.runtime, key.threads, key.granularity]
+            clauses.append(KEY_COLUMNS)
+            params += _key_params(key)
         return self._select(" AND ".join(clauses), params)
 
     def targets(self) -> list[sqlite3.Row]:
@@ -407,10 +456,9 @@ class LatencyDB:
     def fitted_rows(self, identity: str, key: RowKey) -> str:
         """A fingerprint of the rows a cost model of this identity and row key is fitted on: it changes when
         a row is added, replaced or removed."""
-        where = "identity=? AND input_size=? AND batch=? AND format=? AND runtime=? AND threads=? AND granularity=?"
         count, last = self.conn.execute(
-            f"SELECT COUNT(*), MAX(id) FROM measurements WHERE {where}",
-            (identity, key.input_size, key.batch, key.format, key.runtime, key.threads, key.granularity),
+            f"SELECT COUNT(*), MAX(id) FROM measurements WHERE identity=? AND {KEY_COLUMNS}",
+            (identity, *_key_params(key)),
         ).fetchone()
         return f"{count}:{last}:{key.classes}"
 

@@ -85,6 +85,7 @@ def validate(
         per_network[name] = {k: summary(v) for k, v in net.items()}
     return {
         "target": target.name,
+        "precision": key.precision,  # each precision has its own rows, cost model and errors
         "quantile": quantile,
         "held_out_measurements": len(report.measured),
         "empirical": summary(results["empirical"]),

@@ -12,6 +12,7 @@ TFLite: litert-torch (the `convert` extra), verified in ai-edge-litert.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ from .errors import NetcutError
 if TYPE_CHECKING:
     import onnx
 
+    from .quantize import Int8Report
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tflite")
@@ -50,6 +53,7 @@ class ExportResult:
     input_shape: tuple[int, ...]
     relative_error: float  # ||runtime - torch|| / ||torch|| on a random input
     seconds: float
+    int8: Int8Report | None = None  # precision int8: what quantization did, and its check against float
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -173,20 +177,6 @@ def export_onnx(
     return ExportResult(path, "onnx", tuple(input_shape), error, seconds)
 
 
-def onnx_accuracy(path: Path, dataset: torch.utils.data.Dataset) -> float:
-    """Top-1 accuracy of an exported classifier in onnxruntime, image by image at its input's batch size."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    correct = 0
-    for i in range(len(dataset)):
-        x, y = dataset[i]
-        logits = session.run(None, {name: x.unsqueeze(0).numpy()})[0]
-        correct += int(logits.argmax(1)[0] == int(y))
-    return correct / max(len(dataset), 1)
-
-
 @contextlib.contextmanager
 def _stdout_to_log(what: str):
     """Keep a converter's progress lines (hundreds, printed to stdout from Python and native code) out of
@@ -245,9 +235,33 @@ def export(
     fmt: str = "onnx",
     metadata: dict[str, str] | None = None,
     verify: bool = True,
+    precision: str = "fp32",
+    calibration: list[np.ndarray] | None = None,
+    check: list[np.ndarray] | None = None,
+    verify_outputs: bool = True,
 ) -> ExportResult:
+    """Export in a format and precision. int8: the float export (verified against torch) is quantized with
+    `calibration` images and verified against itself on `check` (default: the calibration images);
+    verify_outputs False checks only that it is really quantized (random weights, timed for latency)."""
+    from . import quantize
+
     if fmt not in FORMATS:
         raise NetcutError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
-    if fmt == "onnx":
-        return export_onnx(module, path, input_shape, metadata=metadata, verify=verify)
-    return export_tflite(module, path, input_shape, verify=verify)
+    if precision not in quantize.PRECISIONS:
+        raise NetcutError(f"unknown precision {precision!r}; use one of: {', '.join(quantize.PRECISIONS)}")
+
+    def float_export(to: Path) -> ExportResult:
+        if fmt == "onnx":
+            return export_onnx(module, to, input_shape, metadata=metadata, verify=verify)
+        return export_tflite(module, to, input_shape, verify=verify)
+
+    if precision == quantize.FP32:
+        return float_export(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if calibration is None:
+        calibration = quantize.synthetic_images(input_shape)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        result = float_export(Path(tmp) / f"float{path.suffix}")
+        report = quantize.quantize(result.path, path, calibration, check, path.stem, verify_outputs)
+    return dataclasses.replace(result, path=path, int8=report, seconds=result.seconds + report.seconds)

@@ -32,10 +32,18 @@ class Candidate:
     trained: bool = False
     train_seconds: float | None = None
     confirmation: str = ""
+    precision: str = "fp32"  # int8: the trained float TRN, quantized (its accuracy measured as int8)
+    float_accuracy: float | None = None  # int8: the validation accuracy of the float TRN it was quantized from
+    excluded: str = ""  # why a feasible candidate was left out (its quantization failed, or could not win)
+
+    @property
+    def float_key(self) -> str:
+        """The float TRN this candidate is (fp32) or is quantized from (int8): what gets trained."""
+        return f"{self.model}@{self.cut or 'full'}"
 
     @property
     def key(self) -> str:
-        return f"{self.model}@{self.cut or 'full'}"
+        return self.float_key if self.precision == "fp32" else f"{self.float_key}:{self.precision}"
 
     @property
     def off_the_shelf(self) -> bool:
@@ -43,6 +51,7 @@ class Candidate:
 
     def report(self) -> dict:
         data = asdict(self)
+        data["key"] = self.key
         data["off_the_shelf"] = self.off_the_shelf
         return data
 
@@ -110,7 +119,7 @@ def default_policy(finetune: str) -> Policy:
 def choose(candidates: list[Candidate], policy: Policy) -> list[Candidate]:
     """Which candidates to retrain.
 
-    deepest: the deepest feasible candidate of each network (the method's proposal);
+    deepest: the deepest feasible candidate of each network, per precision (the method's proposal);
     deepest+K: also its K shallower feasible neighbours; feasible: every feasible one;
     exhaustive: every candidate, feasible or not (the baseline the method saves you from).
     Feasible full networks are always trained too: they are the off-the-shelf baseline.
@@ -121,10 +130,10 @@ def choose(candidates: list[Candidate], policy: Policy) -> list[Candidate]:
         picked = [c for c in candidates if c.feasible]
     else:
         picked = []
-        by_model: dict[str, list[Candidate]] = {}
+        by_model: dict[tuple[str, str], list[Candidate]] = {}  # each network and precision its own deepest
         for c in candidates:
             if c.feasible:
-                by_model.setdefault(c.model, []).append(c)
+                by_model.setdefault((c.model, c.precision), []).append(c)
         for group in by_model.values():
             group.sort(key=lambda c: c.depth, reverse=True)
             picked += group[: 1 + policy.neighbours]
@@ -136,9 +145,16 @@ def choose(candidates: list[Candidate], policy: Policy) -> list[Candidate]:
 
 def next_shallower(candidates: list[Candidate], missed: Candidate) -> Candidate | None:
     """The cut to retrain when `missed`, a network's retrained candidate, missed the deadline on the board:
-    the deepest feasible candidate of the same network that is shallower and not trained yet."""
+    the deepest feasible candidate of the same network and precision that is shallower and not trained yet."""
     pool = [
-        c for c in candidates if c.model == missed.model and c.feasible and not c.trained and c.depth < missed.depth
+        c
+        for c in candidates
+        if c.model == missed.model
+        and c.precision == missed.precision
+        and c.feasible
+        and not c.trained
+        and not c.excluded
+        and c.depth < missed.depth
     ]
     return max(pool, key=lambda c: c.depth, default=None)
 

@@ -7,6 +7,20 @@ GRANULARITIES = ("block", "layer")
 QUANTILES = {"p50": 0.5, "median": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 # The full network (no cut) is None in Python; on disk and on the command line it is spelled FULL.
 FULL = "full"
+# The numeric precisions a candidate is exported in (netcut.quantize makes the int8 ones).
+FP32, INT8 = "fp32", "int8"
+PRECISIONS = (FP32, INT8)
+DEFAULT_CALIBRATION_IMAGES = 200  # int8: a fixed seeded subset of the training images this large calibrates
+
+
+def parse_precisions(text: str) -> tuple[str, ...]:
+    """'fp32,int8' -> ('fp32', 'int8'), in that order, each once; unknown names are refused."""
+    names = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    bad = [p for p in names if p not in PRECISIONS]
+    if bad or not names:
+        what = ", ".join(bad) or repr(text)
+        raise ValueError(f"unknown precision {what}; use {', '.join(PRECISIONS)}, or both: fp32,int8")
+    return tuple(p for p in PRECISIONS if p in names)
 
 
 def cut_label(cut: str | None) -> str:

@@ -333,10 +333,12 @@ def test_a_schema_1_table_migrates_keeping_its_rows(tmp_path):
             "1.0, 2.0, 0.5, 0.3, '[1.0, 2.0]', '{}', '[]', '{}', 0, 0, 'x', '0', 0)"
         )
     with LatencyDB(path) as db:
-        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         rows = db.rows()
         assert len(rows) == 1 and rows[0]["round"] == 0 and rows[0]["median_ms"] == 1.5
+        assert rows[0]["precision"] == "fp32"  # rows from before precisions were float
         assert db.rounds("abc", "m", RowKey(input_size=32), "a", "e2e") == {0}
+        assert db.rounds("abc", "m", RowKey(input_size=32, precision="int8"), "a", "e2e") == set()
         assert db.integrity() == "ok"
 
 

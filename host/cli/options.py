@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, ContextManager
 
-from ..choices import DEFAULT_ROUNDS, FORMATS, GRANULARITIES, LOCAL, QUANTILES, RUNTIMES
+from ..choices import DEFAULT_ROUNDS, FORMATS, GRANULARITIES, LOCAL, PRECISIONS, QUANTILES, RUNTIMES
 from ..errors import ConfigError
 from ..records import DEFAULT_TIMING, Timing
 
@@ -165,6 +165,13 @@ def add_row_args(p: argparse.ArgumentParser, classes_default: int = 10) -> None:
     )
     g.add_argument("--classes", type=int, default=classes_default, help=f"{CLASSES_HELP} (default: %(default)s)")
     g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32, or int8: the models measured are quantized (onnxruntime static QDQ, or ai-edge-quantizer "
+        "for TFLite), and their rows are kept apart from the float ones (default: %(default)s)",
+    )
+    g.add_argument(
         "--granularity",
         choices=GRANULARITIES,
         default="block",
@@ -220,7 +227,7 @@ def row_key(args: argparse.Namespace) -> RowKey:
     ):
         if value < (0 if name == "threads" else 1):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    return RowKey(args.input_size, args.batch, fmt, runtime, threads, args.granularity, args.classes)
+    return RowKey(args.input_size, args.batch, fmt, runtime, threads, args.granularity, args.classes, args.precision)
 
 
 def open_db(args: argparse.Namespace) -> LatencyDB:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netcut.vocabulary import DEFAULT_CALIBRATION_IMAGES, parse_precisions
+
 from ..choices import DEFAULT_MODELS, ESTIMATORS, FINETUNE, LOCAL, RUNTIMES, TIMM_EDGE_MODELS, default_models
 from ..errors import ConfigError
 
@@ -28,6 +30,7 @@ from .options import (
     connected,
     names_list,
     open_db,
+    positive_int,
     timing_from_args,
 )
 
@@ -105,6 +108,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "inventory target's, else onnxruntime)",
     )
     p.add_argument("--margin", type=float, default=5.0, help="safety margin on estimates, in %% (default: %(default)s)")
+    p.add_argument(
+        "--precision",
+        default="fp32,int8",
+        metavar="LIST",
+        help="fp32, int8 or both: every network and cut is a candidate in each, with its own latency table "
+        "and deepest feasible cut; an int8 candidate is its trained float TRN quantized (a calibration "
+        "pass, no training run), its accuracy measured as int8 in the board's runtime (default: %(default)s)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=positive_int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        metavar="N",
+        help="int8: a fixed seeded subset of N training images calibrates the quantization (default: %(default)s)",
+    )
     add_db(p)
     p.add_argument("--out", type=Path, default=Path("netcut-out"), help="report folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue a search in --out that was interrupted")
@@ -155,6 +173,10 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         deadline = parse_deadline(args.deadline) if args.deadline else None
     except NetcutError as exc:
         raise ConfigError(f"--deadline: {exc}") from None
+    try:
+        precisions = parse_precisions(args.precision)
+    except ValueError as exc:
+        raise ConfigError(f"--precision: {exc}") from None
     return SearchConfig(
         deadline_ms=deadline,
         quantile=args.quantile,
@@ -173,6 +195,8 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         expected_classes=None if args.classes == "auto" else int(args.classes),
         rounds=args.rounds,
         remeasure=args.remeasure,
+        precisions=precisions,
+        calibration_images=args.calibration_images,
     )
 
 
@@ -220,7 +244,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=1))
         return 0
     pick, off = outcome.pick, outcome.best_off_the_shelf
-    where = "full network" if pick.cut is None else f"cut after {pick.cut}"
+    where = ("full network" if pick.cut is None else f"cut after {pick.cut}") + f", {pick.precision}"
     print(
         f"pick: {pick.model} ({where}): {pick.measured_ms:.3f} ms {cfg.quantile} measured on {target.name} "
         f"(deadline {outcome.deadline.ms:g} ms), validation accuracy {pick.accuracy:.1%}{held_out_words(data['pick'])}"
@@ -233,7 +257,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if off:
         lat = off.measured_ms if off.measured_ms is not None else off.estimated_ms
         print(
-            f"best off-the-shelf within the deadline: {off.model}: {lat:.3f} ms, validation accuracy "
+            f"best off-the-shelf within the deadline: {off.model} ({off.precision}): {lat:.3f} ms, validation accuracy "
             f"{off.accuracy:.1%}{held_out_words(data['best_off_the_shelf'])}"
         )
     else:

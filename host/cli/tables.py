@@ -276,6 +276,7 @@ def cmd_table(args: argparse.Namespace) -> int:
                 "batch",
                 "cut",
                 "format",
+                "precision",
                 "runtime",
                 "runtime_version",
                 "threads",
@@ -332,7 +333,8 @@ def cmd_table(args: argparse.Namespace) -> int:
                 doubts = _doubts(r)
                 print(
                     f"  {r['id']:>5} {r['model']:<22} {r['cut']:<30} {r['mode']:<6} "
-                    f"{r['input_size']:>4}px b{r['batch']} {r['format']:<6} median {r['median_ms']:9.3f} ms "
+                    f"{r['input_size']:>4}px b{r['batch']} {r['format']:<6} {r['precision']:<4} "
+                    f"median {r['median_ms']:9.3f} ms "
                     f"p99 {r['p99_ms']:9.3f} ms n {r['n']:<5}{round_note}"
                     f"{' THROTTLED' if r['throttled'] else ''}" + "".join(f" {w.split(':')[0].upper()}" for w in doubts)
                 )
@@ -382,7 +384,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        print(f"{out['target']}: {out['held_out_measurements']} fresh measurements at {out['quantile']}")
+        print(
+            f"{out['target']} ({out['precision']}): {out['held_out_measurements']} fresh measurements at "
+            f"{out['quantile']}"
+        )
         for k in ("empirical", "analytical_leave_one_network_out"):
             s = out[k]
             if s["n"]:
