@@ -50,6 +50,7 @@ def report_dict(cfg: SearchConfig, outcome: SearchOutcome) -> dict:
         }
 
     keys = (
+        "key",
         "model",
         "cut",
         "macs",

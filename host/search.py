@@ -583,7 +583,7 @@ class Search:
             task = self._task_for(c.model)
             started, path = time.monotonic(), self._int8_file(c)
             try:
-                check_calibration(len(task.train_plain), len(task.classes), c.key)
+                check_calibration(min(len(task.train_plain), self.cfg.calibration_images), len(task.classes), c.key)
                 result = export(
                     self.trained_trn(c, len(task.classes)),
                     path,
@@ -596,7 +596,7 @@ class Search:
                 )
             except QuantizationError as exc:
                 c.excluded = f"int8 export failed: {exc}"
-                self.notes.append(f"{c.key} is left out: {exc}")
+                self.notes.append(f"{exc}: {c.key} is left out, the search goes on")
                 self.say(f"warning: {self.notes[-1]}")
                 continue
             path.with_suffix(".json").write_text(json.dumps(result.int8.summary(), indent=1))

@@ -54,7 +54,16 @@ def test_builtin_default_picks_a_network_that_meets_the_deadline(builtin_run):
     assert sidecar["classes"] == [str(d) for d in range(10)] and sidecar["normalization"]["mean"]
     assert sidecar["target"]["identity"] == report["target"]["identity"]
     retrained = [c for c in report["candidates"] if c["retrained"]]
-    picked = [c for c in report["candidates"] if (c["model"], c["cut"]) == (pick["model"], pick["cut"])]
+    assert pick["precision"] == sidecar["precision"] and report["precisions"] == ["fp32", "int8"]  # the default
+    picked = [
+        c
+        for c in report["candidates"]
+        if c["key"]
+        == sidecar["model"]
+        + "@"
+        + (pick["cut"] or "full")
+        + ("" if pick["precision"] == "fp32" else ":" + pick["precision"])
+    ]
     assert len(picked) == 1 and picked[0]["feasible"] and picked[0]["measured_ms"] == pick["measured_ms"]
     for c in report["candidates"]:
         assert {
@@ -69,7 +78,9 @@ def test_builtin_default_picks_a_network_that_meets_the_deadline(builtin_run):
             "feasible",
             "retrained",
         } <= set(c)
-        assert (c["accuracy"] is not None) == c["retrained"]
+        # Retrained ones have an accuracy, but int8 candidates left out (not quantized: their float twin
+        # could not win) have none, and say why.
+        assert (c["accuracy"] is not None) == (c["retrained"] and not c["excluded"])
         if c["feasible"]:
             assert c["estimated_ms"] + c["margin_ms"] <= report["deadline_ms"]
     assert 0 < len(retrained) < len(report["candidates"])  # the method retrains only a few
@@ -124,7 +135,7 @@ def test_a_second_search_costs_no_board_time_for_estimates(builtin_run, tmp_path
 def test_resume_does_not_redo_finished_candidates(builtin_run, tmp_path):
     _, out, db = builtin_run
     before = {
-        (c["model"], c["cut"]): c["accuracy"]
+        c["key"]: c["accuracy"]
         for c in json.loads((out / "report.json").read_text())["candidates"]
         if c["accuracy"] is not None
     }
@@ -133,7 +144,7 @@ def test_resume_does_not_redo_finished_candidates(builtin_run, tmp_path):
     assert "were trained already" in result.stderr
     after = json.loads((out / "report.json").read_text())["candidates"]
     for c in after:  # new table evidence may choose a new cut; what was trained is reused, not redone
-        key = (c["model"], c["cut"])
+        key = c["key"]
         if key in before and c["retrained"]:
             assert c["accuracy"] == before[key]
             assert f"{c['model']}@{c['cut'] or 'full'}: validation accuracy" not in result.stderr
