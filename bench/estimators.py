@@ -1,6 +1,7 @@
 """Estimator accuracy and profiling cost on --target local. Prints JSON.
 
     python bench/estimators.py [--models LIST] [--input-size 224] [--min-seconds 5] [--rounds 3] [--db F]
+                               [--precision fp32|int8]
 
 --models defaults to the networks a search profiles by default (netcut_host.choices.DEFAULT_MODELS)
 plus mnasnet1_0: leave-one-network-out is only fair when a held-out network has relatives.
@@ -11,7 +12,8 @@ timing each job; the e2e measurements, taken alongside the profile, are the fres
 - the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%), also
   with each network's estimates divided by its own drift (its full network measured in both modes),
 - the analytical estimator leave-one-network-out (goal: median APE < 10%),
-and report each mode's profiling wall time against the pure inference time it contains.
+and report each mode's profiling wall time against the pure inference time it contains. --precision int8
+measures and scores the int8 TRNs (netcut.quantize; their own rows, their own cost model): goal as float.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main(argv=None) -> int:
         default=3,
         help="windows per measurement, in passes over the network's jobs (profile --rounds)",
     )
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="the TRNs' precision")
     parser.add_argument("--db", type=Path, help="keep the measurements in this table (default: a temporary one)")
     parser.add_argument(
         "--rescore",
@@ -53,11 +56,12 @@ def main(argv=None) -> int:
     if args.rescore and not (args.db and args.db.is_file()):
         parser.error("--rescore needs --db FILE from an earlier run")
     names = args.models.split(",")
-    key = RowKey(input_size=args.input_size, threads=1)
+    key = RowKey(input_size=args.input_size, threads=1, precision=args.precision)
     timing = Timing(min_seconds=args.min_seconds)
     analyses = analyses_for(names, key)
     out = {
         "input_size": args.input_size,
+        "precision": args.precision,
         "threads": 1,
         "min_seconds": args.min_seconds,
         "rounds": args.rounds,

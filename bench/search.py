@@ -36,6 +36,7 @@ from netcut.data import digits
 from netcut.policy import DEFAULT_POLICY, Policy, parse_deadline, ranked_for_confirmation
 from netcut.training import TrainConfig, evaluate, train_full, train_heads
 from netcut.trn import build_trn
+from netcut.vocabulary import FP32
 from netcut_host.profiling import SEED
 from netcut_host.errors import NoFeasibleCandidate
 from netcut_host.records import Timing
@@ -149,6 +150,7 @@ def main(argv=None) -> int:
             epochs=args.epochs,
             timing=Timing(min_seconds=0.5),
             out=Path(tmp) / "warm",
+            precisions=(FP32,),  # the paper's claims are about float TRNs; bench/precision.py weighs int8
         )
         task = digits(base.input_size, normalization_for(base.weights), SEED, test_fraction=TEST_FRACTION)
         out["images"] = task.counts

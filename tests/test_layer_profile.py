@@ -51,3 +51,14 @@ def test_fused_and_inserted_kernels_map_back_to_nodes_and_blocks():
     ]
     assert sum(l.time_ms for l in layers) == pytest.approx(2.0)
     assert [l.raw_ms for l in layers] == [0.3, 0.1, 0.6]
+
+
+def test_kernels_before_the_first_mapped_one_belong_to_the_first_block():
+    """An int8 model's input is quantized and re-laid out before its first labelled node runs: that is the
+    first block's cost, not nobody's."""
+    nodes = [NodeEntry("/s00_a/conv/Conv", "a", ["/s00_a/conv/Conv_output_0"])]
+    kernels = [("QuantizeLinear_token_1", "QuantizeLinear", 0.1), ("Transpose", "Transpose", 0.1)]
+    kernels.append(("/s00_a/conv/Conv_token_3", "QLinearConv", 0.8))
+    layers = layer_times(kernels, nodes, clean_median_ms=1.0)
+    assert [(l.node, l.block) for l in layers] == [("/s00_a/conv/Conv", "a")] * 3
+    assert layer_times(kernels[:2], [], clean_median_ms=1.0)[0].block == ""  # no table: nothing to map to

@@ -329,7 +329,9 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
     timing = Timing(min_seconds=0.05, warmup_seconds=0, warmup_runs=2, min_runs=10)
     with LatencyDB(tmp_path / "t.sqlite") as db, connect("local", None, "onnxruntime", 1) as target:
         true = Search(
-            SearchConfig(deadline_ms=1000.0, models=(name,), timing=timing, out=tmp_path / "true"),
+            SearchConfig(
+                deadline_ms=1000.0, models=(name,), timing=timing, out=tmp_path / "true", precisions=("fp32",)
+            ),
             target,
             db,
             tmp_path / "exports",
@@ -339,7 +341,12 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
         deadline = (by_cut["features.5"] + by_cut["features.7"]) / 2
         outcome = StaleTable(
             SearchConfig(
-                deadline_ms=deadline, models=(name,), timing=timing, out=tmp_path / "stale", policy=Policy("deepest")
+                deadline_ms=deadline,
+                models=(name,),
+                timing=timing,
+                out=tmp_path / "stale",
+                policy=Policy("deepest"),
+                precisions=("fp32",),  # the stand-in logic, in one precision (int8 has its own deepest cut)
             ),
             target,
             db,
