@@ -29,7 +29,7 @@ import numpy as np
 
 from netcut import models
 from netcut.cuts import candidate_cuts
-from netcut.quantize import calibration_images, runtime_accuracy
+from netcut.quantize import QuantizationError, calibration_images, runtime_accuracy
 from netcut.export import export
 from netcut.vocabulary import FP32, INT8
 from netcut_host import wire
@@ -86,15 +86,19 @@ def accuracy_changes(search: Search, outcome) -> dict:
     calibration = calibration_images(task.train_plain, 200, SEED)
     check = calibration_images(task.val, 200, SEED + 1)
     out: dict = {}
+    failed: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for c in outcome.candidates:
             if c.precision != FP32 or c.accuracy is None:
                 continue
             path = Path(tmp) / f"{search._stem(c)}.onnx"
             trn = search.trained_trn(c, len(task.classes))
-            export(
-                trn, path, search.analyses[c.model].input_shape, precision=INT8, calibration=calibration, check=check
-            )
+            try:
+                shape = search.analyses[c.model].input_shape
+                export(trn, path, shape, precision=INT8, calibration=calibration, check=check)
+            except QuantizationError as exc:
+                failed[c.key] = str(exc)
+                continue
             change = runtime_accuracy(path, task.val) - c.accuracy
             out.setdefault(c.model, {})[c.cut or "full"] = round(change * len(task.val))  # in images
     return {
@@ -108,6 +112,7 @@ def accuracy_changes(search: Search, outcome) -> dict:
             }
             for m, v in out.items()
         },
+        "failed_verification": failed,
     }
 
 

@@ -602,7 +602,8 @@ class Search:
             path.with_suffix(".json").write_text(json.dumps(result.int8.summary(), indent=1))
             c.accuracy = runtime_accuracy(path, task.val)
             c.trained, c.train_seconds = True, time.monotonic() - started
-            self.say(f"  {c.key}: validation accuracy {c.accuracy:.3f} as int8 (float {c.float_accuracy:.3f})")
+            agree = "" if result.int8.agreement is None else f", top-1 agreement with it {result.int8.agreement:.0%}"
+            self.say(f"  {c.key}: validation accuracy {c.accuracy:.3f} as int8 (float {c.float_accuracy:.3f}{agree})")
             self.save(candidates)
         skipped = [c for c in group if c.excluded.startswith("not quantized")]
         if skipped:

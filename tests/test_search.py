@@ -379,6 +379,8 @@ def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, age
         a.address,
         "--models",
         ",".join(models.builtin_models()[:2]),
+        "--precision",
+        "fp32",  # the resume logic, in one precision: half the profiling
         "--min-seconds",
         "0.3",
         "--warmup-seconds",
@@ -472,6 +474,7 @@ def test_a_busy_board_is_flagged_and_its_measurements_are_taken_again(tmp_path):
         assert result["interference"]["busy"] and result["interference"]["other_cpu_cores"] >= 0.2
         assert any(w.startswith("busy: other processes used") for w in result["warnings"])
         argv = ["--models", "custom_models:sequential", "--weights", "none", "--input-size", "32", "--deadline", "50ms"]
+        argv += ["--precision", "fp32"]  # the busy board's warnings, not the precisions
         found = search(*argv, out=tmp_path / "o", db=tmp_path / "t.sqlite", env=env)
     finally:
         for hog in hogs:

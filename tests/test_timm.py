@@ -256,6 +256,7 @@ FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", 
 def _search(models_: str, base) -> tuple:
     out, db = base / "out", base / "t.sqlite"
     argv = ["search", "--models", models_, "--weights", "none", "--input-size", "32", "--deadline", "50ms", *FAST]
+    argv += ["--precision", "fp32"]  # timm's networks searched; int8 is tests/test_precision.py's
     result = run_cli(
         "netcut-host", *argv, "--out", str(out), "--db", str(db), env={**os.environ, "PYTHONPATH": str(DATA)}
     )
