@@ -155,9 +155,8 @@ def export_onnx(
                     verbose=False,
                 )
             except Exception as exc2:
-                raise NetcutError(
-                    f"neither ONNX exporter can export this network: {str(exc2).splitlines()[0][:300]}"
-                ) from None
+                first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc2)).splitlines()[0][:300]  # torch colours it
+                raise NetcutError(f"neither ONNX exporter can export this network: {first}") from None
     proto = onnx.load(str(path))
     annotate_onnx(proto, _labels(module), {"netcut.input_shape": json.dumps(list(input_shape)), **(metadata or {})})
     onnx.save(proto, str(path))

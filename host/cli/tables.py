@@ -142,12 +142,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def _measured_at(db, identity: str, model: str, key) -> list[str]:  # noqa: ANN001 - LatencyDB, RowKey
     """The other options a network was measured at on this target, as the flags that select them."""
     seen = sorted(
-        {(r["input_size"], r["threads"], r["runtime"], r["batch"]) for r in db.rows(identity=identity, arch=model)}
+        {
+            (r["input_size"], r["threads"], r["runtime"], r["batch"], r["precision"])
+            for r in db.rows(identity=identity, arch=model)
+        }
     )
     return [
-        f"--input-size {size} --threads {threads} --runtime {runtime}" + (f" --batch {batch}" if batch != 1 else "")
-        for size, threads, runtime, batch in seen
-        if (size, threads, runtime, batch) != (key.input_size, key.threads, key.runtime, key.batch)
+        f"--input-size {size} --threads {threads} --runtime {runtime} --precision {precision}"
+        + (f" --batch {batch}" if batch != 1 else "")
+        for size, threads, runtime, batch, precision in seen
+        if (size, threads, runtime, batch, precision)
+        != (key.input_size, key.threads, key.runtime, key.batch, key.precision)
     ]
 
 
@@ -212,7 +217,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=1))
     else:
         for name in names:
-            print(f"{name} on {target_name} ({args.estimator}, {args.quantile}):")
+            print(f"{name} on {target_name} ({key.precision}, {args.estimator}, {args.quantile}):")
             for e in estimates.by_model[name]:
                 value = (
                     f"{e.estimated_ms:9.3f} ms ± {e.uncertainty_ms:.3f}" if e.estimated_ms is not None else "     n/a"
@@ -221,8 +226,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     if missing:
         print(
             f"no estimate for {', '.join(missing)} at {key.input_size} px, {key.threads} thread"
-            f"{'s' if key.threads > 1 else ''}, {key.runtime}: profile first (netcut-host profile --target "
-            f"{target_name} --models {','.join(missing)})",
+            f"{'s' if key.threads > 1 else ''}, {key.runtime}, {key.precision}: profile first (netcut-host profile "
+            f"--target {target_name} --models {','.join(missing)}"
+            f"{'' if key.precision == 'fp32' else ' --precision ' + key.precision})",
             file=sys.stderr,
         )
         for name, options in elsewhere.items():
