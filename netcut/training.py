@@ -112,7 +112,11 @@ def fit_linear(
 ) -> tuple[nn.Linear, float, float]:
     """A linear classifier on cached features: full-batch AdamW on standardised inputs."""
     torch.manual_seed(cfg.seed)
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    # A feature (nearly) constant over the training images carries no information; dividing by its tiny std
+    # would multiply its float noise, and the folded weight, by up to a million: such a head fits noise and
+    # cannot be quantized (one weight dwarfs its row). A floor at 1% of the typical feature's std stops that.
+    mean, std = train_x.mean(0), train_x.std(0)
+    std = std.clamp_min(max(1e-6, 0.01 * float(std.median())))
     layer = nn.Linear(train_x.shape[1], classes)
     optimiser = torch.optim.AdamW(layer.parameters(), lr=cfg.lr or 1e-2, weight_decay=1e-3)
     xs = (train_x - mean) / std

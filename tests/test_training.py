@@ -118,3 +118,17 @@ def test_head_training_retries_its_feature_pass_at_half_the_batch(monkeypatch, c
     assert batches == [128, 64, 64]  # the train pass failed at 128; both passes ran at 64
     assert "retrying with batch size 64" in caplog.text
     assert results[cut][1].accuracy > 0.9 and results[None][1].accuracy > 0.9
+
+
+def test_a_constant_feature_does_not_blow_up_the_folded_head():
+    """A feature constant over the training images (a dead channel) must not get a weight a million times
+    the others: that head fits noise and cannot be quantized (one weight dwarfs its row)."""
+    from netcut.training import fit_linear
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    x = torch.randn(60, 8, generator=g) + torch.nn.functional.one_hot(y, 8).float() * 3
+    x[:, 7] = 0.5 + 1e-7 * torch.randn(60, generator=g)  # dead, up to float noise
+    layer, val_acc, _ = fit_linear(x, y, x, y, 3, TrainConfig("head", 5, seed=0))
+    assert val_acc > 0.9
+    assert layer.weight[:, 7].abs().max() < 100 * layer.weight[:, :7].abs().max()
