@@ -91,6 +91,10 @@ def test_the_default_policy_follows_the_fine_tuning_mode():
     parser = build_parser()
     for argv, policy in ((["search"], "feasible"), (["search", "--finetune", "full"], "deepest")):
         assert str(config_from_args(parser.parse_args(argv)).policy) == policy
+    # Both precisions by default, each a set of candidates; one, or both in any order, when asked.
+    assert config_from_args(parser.parse_args(["search"])).precisions == ("fp32", "int8")
+    assert config_from_args(parser.parse_args(["search", "--precision", "int8,fp32"])).precisions == ("fp32", "int8")
+    assert config_from_args(parser.parse_args(["search", "--precision", "int8"])).precisions == ("int8",)
 
 
 def test_the_plot_shows_every_candidate_at_its_estimate_and_measured_ones_apart(tmp_path):

@@ -27,7 +27,12 @@ FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", 
 
 
 def search(*argv, out: Path, db: Path, timeout=900, **kw):
-    return run_cli("netcut-host", "search", *argv, *FAST, "--out", str(out), "--db", str(db), timeout=timeout, **kw)
+    """A search at tiny scale. In fp32 unless asked: these tests are about the search itself; int8, the
+    default's other half, is searched end to end in tests/test_precision.py (and CI's 20 minutes are tight)."""
+    precision = [] if "--precision" in argv else ["--precision", "fp32"]
+    return run_cli(
+        "netcut-host", "search", *argv, *precision, *FAST, "--out", str(out), "--db", str(db), timeout=timeout, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,7 @@ def test_builtin_default_picks_a_network_that_meets_the_deadline(builtin_run):
     assert sidecar["classes"] == [str(d) for d in range(10)] and sidecar["normalization"]["mean"]
     assert sidecar["target"]["identity"] == report["target"]["identity"]
     retrained = [c for c in report["candidates"] if c["retrained"]]
-    assert pick["precision"] == sidecar["precision"] and report["precisions"] == ["fp32", "int8"]  # the default
+    assert pick["precision"] == sidecar["precision"] == "fp32" and report["precisions"] == ["fp32"]
     picked = [
         c
         for c in report["candidates"]
@@ -149,11 +154,15 @@ def test_resume_does_not_redo_finished_candidates(builtin_run, tmp_path):
             assert c["accuracy"] == before[key]
             assert f"{c['model']}@{c['cut'] or 'full'}: validation accuracy" not in result.stderr
     # The same command again, without --resume: a finished search is reported again, at its own deadline.
-    deadline = json.loads((out / "report.json").read_text())["deadline_ms"]
+    previous = json.loads((out / "report.json").read_text())
+    deadline = previous["deadline_ms"]
     again = search("--models", ",".join(models.builtin_models()[:2]), out=out, db=db)
     assert again.returncode == 0, again.stderr
     assert "reporting it again" in again.stderr and "pick:" in again.stdout
-    assert "were trained already" in again.stderr and "validation accuracy 0" not in again.stderr
+    assert "were trained already" in again.stderr
+    for c in previous["candidates"]:  # what was trained is reused (new table rows may make others feasible)
+        if c["accuracy"] is not None:
+            assert f"{c['key']}: validation accuracy" not in again.stderr
     assert json.loads((out / "report.json").read_text())["deadline_ms"] == deadline
     refused = search("--models", models.builtin_models()[0], out=out, db=db)
     assert refused.returncode == 2 and "other options" in refused.stderr

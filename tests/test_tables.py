@@ -104,7 +104,7 @@ def test_empirical_estimate_every_cut_from_the_profile(profiled):
     cuts = [e["cut"] for e in data["estimates"]]
     assert cuts[0] == "maxpool" and cuts[-1] is None and len(cuts) == 10
     values = [e["estimated_ms"] for e in data["estimates"]]
-    assert all(v > 0 for v in values) and values[-2] > values[0]  # the deepest cut takes longer than the first
+    assert all(v > 0 for v in values)
     anchors = set(anchor_cuts(RESNET18_CUTS))
     for e in data["estimates"][:-1]:
         if e["cut"] in anchors:
@@ -114,6 +114,8 @@ def test_empirical_estimate_every_cut_from_the_profile(profiled):
     assert all(e["uncertainty_ms"] >= 0 for e in data["estimates"])
     p50 = json.loads(host("estimate", "--model", "resnet18", *SMALL, "--quantile", "p50", "--json", db=db).stdout)
     assert all(a["estimated_ms"] <= b["estimated_ms"] for a, b in zip(p50["estimates"], data["estimates"]))
+    # The deepest cut takes longer than the first: on medians (a p99 on a loaded CI machine can invert it).
+    assert p50["estimates"][-2]["estimated_ms"] > p50["estimates"][0]["estimated_ms"]
     # At options nothing was measured at (the default 224 px), the message names the options that were.
     other = host("estimate", "--model", "resnet18", db=db)
     assert other.returncode == 2 and "no estimate for resnet18 at 224 px" in other.stderr
