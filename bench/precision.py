@@ -31,6 +31,7 @@ from netcut import models
 from netcut.cuts import candidate_cuts
 from netcut.quantize import QuantizationError, calibration_images, runtime_accuracy
 from netcut.export import export
+from netcut.policy import Policy
 from netcut.vocabulary import FP32, INT8
 from netcut_host import wire
 from netcut_host.errors import NoFeasibleCandidate
@@ -138,11 +139,8 @@ def main(argv=None) -> int:
         started = time.monotonic()
         out["latency"] = latency_ratios(target, names, cache, args.rounds)
         out["latency_s"] = round(time.monotonic() - started, 1)
-        base = SearchConfig(models=tuple(names), epochs=args.epochs, timing=TIMING, out=Path(tmp) / "warm",
-                            policy=None)  # fmt: skip
+        base = SearchConfig(models=tuple(names), epochs=args.epochs, timing=TIMING, out=Path(tmp) / "warm")
         # Fill both precisions' tables once, with every cut trained (exhaustive) for the accuracy changes.
-        from netcut.policy import Policy
-
         warm = Search(
             dataclasses.replace(base, policy=Policy("exhaustive"), precisions=(FP32, INT8)), target, db, cache
         )

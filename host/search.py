@@ -24,7 +24,6 @@ from netcut.data import BUILTIN_NORMALIZATION, IMAGENET, TEST_FRACTION, TaskData
 from netcut.errors import NetcutError
 from netcut.estimate import STAT_OF, quantile_level
 from netcut.export import export
-from netcut.quantize import runtime_accuracy
 from netcut.policy import (
     Candidate,
     Policy,
@@ -36,7 +35,7 @@ from netcut.policy import (
 )
 from netcut.training import TrainConfig, TrainResult, evaluate, train_full, train_heads
 from netcut.trn import build_trn
-from netcut.quantize import QuantizationError, calibration_images, check_calibration
+from netcut.quantize import QuantizationError, calibration_images, check_calibration, runtime_accuracy
 from netcut.vocabulary import DEFAULT_CALIBRATION_IMAGES, FP32, INT8, cut_label
 
 from . import wire
@@ -188,6 +187,7 @@ class Search:
         self.task = task  # given: used instead of loading cfg.data (bench/search.py holds a test split out)
         self._tasks: dict[str, TaskData] = {}
         self._trainable: dict[str, NetworkAnalysis] = {}
+        self._calibration: dict[int, tuple[list, list]] = {}  # id(task) -> (calibration, check) images
         self.deadline: Deadline | None = None
         self.phases = {"estimation": 0.0, "profiling": 0.0, "training": 0.0, "quantization": 0.0, "confirmation": 0.0}
         self.notes: list[str] = []
@@ -349,10 +349,7 @@ class Search:
         if c.precision != INT8:
             return {}
         summary = json.loads(self._int8_file(c).with_suffix(".json").read_text())
-        return {
-            "float_accuracy": c.float_accuracy,
-            "quantization": {k: v for k, v in summary.items() if k not in ("path", "format", "seconds")},
-        }
+        return {"float_accuracy": c.float_accuracy, "quantization": summary}
 
     def _outcome(
         self,
@@ -445,11 +442,12 @@ class Search:
             pairs = [(est.get((m, cut, FP32)), est.get((m, cut, INT8))) for cut in candidate_cuts(a)]
             pairs = [(f, q) for f, q in pairs if f is not None and q is not None]
             slower = [(f, q) for f, q in pairs if q >= f]
-            full_f, full_q = est.get((m, None, FP32)), est.get((m, None, INT8))
             if not slower:
                 continue
-            whole = f"the full network {full_q:.3f} ms int8 against {full_f:.3f} ms float" if full_q else ""
-            if full_q is not None and full_f is not None and full_q >= full_f:
+            full_f, full_q = est.get((m, None, FP32)), est.get((m, None, INT8))
+            known = full_f is not None and full_q is not None
+            whole = f"the full network {full_q:.3f} ms int8 against {full_f:.3f} ms float" if known else ""
+            if known and full_q >= full_f:
                 self.notes.append(
                     f"int8 {m} is slower than float on {self.target.name}: {whole}, and at {len(slower)} of its "
                     f"{len(pairs)} candidates (estimated from its tables): quantizing it does not pay here"
@@ -461,9 +459,8 @@ class Search:
                 )
             self.say(f"note: {self.notes[-1]}")
 
-    def _profile(self, names: list[str], key: RowKey | None = None) -> None:
+    def _profile(self, names: list[str], key: RowKey) -> None:
         t0 = time.monotonic()
-        key = key or self.key
         analyses = {n: self.analyses[n] for n in names}
         # LiteRT has no per-layer profiler: every candidate is measured end to end there.
         mode = "layers" if key.runtime == "onnxruntime" else "e2e"
@@ -584,6 +581,7 @@ class Search:
             started, path = time.monotonic(), self._int8_file(c)
             try:
                 check_calibration(min(len(task.train_plain), self.cfg.calibration_images), len(task.classes), c.key)
+                calibration, check = self._calibration_for(task)
                 result = export(
                     self.trained_trn(c, len(task.classes)),
                     path,
@@ -591,8 +589,8 @@ class Search:
                     self.key.format,
                     self._metadata(c),
                     precision=INT8,
-                    calibration=calibration_images(task.train_plain, self.cfg.calibration_images, SEED),
-                    check=calibration_images(task.val, self.cfg.calibration_images, SEED + 1),
+                    calibration=calibration,
+                    check=check,
                 )
             except QuantizationError as exc:
                 c.excluded = f"int8 export failed: {exc}"
@@ -613,6 +611,17 @@ class Search:
                 "post-training quantization does not add"
             )
         self.phases["quantization"] += time.monotonic() - t0
+
+    def _calibration_for(self, task: TaskData) -> tuple[list, list]:
+        """The seeded training images that calibrate and validation images that check every int8 candidate of
+        this task: read once (a folder's images are decoded from disk), not once per candidate."""
+        if id(task) not in self._calibration:
+            n = self.cfg.calibration_images
+            self._calibration[id(task)] = (
+                calibration_images(task.train_plain, n, SEED),
+                calibration_images(task.val, n, SEED + 1),
+            )
+        return self._calibration[id(task)]
 
     def _metadata(self, c: Candidate) -> dict | None:
         return {"netcut.model": c.model, "netcut.cut": cut_label(c.cut)} if self.key.format == "onnx" else None

@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -78,18 +78,27 @@ def _own_block(node: onnx.NodeProto, labels: dict[str, str]) -> str:
 
 
 def annotate_onnx(model_proto: onnx.ModelProto, labels: dict[str, str], metadata: dict[str, str]) -> dict[str, str]:
-    """Label each node with its block.
+    """Label each node with its block (again, if it was labelled before: a quantized export).
 
-    Nodes without a scope are the exporter's own (Identity copies of shared weights,
-    constants): they take the block of their first consumer, else of the node before.
+    Nodes without a scope are the exporter's or the quantizer's own (Identity copies of shared weights,
+    constants, a weight's or the input's Quantize/DequantizeLinear): they take the block of the first
+    consumer that has one, following unlabelled consumers forward, else of the node before.
     """
     nodes = list(model_proto.graph.node)
     own = {n.name: _own_block(n, labels) for n in nodes}
     consumer: dict[str, str] = {}
+    for node in reversed(nodes):  # topological order reversed: the last write is the first consumer's
+        block = own[node.name] or next((consumer[o] for o in node.output if o in consumer), "")
+        if block:
+            for name in node.input:
+                consumer[name] = block
     for node in nodes:
-        for name in node.input:
-            if own[node.name]:
-                consumer.setdefault(name, own[node.name])
+        kept = [p for p in node.metadata_props if p.key != BLOCK_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    kept = [p for p in model_proto.metadata_props if p.key != NODES_KEY]
+    del model_proto.metadata_props[:]
+    model_proto.metadata_props.extend(kept)
     table, blocks, previous = [], {}, ""
     for node in nodes:
         block = own[node.name] or next((consumer[o] for o in node.output if o in consumer), "") or previous
@@ -177,19 +186,24 @@ def export_onnx(
 
 
 @contextlib.contextmanager
-def _stdout_to_log(what: str):
-    """Keep a converter's progress lines (hundreds, printed to stdout from Python and native code) out of
-    the command's output, which may be JSON: they go to the debug log instead."""
+def output_to_log(what: str, fds: tuple[int, ...] = (1,)) -> Iterator[None]:
+    """Keep a converter's or quantizer's progress lines (hundreds, printed from Python and native code) out
+    of the command's output, which may be JSON: what goes to `fds` (stdout; with 2, stderr's progress bars
+    too) goes to the debug log instead."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
     with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 1)  # Python's sys.stdout writes to fd 1 too
+        for fd in fds:
+            os.dup2(sink.fileno(), fd)  # Python's sys.stdout and sys.stderr write to fds 1 and 2 too
         try:
             yield
         finally:
             sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
+            sys.stderr.flush()
+            for fd, copy in zip(fds, saved):
+                os.dup2(copy, fd)
+                os.close(copy)
             sink.seek(0)
             lines = sink.read().decode(errors="replace").splitlines()
             log.debug("%s printed %d lines; the last: %s", what, len(lines), lines[-5:])
@@ -205,7 +219,7 @@ def export_tflite(module: nn.Module, path: Path, input_shape: tuple[int, ...], v
     path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.randn(*input_shape)
     start = time.perf_counter()
-    with _stdout_to_log("litert-torch"):
+    with output_to_log("litert-torch"):
         try:
             converted = litert_torch.convert(module, (x,))
         except Exception as exc:  # the converter raises many types
@@ -263,4 +277,10 @@ def export(
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         result = float_export(Path(tmp) / f"float{path.suffix}")
         report = quantize.quantize(result.path, path, calibration, check, path.stem, verify_outputs)
+    if fmt == "onnx":  # the quantizer's nodes labelled with their blocks, as the float ones were
+        import onnx
+
+        proto = onnx.load(str(path))
+        annotate_onnx(proto, _labels(module), {})
+        onnx.save(proto, str(path))
     return dataclasses.replace(result, path=path, int8=report, seconds=result.seconds + report.seconds)

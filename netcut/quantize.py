@@ -17,10 +17,8 @@ first, so that the model quantized for a table is the model a trained one quanti
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import tempfile
 import time
 from collections import Counter
@@ -33,10 +31,10 @@ import torch
 from torch import nn
 
 from .errors import NetcutError
+from .export import NODES_KEY, output_to_log, relative_error
 from .vocabulary import DEFAULT_CALIBRATION_IMAGES, FP32, INT8, PRECISIONS  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
-    import onnx
     from ai_edge_litert.interpreter import Interpreter
 
 log = logging.getLogger(__name__)
@@ -81,9 +79,8 @@ class Int8Report:
     seconds: float = 0.0
 
     def summary(self) -> dict:
-        data = asdict(self)
-        data["path"] = str(self.path)
-        return data
+        """For a user (model.json, export --json): the quantization and its check, not where it was made."""
+        return {k: v for k, v in asdict(self).items() if k not in ("path", "format", "seconds")}
 
 
 def realistic_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -124,23 +121,6 @@ def check_calibration(images: int, classes: int, what: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def _quiet_fds():
-    """Quantizers print progress bars and banners from Python and native code: into the debug log."""
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            for fd, copy in zip((1, 2), saved):
-                os.dup2(copy, fd)
-                os.close(copy)
-            sink.seek(0)
-            log.debug("quantizer output: %s", sink.read().decode(errors="replace")[-2000:])
-
-
 # ---------------------------------------------------------------------------------------------- ONNX
 
 
@@ -156,44 +136,6 @@ class _Reader:
 
     def rewind(self) -> None:  # part of the protocol; calibration reads the images once
         pass
-
-
-def _relabel(model: onnx.ModelProto, float_table: list) -> list:
-    """The block table (name, block, outputs) for the quantized graph: nodes kept from the float model keep
-    their block; a Quantize/DequantizeLinear takes the block of the node whose tensor it converts, else
-    (weights, the input) that of the node that consumes it."""
-    block_of = {name: block for name, block, _ in float_table}
-    producer_block = {o: block for name, block, outs in float_table for o in outs}
-    nodes = list(model.graph.node)
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    blocks: dict[str, str] = {}
-
-    def of(node: onnx.NodeProto, depth: int = 0) -> str:
-        if node.name in blocks:
-            return blocks[node.name]
-        block = block_of.get(node.name, "")
-        if not block and node.input:
-            block = producer_block.get(node.input[0], "")
-        if not block and depth < 8:  # follow the tensor forward to the first labelled consumer
-            for out in node.output:
-                for c in consumers.get(out, []):
-                    block = of(c, depth + 1)
-                    if block:
-                        break
-                if block:
-                    break
-        blocks[node.name] = block
-        return block
-
-    table = []
-    for n in nodes:
-        table.append([n.name, of(n), list(n.output)])
-        for out in n.output:
-            producer_block.setdefault(out, blocks[n.name])
-    return table
 
 
 def onnx_float_ops_left(path: Path) -> tuple[dict[str, int], list[str]]:
@@ -223,20 +165,23 @@ def _ort_outputs(path: Path, images: list[np.ndarray]) -> np.ndarray:
 
 def agreement_of(got: np.ndarray, want: np.ndarray) -> tuple[float | None, float]:
     """(top-1 agreement, relative error) of a quantized model's outputs against the float model's."""
-    err = float(np.linalg.norm(got - want)) / max(float(np.linalg.norm(want)), 1e-12)
+    err = relative_error(got, want)
     if got.ndim != 2 or got.shape[1] < 2:
         return None, err
     return float(np.mean(got.argmax(1) == want.argmax(1))), err
 
 
-def _verify(report: Int8Report, got: np.ndarray, want: np.ndarray, what: str) -> Int8Report:
-    report.agreement, report.relative_error = agreement_of(got, want)
-    report.check_images = len(got)
+def _check_quantized(report: Int8Report, what: str) -> None:
     if report.float_ops_left:
         raise QuantizationError(
             f"{what}: {len(report.float_ops_left)} compute operators stayed in float after quantization "
             f"({', '.join(report.float_ops_left[:3])}); the int8 model would run at float speed"
         )
+
+
+def _check_agreement(report: Int8Report, got: np.ndarray, want: np.ndarray, what: str) -> None:
+    report.agreement, report.relative_error = agreement_of(got, want)
+    report.check_images = len(got)
     low = report.agreement is not None and report.agreement < MIN_AGREEMENT
     if low or report.relative_error > MAX_RELATIVE_ERROR:
         agree = "" if report.agreement is None else f"top-1 agreement {report.agreement:.0%}, "
@@ -244,7 +189,6 @@ def _verify(report: Int8Report, got: np.ndarray, want: np.ndarray, what: str) ->
             f"{what}: the int8 model disagrees with the float one ({agree}relative error "
             f"{report.relative_error:.2f}); it is not quantizable this way"
         )
-    return report
 
 
 def _quantize_onnx(float_path: Path, out: Path, calibration: list[np.ndarray], what: str) -> Int8Report:
@@ -261,7 +205,7 @@ def _quantize_onnx(float_path: Path, out: Path, calibration: list[np.ndarray], w
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
-            with _quiet_fds():
+            with output_to_log("the quantizer", (1, 2)):
                 quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
                 quantize_static(
                     str(pre),
@@ -276,13 +220,7 @@ def _quantize_onnx(float_path: Path, out: Path, calibration: list[np.ndarray], w
             first = str(exc).splitlines()[0][:300]
             raise QuantizationError(f"{what}: onnxruntime cannot quantize it: {first}") from None
     model = onnx.load(str(out))
-    if "netcut.nodes" in meta:
-        table = _relabel(model, json.loads(meta["netcut.nodes"]))
-        for n, (_, block, _) in zip(model.graph.node, table):
-            if block:
-                entry = n.metadata_props.add()
-                entry.key, entry.value = "netcut.block", block
-        meta["netcut.nodes"] = json.dumps(table, separators=(",", ":"))
+    meta.pop(NODES_KEY, None)  # the float graph's table; netcut.export labels the quantized graph
     meta[QUANT_KEY] = json.dumps(
         {
             "precision": INT8,
@@ -373,7 +311,7 @@ def _quantize_tflite(float_path: Path, out: Path, calibration: list[np.ndarray],
     signature = next(iter(signatures))
     input_name = signatures[signature]["inputs"][0]
     try:
-        with _quiet_fds():
+        with output_to_log("the quantizer", (1, 2)):
             q = quantizer.Quantizer(str(float_path), recipe.static_wi8_ai8())
             result = q.calibrate({signature: [{input_name: x} for x in calibration]}, num_threads=1)
             q.quantize(result, enable_progress_report=False).export_model(str(out), overwrite=True)
@@ -413,12 +351,11 @@ def quantize(
     out.parent.mkdir(parents=True, exist_ok=True)
     tflite = Path(float_path).suffix == ".tflite"
     report = (_quantize_tflite if tflite else _quantize_onnx)(Path(float_path), out, calibration, what)
-    outputs = _litert_outputs if tflite else _ort_outputs
-    images = check if check is not None else calibration
+    _check_quantized(report, what)
     if verify_outputs:
-        return _verify(report, outputs(out, images), outputs(Path(float_path), images), what)
-    if report.float_ops_left:
-        _verify(report, np.zeros((1, 1)), np.ones((1, 1)), what)  # raises: it would run at float speed
+        outputs = _litert_outputs if tflite else _ort_outputs
+        images = check if check is not None else calibration
+        _check_agreement(report, outputs(out, images), outputs(Path(float_path), images), what)
     return report
 
 

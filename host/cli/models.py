@@ -180,11 +180,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         "netcut.head": args.head,
         "netcut.weights": args.weights,
     }
-    calibration = check = None
-    if args.precision == "int8":
-        calibration, check = _calibration(args, size)
+    calibration, check = _calibration(args, size) if args.precision == "int8" else (None, None)
     result = export(
-        trn, args.output, a.input_shape, fmt, metadata, precision=args.precision, **_images(calibration, check)
+        trn, args.output, a.input_shape, fmt, metadata, precision=args.precision, calibration=calibration, check=check
     )
     info = {
         "path": str(result.path),
@@ -199,7 +197,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "bytes": result.path.stat().st_size,
     }
     if result.int8 is not None:
-        info["int8"] = {k: v for k, v in result.int8.summary().items() if k not in ("path", "format", "seconds")}
+        info["int8"] = result.int8.summary()
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -221,10 +219,6 @@ def cmd_export(args: argparse.Namespace) -> int:
             if t.scale is not None:
                 print(f"  {t.name}: {t.dtype}, real = {t.scale:.6g} * (q - {t.zero_point})")
     return 0
-
-
-def _images(calibration: list | None, check: list | None) -> dict:
-    return {} if calibration is None else {"calibration": calibration, "check": check}
 
 
 def _calibration(args: argparse.Namespace, size: int) -> tuple[list, list]:
