@@ -701,7 +701,12 @@ class Search:
             result = again if not again.doubtful or again.stats.cv <= result.stats.cv else result
         if result.doubtful:
             self.notes.append(f"{c.key}'s confirmation carries the agent's warnings: {'; '.join(result.warnings)}")
-        store_result(self.db, self.target, key, Job(c.model, c.cut, "e2e"), result, replace=True, rounds=1)
+        job = Job(c.model, c.cut, "e2e")
+        if result.doubtful and self.db.has_steady(self.target.identity.key, c.model, key, c.cut, "e2e"):
+            # A shared board's run does not overwrite a steady row: the next search would estimate from it.
+            self.notes.append(f"{c.key}'s doubtful confirmation was not stored: the table keeps its steady row")
+        else:
+            store_result(self.db, self.target, key, job, result, replace=True, rounds=1)
         c.measured_ms = getattr(result.stats, STAT_OF[quantile_level(self.cfg.quantile)])
         return path, result
 

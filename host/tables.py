@@ -21,7 +21,7 @@ from netcut.estimate import Measurement, pool_rounds
 from netcut.vocabulary import FULL, cut_label, parse_cut_label
 
 from .errors import ConfigError
-from .records import AgentResult, TargetIdentity  # noqa: F401  (TargetIdentity: rows are keyed by it)
+from .records import AgentResult, TargetIdentity, doubts  # noqa: F401  (TargetIdentity: rows are keyed by it)
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,13 @@ class LatencyDB:
             }
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
+
+    def has_steady(self, identity: str, arch: str, key: RowKey, cut: str | None, mode: str) -> bool:
+        """Whether a row of this measurement stands without the agent's doubts (busy, noisy, throttled)."""
+        return any(
+            not doubts(json.loads(r["board"]).get("warnings", []), r["median_ms"], r["p99_ms"])
+            for r in self._select(JOB_KEY, self._job_params(identity, arch, key, cut, mode))
+        )
 
     def count(self, identity: str, older_than: float | None = None) -> int:
         return self._scalar(

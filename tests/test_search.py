@@ -20,6 +20,7 @@ from conftest import BIN, DATA, run_cli
 from netcut import models
 from netcut.cuts import analyse
 from netcut.data import digits
+from netcut.estimate import STAT_OF, quantile_level
 from netcut.training import TrainConfig, train_full
 from netcut.trn import build_trn
 
@@ -28,10 +29,14 @@ FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", 
 
 def search(*argv, out: Path, db: Path, timeout=900, **kw):
     """A search at tiny scale. In fp32 unless asked: these tests are about the search itself; int8, the
-    default's other half, is searched end to end in tests/test_precision.py (and CI's 20 minutes are tight)."""
-    precision = [] if "--precision" in argv else ["--precision", "fp32"]
+    default's other half, is searched end to end in tests/test_precision.py (and CI's 20 minutes are tight).
+    At the median unless asked: the demo's deadline is 1.25 times a median of tens of microseconds, and
+    on CI's two shared cores one preemption in a few hundred runs puts the p99 above it (a search beside a
+    two-thread matmul here: no candidate within 0.16 ms at p99, the pick confirmed at 0.066 ms at p50)."""
+    defaults = [] if "--precision" in argv else ["--precision", "fp32"]
+    defaults += [] if "--quantile" in argv else ["--quantile", "p50"]
     return run_cli(
-        "netcut-host", "search", *argv, *precision, *FAST, "--out", str(out), "--db", str(db), timeout=timeout, **kw
+        "netcut-host", "search", *argv, *defaults, *FAST, "--out", str(out), "--db", str(db), timeout=timeout, **kw
     )
 
 
@@ -55,7 +60,7 @@ def test_builtin_default_picks_a_network_that_meets_the_deadline(builtin_run):
     pick = report["pick"]
     assert pick["measured_ms"] <= report["deadline_ms"]
     assert (pick["model"], pick["cut"], pick["accuracy"]) == (sidecar["model"], sidecar["cut"], sidecar["accuracy"])
-    assert sidecar["measured_latency_ms"][f"{report['quantile']}_ms"] == pick["measured_ms"]
+    assert sidecar["measured_latency_ms"][STAT_OF[quantile_level(report["quantile"])]] == pick["measured_ms"]
     assert sidecar["classes"] == [str(d) for d in range(10)] and sidecar["normalization"]["mean"]
     assert sidecar["target"]["identity"] == report["target"]["identity"]
     retrained = [c for c in report["candidates"] if c["retrained"]]
@@ -339,7 +344,12 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
     with LatencyDB(tmp_path / "t.sqlite") as db, connect("local", None, "onnxruntime", 1) as target:
         true = Search(
             SearchConfig(
-                deadline_ms=1000.0, models=(name,), timing=timing, out=tmp_path / "true", precisions=("fp32",)
+                deadline_ms=1000.0,
+                models=(name,),
+                timing=timing,
+                out=tmp_path / "true",
+                precisions=("fp32",),
+                quantile="p50",  # see search(): on shared cores a p99 of these is one preemption
             ),
             target,
             db,
@@ -356,6 +366,7 @@ def test_a_cut_the_board_measures_too_slow_is_replaced_by_the_next_shallower_one
                 out=tmp_path / "stale",
                 policy=Policy("deepest"),
                 precisions=("fp32",),  # the stand-in logic, in one precision (int8 has its own deepest cut)
+                quantile="p50",
             ),
             target,
             db,
@@ -390,6 +401,8 @@ def test_a_target_that_dies_midway_keeps_everything_and_resumes(builtin_run, age
         ",".join(models.builtin_models()[:2]),
         "--precision",
         "fp32",  # the resume logic, in one precision: half the profiling
+        "--quantile",
+        "p50",  # and at the median: see search()
         "--min-seconds",
         "0.3",
         "--warmup-seconds",

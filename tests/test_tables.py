@@ -388,32 +388,48 @@ def test_unreachable_target_and_a_runtime_it_lacks(tmp_path, agent_factory):
     assert out.returncode == 2 and "needs --agent" in out.stderr
 
 
+def result(n: int, warnings: tuple[str, ...] = ()) -> AgentResult:
+    """An agent's result with n samples of 1 ms and the given warnings."""
+    return AgentResult(
+        "0" * 64,
+        "0",
+        "onnxruntime",
+        "1",
+        "CPUExecutionProvider",
+        1,
+        Stats(n, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0),
+        (1.0,) * n,
+        1.0,
+        1.0,
+        False,
+        False,
+        warnings,
+        Timing(),
+        (),
+        BoardDescription(),
+        BoardState(),
+        BoardState(),
+    )
+
+
+def test_a_row_is_steady_until_only_doubtful_runs_stand(tmp_path):
+    """What the search asks before a confirmation on a busy board replaces a table row."""
+    db = LatencyDB(tmp_path / "t.sqlite")
+    target = TargetIdentity("t", {"cpu_model": "x"})
+    db.add_target(target)
+    busy = ("busy: other processes used 1.2 cores on average during the run",)
+    assert not db.has_steady(target.key, "m", RowKey(), "a", "e2e")  # never measured
+    db.add(Row("t", target.key, "m", RowKey(), "a", "e2e", result(3, busy)))
+    assert not db.has_steady(target.key, "m", RowKey(), "a", "e2e")
+    db.add(Row("t", target.key, "m", RowKey(), "a", "e2e", result(3, ("threads exceed cores",))), replace=True)
+    assert db.has_steady(target.key, "m", RowKey(), "a", "e2e")  # a warning that casts no doubt
+    assert not db.has_steady(target.key, "m", RowKey(precision="int8"), "a", "e2e")  # another row's key
+
+
 def test_a_full_disk_keeps_committed_rows(tmp_path):
     db = LatencyDB(tmp_path / "full.sqlite")
     target = TargetIdentity("t", {"cpu_model": "x"})
     db.add_target(target)
-
-    def result(n: int) -> AgentResult:
-        return AgentResult(
-            "0" * 64,
-            "0",
-            "onnxruntime",
-            "1",
-            "CPUExecutionProvider",
-            1,
-            Stats(n, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0),
-            (1.0,) * n,
-            1.0,
-            1.0,
-            False,
-            False,
-            (),
-            Timing(),
-            (),
-            BoardDescription(),
-            BoardState(),
-            BoardState(),
-        )
 
     first = db.add(Row("t", target.key, "m", RowKey(), "a", "e2e", result(3)))
     pages = db.conn.execute("PRAGMA page_count").fetchone()[0]
