@@ -13,7 +13,7 @@ FORMAT_OF = {"onnxruntime": "onnx", "litert": "tflite"}  # the model format each
 RUNTIME_OF = {fmt: runtime for runtime, fmt in FORMAT_OF.items()}
 FORMATS = tuple(RUNTIME_OF)
 MODES = ("e2e", "layers", "both")  # how `profile` measures a network
-ESTIMATORS = ("empirical", "analytical")
+ESTIMATORS = ("empirical", "analytical", "kernels")
 FINETUNE = ("head", "full")
 DEFAULT_ROUNDS = 1
 # The networks a search of the user's own data considers when --models is not given: torchvision's, and

@@ -139,6 +139,8 @@ def estimate_candidates(
             profiled = missing
             by_model.update(empirical_all(missing))
         return Estimates(by_model, margin_pct, profiled, notes)
+    if estimator == "kernels":
+        return _kernel_estimates(db, identity, key, analyses, quantile, margin_pct, profile, only)
     fit_cache = dict(analyses)  # the cost model also calibrates on other networks measured here
     try:
         cost_model = fit(db, identity, key, analyses=fit_cache)
@@ -152,3 +154,39 @@ def estimate_candidates(
     margin = max(margin_pct, 200.0 * cost_model.relative_residual)
     notes.append(f"analytical margin {margin:.1f}% (twice the cost model's typical error)")
     return Estimates(by_model, margin, profiled, notes)
+
+
+def _kernel_estimates(
+    db: LatencyDB,
+    identity: str,
+    key: RowKey,
+    analyses: dict[str, NetworkAnalysis],
+    quantile: str,
+    margin_pct: float,
+    profile: Callable[[list[str]], None] | None,
+    only: list[str | None] | None,
+) -> Estimates:
+    """The per-kernel model: from the target's kernel rows (profiles, the kernel suite) or, where it was
+    calibrated from a reference board (calibrate --from), that rescaled model. A network measured on the
+    target is corrected by its measured TRNs; one never measured is estimated from its kernels alone."""
+    from . import kernel_estimation as ke
+    from .paths import export_cache
+
+    source = ke.KernelSource(export_cache() / "kernels", key, dict(analyses))
+    profiled: list[str] = []
+    try:
+        model = ke.fit(db, identity, key, source)
+    except NetcutError:
+        model = ke.stored(db, identity, key)  # a rescaled model has no kernel rows of its own
+        if model is None:
+            if profile is None:
+                raise
+            profiled = list(analyses)
+            profile(profiled)
+            model = ke.fit(db, identity, key, source)
+    by_model = {
+        n: ke.estimates(model, a, key, source, quantile, only, ke.network_ratio(db, identity, key, model, source, a))
+        for n, a in analyses.items()
+    }
+    notes = ["per-kernel margin: each estimate's 90% interval above it (or the margin given, if larger)"]
+    return Estimates(by_model, margin_pct, profiled, notes)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from netcut.estimate import Measurement, pool_rounds
-from netcut.vocabulary import FULL, cut_label, parse_cut_label
+from netcut.vocabulary import FULL, KERNEL_SUITE_PREFIX, cut_label, parse_cut_label
 
 from .errors import ConfigError
 from .records import AgentResult, TargetIdentity, doubts  # noqa: F401  (TargetIdentity: rows are keyed by it)
@@ -339,7 +339,7 @@ class LatencyDB:
             st.cv,
             json.dumps(list(r.samples_ms)),
             json.dumps(row.blocks),
-            json.dumps([[x.node, x.op_type, x.block, x.time_ms] for x in r.layers]),
+            json.dumps([[x.node, x.op_type, x.block, x.time_ms, x.raw_ms] for x in r.layers]),
             json.dumps(state),
             int(r.throttled),
             int(r.clock_dropped),
@@ -430,8 +430,8 @@ class LatencyDB:
             (identity, older_than if older_than is not None else float("inf")),
         )
 
-    def archs(self, identity: str, key: RowKey) -> list[str]:
-        """The networks measured under this identity and row key."""
+    def archs(self, identity: str, key: RowKey, suite: bool = False) -> list[str]:
+        """The networks measured under this identity and row key (suite: the kernel suite's models instead)."""
         try:
             rows = self.conn.execute(
                 f"SELECT DISTINCT arch FROM measurements WHERE identity=? AND {KEY_COLUMNS} ORDER BY arch",
@@ -439,7 +439,7 @@ class LatencyDB:
             ).fetchall()
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if r[0].startswith(KERNEL_SUITE_PREFIX) == suite]
 
     def rows(
         self, target: str | None = None, identity: str | None = None, arch: str | None = None, key: RowKey | None = None
@@ -469,22 +469,46 @@ class LatencyDB:
         ).fetchone()
         return f"{count}:{last}:{key.classes}"
 
-    def save_cost_model(self, identity: str, key: RowKey, model_json: str, fitted_rows: str) -> None:
+    @staticmethod
+    def _model_key(key: RowKey, estimator: str) -> str:
+        """The network-level cost model keeps its old key; the per-kernel model is stored beside it."""
+        return json.dumps(
+            {**vars(key), **({"estimator": estimator} if estimator != "analytical" else {})}, sort_keys=True
+        )
+
+    def save_cost_model(
+        self, identity: str, key: RowKey, model_json: str, fitted_rows: str, estimator: str = "analytical"
+    ) -> None:
         try:
             self.conn.execute(
                 "INSERT OR REPLACE INTO cost_models VALUES (?, ?, ?, ?, ?)",
-                (identity, json.dumps(vars(key), sort_keys=True), time.time(), model_json, fitted_rows),
+                (identity, self._model_key(key, estimator), time.time(), model_json, fitted_rows),
             )
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
 
-    def cost_model(self, identity: str, key: RowKey, fitted_rows: str) -> str | None:
-        """The stored cost model's JSON if it was fitted on exactly these rows, else None."""
-        row = self.conn.execute(
-            "SELECT model FROM cost_models WHERE identity=? AND row_key=? AND fitted_rows=?",
-            (identity, json.dumps(vars(key), sort_keys=True), fitted_rows),
-        ).fetchone()
+    def cost_model(
+        self, identity: str, key: RowKey, fitted_rows: str | None, estimator: str = "analytical"
+    ) -> str | None:
+        """The stored model's JSON if it was fitted on exactly these rows (None: whatever it was fitted on)."""
+        sql = "SELECT model FROM cost_models WHERE identity=? AND row_key=?"
+        params = [identity, self._model_key(key, estimator)]
+        if fitted_rows is not None:
+            sql, params = sql + " AND fitted_rows=?", [*params, fitted_rows]
+        row = self.conn.execute(sql + " ORDER BY fitted_at DESC", params).fetchone()
         return row[0] if row else None
+
+    def stored_models(self, identity: str, estimator: str) -> list[tuple[dict, str]]:
+        """Every model of this estimator stored for an identity, newest first: (row key fields, JSON)."""
+        rows = self.conn.execute(
+            "SELECT row_key, model FROM cost_models WHERE identity=? ORDER BY fitted_at DESC", (identity,)
+        ).fetchall()
+        out = []
+        for row_key, model in rows:
+            fields = json.loads(row_key)
+            if fields.pop("estimator", "analytical") == estimator:
+                out.append((fields, model))
+        return out
 
     def integrity(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]

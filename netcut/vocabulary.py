@@ -10,6 +10,8 @@ FULL = "full"
 # The numeric precisions a candidate is exported in (netcut.quantize makes the int8 ones).
 FP32, INT8 = "fp32", "int8"
 PRECISIONS = (FP32, INT8)
+# Rows of the kernel suite (netcut.kernel_suite) carry this prefix where a network's name would be.
+KERNEL_SUITE_PREFIX = "kernel-suite:"
 DEFAULT_CALIBRATION_IMAGES = 200  # int8: a fixed seeded subset of the training images this large calibrates
 
 

@@ -22,7 +22,7 @@ runs the built-in demo on this machine.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import agent, fleet, models, search, tables
+    from . import agent, calibrate, fleet, models, search, tables
 
     parser = argparse.ArgumentParser(
         prog="netcut-host",
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_commands(sub)
     models.add_commands(sub)
     tables.add_commands(sub)
+    calibrate.add_commands(sub)
     fleet.add_commands(sub)
     return parser
 

@@ -1,0 +1,199 @@
+"""`calibrate`: the kernel suite on a target, and a new target from a reference's kernel model.
+
+- run_suite: measures up to `budget` single-kernel models (netcut.kernel_suite) drawn from the kernels
+  of the requested networks: half to cover their kinds and shapes, the rest where the fitted model errs
+  most. Rows are ordinary layers-mode rows, so an interrupted run resumes and a second one measures only
+  what is new. Then fits and stores the target's kernel model.
+- from_reference: rescales a reference target's stored kernel model from at most `budget` TRNs measured
+  end to end on the new target, chosen so that together they exercise many kernel kinds in different
+  mixes; those rows stay in the table for the empirical estimator too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from netcut.cuts import NetworkAnalysis, candidate_cuts
+from netcut.errors import NetcutError
+from netcut.kernel_suite import family, select, spec_of, suite_name
+from netcut.kernels import KernelModel, rescaled
+
+from . import kernel_estimation as ke
+from .profiling import Job, ModelFiles, run
+from .records import Timing
+from .tables import LatencyDB, RowKey
+from .targets import ConnectedTarget
+
+
+@dataclass
+class CalibrationReport:
+    measured: int = 0  # new measurements on the target
+    reused: int = 0  # already in the table
+    failed: list[str] = field(default_factory=list)
+    families: dict[str, int] = field(default_factory=dict)  # kernels measured per family (suite)
+    seconds: float = 0.0
+    model: KernelModel | None = None
+    chosen: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Board:
+    """What a calibration measures on, and how."""
+
+    db: LatencyDB
+    target: ConnectedTarget
+    key: RowKey
+    analyses: dict[str, NetworkAnalysis]
+    cache: Path
+    timing: Timing
+    progress: Callable | None = None
+
+    def measure(self, jobs: list[Job], files: ModelFiles, remeasure: int, report: CalibrationReport) -> None:
+        result = run(
+            jobs, self.target, self.db, self.key, files, self.timing, progress=self.progress, remeasure=remeasure
+        )
+        report.measured += len(result.measured) + result.measured_elsewhere
+        report.reused += result.skipped
+        report.failed += [f"{j.label()}: {e}" for j, e in result.failed]
+
+
+def run_suite(board: Board, budget: int, remeasure: int = 1) -> CalibrationReport:
+    db, target, key, analyses, cache = board.db, board.target, board.key, board.analyses, board.cache
+    if key.format != "onnx":
+        raise NetcutError(
+            "the kernel suite runs ONNX models on onnxruntime; calibrate a LiteRT target from an onnxruntime "
+            "one instead: netcut-host calibrate --target T --runtime litert --from REFERENCE --budget 10"
+        )
+    started, report = time.monotonic(), CalibrationReport()
+    identity = target.identity.key
+    db.add_target(target.identity)
+    source = ke.KernelSource(cache / "kernels", key, analyses)
+    files = ke.SuiteFiles(cache, key, analyses)
+    candidates = [k for name in analyses for k in source.of(name)]
+    measured = {spec_of(n) for n in db.archs(identity, key, suite=True)}
+    first = select(candidates, measured, math.ceil(budget / 2))
+    jobs = [Job(suite_name(k.spec), None, "layers") for k in first]
+    board.measure(jobs, files, remeasure, report)
+    measured |= {k.spec for k in first}
+    errors = {}
+    try:  # where the model errs most: the median error of each family's kernels
+        model = ke.fit(db, identity, key, source)
+        samples, *_ = ke.training_data(db, identity, key, source)
+        per: dict[str, list[float]] = {}
+        for k, ms in samples:
+            per.setdefault(family(k), []).append(abs(model.predict(k) * model.network_scale / ms - 1))
+        errors = {f: float(np.median(v)) for f, v in per.items()}
+    except NetcutError:
+        pass
+    second = select(candidates, measured, budget - len(first), errors)
+    jobs = [Job(suite_name(k.spec), None, "layers") for k in second]
+    board.measure(jobs, files, remeasure, report)
+    for k in first + second:
+        report.families[family(k)] = report.families.get(family(k), 0) + 1
+    report.chosen = [k.spec for k in first + second]
+    report.model = ke.fit(db, identity, key, source)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def reference_model(db: LatencyDB, name: str, key: RowKey, not_identity: str) -> KernelModel:
+    """The newest kernel model stored for the target `name` at the same input size, batch, classes and
+    precision (its runtime and threads may differ: that is the point)."""
+    same = ("input_size", "batch", "classes", "precision", "granularity")
+    for row in reversed(db.identities_of(name)):
+        if row["identity"] == not_identity:
+            continue
+        for row_key, text in db.stored_models(row["identity"], ke.ESTIMATOR):
+            if all(row_key.get(f) == getattr(key, f) for f in same):
+                return KernelModel.from_json(text)
+    if [r["identity"] for r in db.identities_of(name)] == [not_identity]:
+        raise NetcutError(f"--from {name} is this target itself (same identity); name another board or thread count")
+    raise NetcutError(
+        f"no kernel model of {name} at {key.input_size} px, {key.precision}, {key.classes} classes in this table; "
+        f"make one first: netcut-host calibrate --target {name} --input-size {key.input_size}"
+    )
+
+
+def informative_cuts(
+    reference: KernelModel, source: ke.KernelSource, analyses: dict[str, NetworkAnalysis], budget: int, classes: int
+) -> list[tuple[str, str | None]]:
+    """Up to `budget` TRNs whose kernel mixes differ most: each is a vector of its predicted time per kind
+    (as shares, with its log total), chosen greedily farthest from those already chosen."""
+    options = []
+    for name, a in analyses.items():
+        for cut in candidate_cuts(a):
+            estimate = reference.estimate(source.trn(a, cut, classes))
+            options.append(((name, cut), {k: v[0] / max(estimate.ms, 1e-12) for k, v in estimate.by_kind.items()}))
+            options[-1][1]["log_ms"] = math.log(max(estimate.ms, 1e-9))
+    kinds = sorted({k for _, v in options for k in v})
+    points = np.array([[v.get(k, 0.0) for k in kinds] for _, v in options])
+    if not len(options):
+        return []
+    chosen = [int(np.argmax((points[:, :-1] > 0).sum(axis=1)))]  # the one exercising most kinds
+    while len(chosen) < min(budget, len(options)):
+        distance = np.min(np.abs(points[:, None, :] - points[None, chosen, :]).sum(axis=2), axis=1)
+        distance[chosen] = -1
+        chosen.append(int(np.argmax(distance)))
+    return [options[i][0] for i in chosen]
+
+
+def from_reference(board: Board, reference_name: str, budget: int) -> CalibrationReport:
+    db, target, key, analyses, cache = board.db, board.target, board.key, board.analyses, board.cache
+    started, report = time.monotonic(), CalibrationReport()
+    identity = target.identity.key
+    db.add_target(target.identity)
+    reference = reference_model(db, reference_name, key, identity)
+    source = ke.KernelSource(cache / "kernels", key, analyses)
+    picks = informative_cuts(reference, source, analyses, budget, key.classes)
+    jobs = [Job(name, cut, "e2e") for name, cut in picks]
+    # Exactly the budget: a doubtful run is not measured again here (its row says so).
+    board.measure(jobs, ModelFiles(cache, key, analyses), 0, report)
+    samples = []
+    for name, cut in picks:
+        rows = [
+            r
+            for r in db.rows(identity=identity, arch=name, key=key)
+            if r["mode"] == "e2e" and r["cut"] == (cut or "full")
+        ]
+        if rows:
+            samples.append((source.trn(analyses[name], cut, key.classes), rows[-1]["median_ms"]))
+    model = rescaled(reference, samples, identity)
+    db.save_cost_model(identity, key, model.to_json(), db.fitted_rows(identity, key), ke.ESTIMATOR)
+    report.model, report.chosen = model, [f"{n}@{c or 'full'}" for n, c in picks]
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def summary(report: CalibrationReport) -> dict:
+    m = report.model
+    return {
+        "measured": report.measured,
+        "reused": report.reused,
+        "failed": report.failed,
+        "seconds": round(report.seconds, 2),
+        "families": report.families,
+        "chosen": report.chosen,
+        "model": None
+        if m is None
+        else {
+            "kinds": len(m.kinds),
+            "kernels": m.kernels,
+            "suite_kernels": m.suite,
+            "networks": m.networks,
+            "reference": m.reference or None,
+            "measurements_used": m.measurements_used,
+            "network_scale": round(m.network_scale, 4),
+            "overhead_ms": round(m.overhead_ms, 5),
+        },
+    }
+
+
+def to_json(report: CalibrationReport) -> str:
+    return json.dumps(summary(report), indent=1)

@@ -1,0 +1,201 @@
+"""The per-kernel estimator on a target: its training data from the tables, its fit, its estimates.
+
+Training data: every layers-mode row (a network's profile, or a kernel-suite model's) gives one time per
+fused kernel (netcut.kernels); the kernels come from the very ONNX graph that was measured, exported
+again (deterministically) by `ModelFiles`. Whole models measured end to end fit the network-level
+correction. The fit is stored as JSON beside the rows it was fitted on, like the cost model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from netcut.cuts import NetworkAnalysis, candidate_cuts
+from netcut.errors import NetcutError
+from netcut.estimate import STAT_OF, Estimate, quantile_level
+from netcut.kernel_suite import build, spec_of
+from netcut.kernels import (
+    Kernel,
+    KernelModel,
+    fit_kernel_model,
+    head_kernels,
+    kernel_times,
+    kernels_of,
+    with_correction,
+)
+from netcut.vocabulary import parse_cut_label
+
+from .profiling import Job, ModelFiles, analyses_for
+from .tables import LatencyDB, RowKey
+
+log = logging.getLogger(__name__)
+ESTIMATOR = "kernels"
+MEASURED_WHOLE = ("layers", "e2e", "anchor")
+
+
+class SuiteFiles(ModelFiles):
+    """ModelFiles that also builds kernel-suite models (no torch: plain ONNX graphs)."""
+
+    def get(self, job: Job) -> Path:
+        spec = spec_of(job.model)
+        if spec is None:
+            return super().get(job)
+        if self.key.format != "onnx":
+            raise NetcutError("the kernel suite runs ONNX models; calibrate an onnxruntime target")
+        path = self.path(job).with_name(f"kernel-{abs(hash(spec)) % 10**12:012d}.onnx")
+        if not path.is_file():
+            tmp = path.with_suffix(".part")
+            onnx.save(build(spec), tmp)
+            tmp.replace(path)
+        return path
+
+
+class KernelSource:
+    """The kernels of the networks and suite models of one row key, each graph read once. They are read
+    from the ONNX form of the network whatever the target runs (a LiteRT target's kernels too)."""
+
+    def __init__(self, cache: Path, key: RowKey, analyses: dict[str, NetworkAnalysis]):
+        self.key, self.analyses = key, analyses
+        self.files = ModelFiles(Path(cache), RowKey(**{**vars(key), "format": "onnx"}), analyses)
+        self._cache: dict[str, list[Kernel]] = {}
+
+    def analysis(self, name: str) -> NetworkAnalysis:
+        """A network's analysis, made when first asked for (the table's other networks train the model too)."""
+        if name not in self.analyses:
+            self.analyses.update(analyses_for([name], self.key))
+        return self.analyses[name]
+
+    def of(self, name: str) -> list[Kernel]:
+        if name not in self._cache:
+            if spec_of(name) is None:
+                self.analysis(name)
+            spec = spec_of(name)
+            graph = build(spec) if spec is not None else onnx.load(self.files.get(Job(name, None, "layers")))
+            self._cache[name] = kernels_of(graph, self.key.precision)
+        return self._cache[name]
+
+    def trn(self, a: NetworkAnalysis, cut: str | None, classes: int) -> list[Kernel]:
+        """A candidate's kernels: the full network's up to the cut's block, then the head."""
+        kernels = self.of(a.model_name)
+        if cut is None:
+            return kernels
+        labels = [c.name for c in a.cuts]
+        keep = set(labels[: labels.index(cut) + 1])
+        shape = a.cut(cut).output_shape
+        spatial = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+        return [k for k in kernels if k.block in keep] + head_kernels(shape[1], spatial, classes, self.key.precision)
+
+
+def training_data(
+    db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | None = None
+) -> tuple[list[tuple[Kernel, float]], list[tuple[list[Kernel], float]], dict[str, list[float]], list[str], int]:
+    """(kernel, ms) samples, whole models (kernels, median ms), tail ratios, networks, suite kernels."""
+    samples, wholes, ratios, networks, suite = [], [], {"p90": [], "p95": [], "p99": []}, [], 0
+    names = [*db.archs(identity, key), *db.archs(identity, key, suite=True)]
+    for name in names:
+        if name == exclude:
+            continue
+        rows = [r for r in db.rows(identity=identity, arch=name, key=key) if r["mode"] in MEASURED_WHOLE]
+        if not rows:
+            continue
+        try:
+            kernels = source.of(name)
+        except Exception as exc:  # noqa: BLE001 - a network this host cannot build (a custom one): left out
+            log.info("no kernels for %s: %s", name, exc)
+            continue
+        is_suite = spec_of(name) is not None
+        for r in rows:
+            if r["median_ms"] > 0:
+                for q in ratios:
+                    ratios[q].append(r[f"{q}_ms"] / r["median_ms"])
+            if r["mode"] == "layers":
+                layers = json.loads(r["layers"])
+                # A suite model's own profile times (its run's fixed cost is the correction's, not the kernel's).
+                if is_suite and layers and len(layers[0]) > 4:
+                    layers = [[*entry[:3], entry[4]] for entry in layers]
+                times = kernel_times(kernels, layers)
+                samples += [(k, times[k.name]) for k in kernels if times.get(k.name, 0) > 0]
+                suite += sum(1 for k in kernels if is_suite and k.block == "kernel" and times.get(k.name, 0) > 0)
+                wholes.append((kernels, r["median_ms"]))
+            elif not is_suite:
+                cut = parse_cut_label(r["cut"])
+                a = source.analysis(name)
+                if cut is None or cut in [c.name for c in a.cuts]:
+                    wholes.append((source.trn(a, cut, key.classes), r["median_ms"]))
+        if not is_suite:
+            networks.append(name)
+    tails = {q: float(np.median(v)) for q, v in ratios.items() if v}
+    return samples, wholes, tails, networks, suite
+
+
+def fit(db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | None = None) -> KernelModel:
+    """The target's kernel model (read back while its rows are unchanged; `exclude`: leave a network out,
+    not stored)."""
+    fitted_rows = db.fitted_rows(identity, key)
+    if exclude is None:
+        stored = db.cost_model(identity, key, fitted_rows, ESTIMATOR)
+        if stored is not None:
+            return KernelModel.from_json(stored)
+    samples, wholes, tails, networks, suite = training_data(db, identity, key, source, exclude)
+    model = with_correction(fit_kernel_model(samples, identity, networks, suite), wholes, tails)
+    if exclude is None:
+        db.save_cost_model(identity, key, model.to_json(), fitted_rows, ESTIMATOR)
+    return model
+
+
+def stored(db: LatencyDB, identity: str, key: RowKey) -> KernelModel | None:
+    text = db.cost_model(identity, key, None, ESTIMATOR)
+    return KernelModel.from_json(text) if text else None
+
+
+def network_ratio(
+    db: LatencyDB, identity: str, key: RowKey, model: KernelModel, source: KernelSource, a: NetworkAnalysis
+) -> float:
+    """Where TRNs of this network were measured on the target: the median measured/estimated over them."""
+    ratios = []
+    for r in db.rows(identity=identity, arch=a.model_name, key=key):
+        if r["mode"] in ("e2e", "anchor") and r["median_ms"] > 0:
+            cut = parse_cut_label(r["cut"])
+            if cut is None or cut in [c.name for c in a.cuts]:
+                ratios.append(r["median_ms"] / model.estimate(source.trn(a, cut, key.classes)).ms)
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+def estimates(
+    model: KernelModel,
+    a: NetworkAnalysis,
+    key: RowKey,
+    source: KernelSource,
+    quantile: str,
+    only: list[str | None] | None = None,
+    ratio: float = 1.0,
+) -> list[Estimate]:
+    q = quantile_level(quantile)
+    tail = model.quantile_ratios.get(STAT_OF[q].removesuffix("_ms"), 1.0)
+    out = []
+    for cut in only if only is not None else candidate_cuts(a):
+        e = model.estimate(source.trn(a, cut, key.classes))
+        value = e.ms * ratio * tail
+        above = (e.high_ms - e.ms) * ratio * tail  # the margin a deadline needs: the interval's upper side
+        behind = "; ".join(e.dominant())
+        origin = (
+            f"rescaled from {model.reference} with {model.measurements_used} measurements"
+            if model.reference
+            else f"fitted on {model.kernels} kernels ({model.suite} from the suite) of {len(model.networks)} networks"
+        )
+        correction = f", corrected x{ratio:.3f} by this network's measured TRNs" if ratio != 1.0 else ""
+        out.append(
+            Estimate(
+                cut,
+                value,
+                above,
+                f"per-kernel model {origin}{correction}; 90% interval {e.low_ms * ratio * tail:.3f}-"
+                f"{e.high_ms * ratio * tail:.3f} ms; dominated by {behind}",
+            )
+        )
+    return out

@@ -1,0 +1,554 @@
+"""Fused kernels of an ONNX graph and what each costs: the per-kernel analytical model.
+
+A runtime does not run the graph's nodes one by one: onnxruntime folds BatchNorm into a convolution
+and fuses the activation (and, with its NCHWc layout, a residual Add) after it. NetCut's unit of cost
+is therefore a *kernel*: a compute node (convolution, matrix product, pooling, an element-wise op that
+nothing absorbs, concatenation, resize...) with the nodes the runtime fuses after it. `kernels_of`
+groups an exported graph so; a layers-mode profile's per-node times (already mapped to original nodes
+by the agent) sum per kernel with `kernel_times`.
+
+Each kernel kind has a roofline: time = fixed + max(compute coefficient x MACs, memory coefficient x
+bytes) + activation coefficient x elements through a transcendental activation, all non-negative, fitted
+on relative error with `scipy.optimize.least_squares`. Kinds are nested (conv > conv.dw > conv.dw.k3s2):
+a kernel is predicted at the most specific kind with enough measured kernels behind it. The model is
+plain JSON; `rescaled` adapts it to a new board with one scale factor per kind from a few measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+from onnx import shape_inference
+
+from .errors import NetcutError
+
+BLOCK_KEY = "netcut.block"
+MIN_KERNELS = 6  # measured kernels a kind needs to be fitted on its own (else its parent kind answers)
+INTERVAL = 0.90  # the estimates' interval: the central 90% of a kind's measured/predicted ratios
+GLOBAL = "*"
+
+# Nodes that move no data of their own in onnxruntime (views, shape arithmetic, no-ops).
+FREE = {
+    "Identity",
+    "Dropout",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Shape",
+    "Constant",
+    "ConstantOfShape",
+    "Gather",
+    "Cast",
+    "Range",
+}
+# Nodes a convolution or matrix product absorbs when they follow it (onnxruntime's Conv+BatchNorm, Conv
+# +activation, NCHWc Conv+Sum fusions; the QDQ pair around an int8 one). Where a board's runtime does not
+# fuse one, its kernel still maps to the node, so the group's measured time includes it.
+FOLLOWERS = {
+    "BatchNormalization",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "HardSigmoid",
+    "Sigmoid",
+    "Tanh",
+    "HardSwish",
+    "Add",
+    "Mul",
+    "QuantizeLinear",
+    "DequantizeLinear",
+}
+TRANSCENDENTAL = {"Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu", "Erf", "Softmax", "Exp"}
+ELEMENT_BYTES = {"fp32": 4, "int8": 1}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One fused kernel: the node that anchors it, the nodes fused into it, its kind and its costs."""
+
+    name: str  # the anchor node's name
+    nodes: tuple[str, ...]  # every original node it covers (the anchor first)
+    kind: str  # most specific kind, e.g. conv.dw.k3s2 (see kinds())
+    macs: float
+    bytes: float  # activations in and out plus weights, at the precision's element size
+    act: float  # elements through a transcendental activation (SiLU, HardSwish, sigmoid gates)
+    block: str = ""
+    spec: str = ""  # what the kernel suite builds to measure this kernel alone ("" when it cannot)
+
+    def kinds(self) -> list[str]:
+        """From the most specific kind to the least: conv.dw.k3s2, conv.dw, conv, *."""
+        parts = self.kind.split(".")
+        return [".".join(parts[:i]) for i in range(len(parts), 0, -1)] + [GLOBAL]
+
+    def features(self) -> tuple[float, float, float]:
+        return self.macs, self.bytes, self.act
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    try:  # onnxruntime's symbolic inference folds shape arithmetic (a channel shuffle's Shape -> Reshape)
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - fall back on ONNX's own inference, then on what the graph says
+        try:
+            inferred = shape_inference.infer_shapes(model, data_prop=True)
+        except Exception:  # noqa: BLE001
+            inferred = model
+    out = {}
+    for vi in [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            out[vi.name] = tuple(d.dim_value for d in dims)
+    for init in model.graph.initializer:
+        out[init.name] = tuple(init.dims)
+    return out
+
+
+def _attr(node: onnx.NodeProto, name: str, default: object) -> object:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _numel(shape: tuple[int, ...] | None) -> float:
+    return float(math.prod(shape)) if shape else 0.0
+
+
+def _block(node: onnx.NodeProto) -> str:
+    return next((p.value for p in node.metadata_props if p.key == BLOCK_KEY), "")
+
+
+def _conv_kind(node: onnx.NodeProto, weight: tuple[int, ...], out: tuple[int, ...] | None) -> str:
+    k = "x".join(str(d) for d in weight[2:]) or "1"
+    stride = max(_attr(node, "strides", [1]) or [1])
+    group = int(_attr(node, "group", 1))
+    cout = weight[0]
+    if group > 1 and group == cout and weight[1] == 1:
+        return f"conv.dw.k{k}s{stride}"
+    if group > 1:
+        return f"conv.grouped.k{k}s{stride}"
+    if all(d == 1 for d in weight[2:]):
+        return f"conv.pw.s{stride}"
+    return f"conv.dense.k{k}s{stride}"
+
+
+def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
+    """The fused kernels of a graph, in execution order, with their kinds and costs."""
+    graph = model.graph
+    shapes = _shapes(model)
+    constants = {i.name for i in graph.initializer}
+    element = ELEMENT_BYTES.get(precision, 4)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    owner: dict[str, int] = {}  # tensor -> index of the group that produced it
+    groups: list[dict] = []
+
+    shape_values: set[str] = set()  # tensors of shape arithmetic (Shape -> Gather -> Div -> Reshape's shape)
+
+    def activations(node: onnx.NodeProto) -> list[str]:
+        return [i for i in node.input if i and i not in constants and i not in shape_values]
+
+    def bytes_of(names: list[str]) -> float:
+        return sum(_numel(shapes.get(n)) for n in names) * element
+
+    for node in graph.node:
+        inputs = activations(node)
+        if not inputs:  # computed from constants only (a weight's DequantizeLinear, a shape): folded away
+            constants.update(node.output if node.op_type != "Shape" else [])
+            shape_values.update(node.output if node.op_type == "Shape" else [])
+            continue
+        if node.op_type == "Shape":
+            shape_values.update(node.output)
+            continue
+        producers = {owner[i] for i in inputs if i in owner}
+        op = node.op_type
+        joins = None
+        if op in FREE or (op in ("QuantizeLinear", "DequantizeLinear")):
+            joins = min(producers) if producers else None
+        elif op in FOLLOWERS and producers:
+            # Fused only onto a compute kernel whose output feeds nothing else (or the sigmoid of a SiLU); of
+            # two (a residual sum of two convolutions' outputs), onto the later one.
+            hosts = [
+                p
+                for p in producers
+                if groups[p]["fuses"]
+                and any(
+                    i in groups[p]["outputs"] and (len(consumers.get(i, [])) == 1 or _silu(consumers.get(i, [])))
+                    for i in inputs
+                )
+            ]
+            if op == "Mul":  # only a SiLU's x * sigmoid(x); a squeeze-excite gate's Mul is a kernel of its own
+                hosts = hosts if len(producers) == 1 and all(i in owner for i in inputs) else []
+            joins = max(hosts) if hosts else None
+        if joins is not None:
+            g = groups[joins]
+            g["nodes"].append(node.name)
+            g["outputs"] = set(node.output)
+            if op == "Add":  # a residual sum: the other operand is read too
+                g["bytes"] += bytes_of([i for i in inputs if owner.get(i) != joins])
+            if op in TRANSCENDENTAL:
+                g["act"] += _numel(shapes.get(node.output[0]))
+            if g["spec"] and op not in FREE and op not in ("QuantizeLinear", "DequantizeLinear"):
+                fused = {"Relu": "relu", "Clip": "relu6", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid"}
+                if op == "Add":
+                    g["spec"]["add"] = 1
+                elif op in fused and "act" not in g["spec"]:
+                    g["spec"]["act"] = fused[op]
+                elif op == "Sigmoid" and "act" not in g["spec"]:
+                    g["spec"]["act"] = "silu"
+                elif op not in ("BatchNormalization", "Mul"):
+                    g["spec"]["act"] = "?"  # a chain the suite does not build
+            g["ops"].append(op)
+            for o in node.output:
+                owner[o] = joins
+            continue
+        out = shapes.get(node.output[0]) if node.output else None
+        macs, weights, kind, fuses, spec = 0.0, 0.0, "", False, {}
+        x = shapes.get(inputs[0]) or ()
+        if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
+            w_name = node.input[3] if op == "QLinearConv" else node.input[1]
+            weight = shapes.get(w_name) or ()
+            if len(weight) >= 3 and out:
+                kind = _conv_kind(node, weight, out)
+                macs = _numel(out) * _numel(weight[1:])
+                weights = _numel(weight) * element
+                if op == "Conv" and len(weight) == 4 and len(x) == 4 and weight[2] == weight[3]:
+                    g = int(_attr(node, "group", 1))
+                    s = max(_attr(node, "strides", [1]) or [1])
+                    spec = {"op": "conv", "cin": x[1], "cout": weight[0], "h": x[2], "w": x[3], "k": weight[2]}
+                    spec.update({"s": s, "g": g})
+            else:
+                kind = "conv.unknown"
+            fuses = True
+        elif op in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
+            a = shapes.get(node.input[0]) or ()
+            kdim = a[-1] if a else 0
+            macs = _numel(out) * kdim
+            w = node.input[1]
+            weights = _numel(shapes.get(w)) * element if w in constants else 0.0
+            kind, fuses = "gemm", True
+            if op == "Gemm" and len(a) == 2 and w in constants and len(shapes.get(w) or ()) == 2 and out:
+                spec = {"op": "gemm", "m": a[0], "k": a[1], "n": out[-1]}
+        elif op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean"):
+            kind = "pool.global"
+            if op == "GlobalAveragePool" and len(x) == 4:
+                spec = {"op": "gap", "cin": x[1], "h": x[2], "w": x[3]}
+        elif op in ("MaxPool", "AveragePool"):
+            k = "x".join(str(d) for d in _attr(node, "kernel_shape", []))
+            s = max(_attr(node, "strides", [1]) or [1])
+            kind = f"pool.{op[:3].lower()}.k{k}s{s}"
+            ks = _attr(node, "kernel_shape", [])
+            if len(x) == 4 and len(ks) == 2 and ks[0] == ks[1]:
+                spec = {"op": op[:3].lower() + "pool", "cin": x[1], "h": x[2], "w": x[3], "k": ks[0], "s": s}
+        elif op in ("Add", "Mul", "Sub", "Div", "Sum", "Max", "Min"):
+            kind = f"eltwise.{op.lower()}"
+            operands = [shapes.get(i) or () for i in inputs]
+            if op in ("Add", "Mul") and len(operands) == 2 and all(len(o) == 4 for o in operands):
+                big, small = sorted(operands, key=_numel, reverse=True)
+                gate = int(small[2:] == (1, 1) and big[2:] != (1, 1))  # a squeeze-excite scale
+                spec = {"op": op.lower(), "cin": big[1], "h": big[2], "w": big[3], "gate": gate}
+        elif op in TRANSCENDENTAL or op in ("Relu", "Clip", "LeakyRelu"):
+            kind = f"act.{op.lower()}"
+        elif op in ("Concat", "Split", "Slice", "Transpose", "Pad"):
+            kind = f"memory.{op.lower()}"
+        elif op in ("Resize", "Upsample"):
+            kind = "memory.resize"
+        else:
+            kind = f"other.{op.lower()}"
+        groups.append(
+            {
+                "name": node.name,
+                "nodes": [node.name],
+                "ops": [op],
+                "kind": kind,
+                "macs": macs,
+                "bytes": bytes_of(inputs) + _numel(out) * element + weights,
+                "act": _numel(out) if op in TRANSCENDENTAL else 0.0,
+                "block": _block(node),
+                "outputs": set(node.output),
+                "fuses": fuses,
+                "spec": spec,
+            }
+        )
+        for o in node.output:
+            owner[o] = len(groups) - 1
+    return [
+        Kernel(
+            g["name"],
+            tuple(g["nodes"]),
+            g["kind"],
+            g["macs"],
+            g["bytes"],
+            g["act"],
+            g["block"],
+            spec_text(g["spec"]) if g["spec"] and g["spec"].get("act") != "?" else "",
+        )
+        for g in groups
+    ]
+
+
+def spec_text(spec: dict) -> str:
+    """A suite kernel's spec as the name its rows are stored under: op=conv,cin=16,... (keys sorted after op)."""
+    return ",".join(f"{k}={spec[k]}" for k in ["op", *sorted(k for k in spec if k != "op")])
+
+
+def parse_spec(text: str) -> dict:
+    out = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    if "op" not in out:
+        raise NetcutError(f"not a kernel spec: {text!r}")
+    return out
+
+
+def _silu(nodes: list[onnx.NodeProto]) -> bool:
+    """x * sigmoid(x): the tensor feeds a Sigmoid and the Mul of that sigmoid with itself."""
+    ops = sorted(n.op_type for n in nodes)
+    return ops == ["Mul", "Sigmoid"]
+
+
+def kernel_times(kernels: list[Kernel], layers: list[list]) -> dict[str, float]:
+    """A layers-mode profile's per-node times ([node, op, block, ms(, raw ms)]) summed per kernel."""
+    of_node = {n: k.name for k in kernels for n in k.nodes}
+    out: dict[str, float] = {}
+    for entry in layers:
+        name = of_node.get(entry[0])
+        if name is not None:
+            out[name] = out.get(name, 0.0) + float(entry[3])
+    return out
+
+
+def head_kernels(channels: int, spatial: int, classes: int, precision: str = "fp32") -> list[Kernel]:
+    """The head NetCut puts on a cut: global average pooling, then a linear layer."""
+    e = ELEMENT_BYTES.get(precision, 4)
+    return [
+        Kernel("head.pool", ("head.pool",), "pool.global", 0.0, (channels * spatial + channels) * e, 0.0, "head"),
+        Kernel(
+            "head.fc",
+            ("head.fc",),
+            "gemm",
+            float(channels * classes),
+            (channels + classes + channels * classes) * e,
+            0.0,
+            "head",
+        ),
+    ]
+
+
+# ------------------------------------------------------------------ the model
+
+
+@dataclass
+class KindFit:
+    fixed_ms: float
+    ms_per_gmac: float
+    ms_per_mb: float
+    ms_per_mact: float  # per million elements through a transcendental activation
+    n: int  # measured kernels behind it
+    ratio_low: float  # measured/predicted: the interval's ends on the kernels it was fitted on
+    ratio_high: float
+    median_ape_pct: float
+    scale: float = 1.0  # refitted on a new board (rescaled)
+
+    def predict(self, macs: float, nbytes: float, act: float) -> float:
+        compute = self.ms_per_gmac * macs / 1e9
+        memory = self.ms_per_mb * nbytes / 1e6
+        return self.scale * (self.fixed_ms + max(compute, memory) + self.ms_per_mact * act / 1e6)
+
+
+@dataclass
+class KernelEstimate:
+    ms: float
+    low_ms: float
+    high_ms: float
+    by_kind: dict[str, tuple[float, int, int]]  # kind used -> (ms, kernels of the TRN, measured kernels behind)
+
+    def dominant(self, limit: int = 3) -> list[str]:
+        total = self.ms or 1.0
+        ranked = sorted(self.by_kind.items(), key=lambda kv: -kv[1][0])[:limit]
+        return [f"{kind} {ms / total:.0%} ({count} kernels; fitted on {n})" for kind, (ms, count, n) in ranked]
+
+
+@dataclass
+class KernelModel:
+    """Per kind, a roofline fitted on measured kernel times of one target identity and row key."""
+
+    target: str
+    kinds: dict[str, KindFit]
+    kernels: int  # measured kernels fitted on
+    networks: list[str] = field(default_factory=list)
+    suite: int = 0  # of which from the kernel suite
+    reference: str = ""  # rescaled from this target's model ("" when fitted on this target's own rows)
+    measurements_used: int = 0  # rescaled: the measurements of this target it was refitted on
+    # The network-level correction: a whole model's median = network_scale x its kernels' sum + overhead_ms
+    # (one run's fixed cost, which a profile spreads over the kernels and a suite model charges to its own).
+    network_scale: float = 1.0
+    overhead_ms: float = 0.0
+    quantile_ratios: dict[str, float] = field(default_factory=lambda: {"median": 1.0})  # p90.. over median
+
+    def kind_for(self, k: Kernel) -> str:
+        return next(kind for kind in k.kinds() if kind in self.kinds)
+
+    def predict(self, k: Kernel) -> float:
+        return self.kinds[self.kind_for(k)].predict(*k.features())
+
+    def estimate(self, kernels: list[Kernel]) -> KernelEstimate:
+        """The sum of the kernels, with an interval: a kind's error is shared by all its kernels (it is the
+        kind's coefficients that are off), kinds' errors are independent of each other."""
+        by_kind: dict[str, list[float]] = {}
+        for k in kernels:
+            by_kind.setdefault(self.kind_for(k), []).append(self.predict(k))
+        c = self.network_scale
+        total = sum(sum(v) for v in by_kind.values())
+        low = high = 0.0
+        for kind, values in by_kind.items():
+            s, fit = sum(values) * c, self.kinds[kind]
+            low += (s * (1 - fit.ratio_low)) ** 2
+            high += (s * (fit.ratio_high - 1)) ** 2
+        ms = c * total + self.overhead_ms
+        return KernelEstimate(
+            ms,
+            max(0.0, ms - math.sqrt(low)),
+            ms + math.sqrt(high),
+            {kind: (c * sum(v), len(v), self.kinds[kind].n) for kind, v in by_kind.items()},
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "KernelModel":
+        try:
+            data = json.loads(text)
+            data["kinds"] = {k: KindFit(**v) for k, v in data["kinds"].items()}
+            return cls(**data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise NetcutError(f"not a kernel model ({exc}); fit it again with netcut-host calibrate") from None
+
+
+def _fit_kind(x: np.ndarray, y: np.ndarray) -> KindFit:
+    """x: (n, 3) macs, bytes, activation elements; y: measured ms. Least relative error, robust loss."""
+    from scipy.optimize import least_squares
+
+    scale = np.array([1e9, 1e6, 1e6])
+    f = x / scale
+
+    def predict(p: np.ndarray) -> np.ndarray:
+        return p[0] + np.maximum(p[1] * f[:, 0], p[2] * f[:, 1]) + p[3] * f[:, 2]
+
+    positive = y > 0
+    fixed0 = float(np.min(y)) * 0.5
+    guess = [
+        fixed0,
+        float(np.median(y[f[:, 0] > 0] / f[f[:, 0] > 0, 0])) if np.any(f[:, 0] > 0) else 0.0,
+        float(np.median(y[f[:, 1] > 0] / f[f[:, 1] > 0, 1])) if np.any(f[:, 1] > 0) else 0.0,
+        0.0,
+    ]
+    guess = [max(g, 0.0) for g in guess]
+    result = least_squares(
+        lambda p: (predict(p) - y) / np.where(positive, y, 1.0),
+        guess,
+        bounds=(0.0, np.inf),
+        loss="soft_l1",
+        f_scale=0.1,
+    )
+    p = result.x
+    ratios = y / np.maximum(predict(p), 1e-9)
+    tail = (1 - INTERVAL) / 2
+    return KindFit(
+        float(p[0]),
+        float(p[1]),
+        float(p[2]),
+        float(p[3]),
+        len(y),
+        float(np.quantile(ratios, tail)),
+        float(np.quantile(ratios, 1 - tail)),
+        float(np.median(np.abs(ratios - 1)) * 100),
+    )
+
+
+def fit_kernel_model(
+    samples: list[tuple[Kernel, float]], target: str = "", networks: list[str] | None = None, suite: int = 0
+) -> KernelModel:
+    """Fit every kind (at each level of the hierarchy) with at least MIN_KERNELS measured kernels."""
+    samples = [(k, ms) for k, ms in samples if ms > 0]
+    if len(samples) < MIN_KERNELS:
+        raise NetcutError(
+            f"the per-kernel model needs at least {MIN_KERNELS} measured kernels on this target, found "
+            f"{len(samples)}; profile a network in layers mode or run netcut-host calibrate first"
+        )
+    by_kind: dict[str, list[tuple[Kernel, float]]] = {}
+    for k, ms in samples:
+        for kind in k.kinds():
+            by_kind.setdefault(kind, []).append((k, ms))
+    kinds = {}
+    for kind, items in by_kind.items():
+        if len(items) >= MIN_KERNELS or kind == GLOBAL:
+            x = np.array([k.features() for k, _ in items], dtype=float)
+            y = np.array([ms for _, ms in items], dtype=float)
+            kinds[kind] = _fit_kind(x, y)
+    return KernelModel(target, kinds, len(samples), sorted(networks or []), suite)
+
+
+def with_correction(model: KernelModel, wholes: list[tuple[list[Kernel], float]], ratios: dict) -> KernelModel:
+    """Fit the network-level correction on whole models measured on the target (kernels, median ms):
+    least relative error, both terms non-negative; and the tails' ratios to the median."""
+    from scipy.optimize import nnls
+
+    points = [(sum(model.predict(k) for k in ks), ms) for ks, ms in wholes if ms > 0]
+    if len(points) >= 2:
+        a = np.array([[s / ms, 1 / ms] for s, ms in points])
+        scale, overhead = nnls(a, np.ones(len(points)))[0]
+        if scale > 0:
+            model.network_scale, model.overhead_ms = float(scale), float(overhead)
+    model.quantile_ratios = {"median": 1.0, **ratios}
+    return model
+
+
+def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], target: str) -> KernelModel:
+    """The reference board's model on a new board: one scale factor per kind from a few measurements of
+    whole models (each a list of kernels and its measured time), by non-negative least squares on relative
+    error; a kind none of them exercises takes the median factor of the others."""
+    from scipy.optimize import nnls
+
+    if not samples:
+        raise NetcutError("no measurement of the new target to rescale the reference model with")
+    kinds = sorted({reference.kind_for(k) for ks, _ in samples for k in ks})
+    c, r = reference.network_scale, reference.overhead_ms
+    a = np.zeros((len(samples), len(kinds) + 1))  # a factor per kind, and one for the run's fixed cost
+    for i, (ks, ms) in enumerate(samples):
+        for k in ks:
+            a[i, kinds.index(reference.kind_for(k))] += c * reference.predict(k) / ms
+        a[i, -1] = r / ms
+    # Shrink toward one common factor: with 10 measurements and a dozen kinds the system is underdetermined.
+    common = float(np.median([ms / max(reference.estimate(ks).ms, 1e-12) for ks, ms in samples]))
+    ridge = 0.3
+    a_aug = np.vstack([a, ridge * np.eye(len(kinds) + 1)])
+    b_aug = np.concatenate([np.ones(len(samples)), ridge * common * np.ones(len(kinds) + 1)])
+    solution = nnls(a_aug, b_aug)[0]
+    factors = dict(zip(kinds, solution[:-1]))
+    out = {}
+    for kind, fit in reference.kinds.items():
+        factor = factors.get(kind, common)
+        out[kind] = KindFit(**{**asdict(fit), "scale": fit.scale * (factor if factor > 0 else common)})
+    return KernelModel(
+        target,
+        out,
+        reference.kernels,
+        reference.networks,
+        reference.suite,
+        reference=reference.target,
+        measurements_used=len(samples),
+        network_scale=c,
+        overhead_ms=r * float(solution[-1]),
+        quantile_ratios=dict(reference.quantile_ratios),
+    )

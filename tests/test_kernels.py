@@ -1,0 +1,161 @@
+"""The per-kernel estimator: kernels of real exports, the kernel suite on a real local agent, a network
+estimated from kernel rows alone, and a new target from a reference in exactly --budget measurements."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_cli
+from netcut.errors import NetcutError
+from netcut.kernel_suite import build, select
+from netcut.kernels import Kernel, KernelModel, fit_kernel_model, kernels_of
+from netcut.vocabulary import KERNEL_SUITE_PREFIX
+
+FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
+SMALL = ["--input-size", "32"]
+
+
+class Block(nn.Module):
+    """A residual block and a squeeze-excite gate with SiLU: the fusions kernels_of must see."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        y = torch.relu(self.bn1(self.conv1(x)) + x)
+        y = nn.functional.silu(self.dw(y))
+        gate = torch.sigmoid(self.fc2(torch.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+        return y * gate
+
+
+def exported(tmp_path) -> "onnx.ModelProto":  # noqa: F821, ANN001
+    import onnx
+
+    path = tmp_path / "block.onnx"
+    torch.onnx.export(Block().eval(), torch.randn(1, 8, 16, 16), str(path), dynamo=False)
+    return onnx.load(path)
+
+
+def test_kernels_of_a_graph_follow_the_runtime_fusions(tmp_path):
+    kernels = kernels_of(exported(tmp_path))
+    kinds = [k.kind for k in kernels]
+    # conv+bn+add+relu is one kernel; the depthwise conv carries its SiLU; the gate's Mul stands alone.
+    assert kinds == ["conv.dense.k3x3s1", "conv.dw.k3x3s1", "pool.global", "conv.pw.s1", "conv.pw.s1", "eltwise.mul"]
+    first, dw = kernels[0], kernels[1]
+    assert {n.split("/")[-1].split("_")[0] for n in first.nodes} >= {"Conv", "Add", "Relu"}
+    assert first.macs == 8 * 16 * 16 * 8 * 9 and "add=1" in first.spec and "act=relu" in first.spec
+    assert dw.act == 8 * 16 * 16 and "act=silu" in dw.spec and dw.macs == 8 * 16 * 16 * 9
+    assert kernels[-1].spec.endswith("gate=1,h=16,w=16")
+
+
+def test_a_suite_model_is_the_kernel_it_was_built_from_and_runs(tmp_path):
+    kernels = kernels_of(exported(tmp_path))
+    chosen = select(kernels, set(), 10)
+    assert len(chosen) == len({k.spec for k in kernels if k.spec})  # everything, once
+    for k in chosen:
+        model = build(k.spec)
+        alone = [x for x in kernels_of(model) if x.block == "kernel"]
+        assert [(x.kind, x.spec, x.macs) for x in alone] == [(k.kind, k.spec, k.macs)]
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.random.rand(*i.shape).astype(np.float32) for i in session.get_inputs()}
+        assert np.isfinite(session.run(None, feeds)[0]).all()
+    with pytest.raises(NetcutError, match="cannot build"):
+        build("op=transpose,cin=3")
+
+
+def test_the_kernel_model_fits_a_roofline_and_round_trips_json():
+    # Two kinds with known costs: fixed 0.01 ms + 2 ms/GMAC for convs; 0.005 ms + 0.5 ms/MB for pools.
+    samples = []
+    for i in range(1, 9):
+        conv = Kernel(f"c{i}", (f"c{i}",), "conv.pw.s1", i * 1e7, 1e4, 0.0)
+        pool = Kernel(f"p{i}", (f"p{i}",), "pool.global", 0.0, i * 1e5, 0.0)
+        samples += [(conv, 0.01 + 2 * i * 1e7 / 1e9), (pool, 0.005 + 0.5 * i * 1e5 / 1e6)]
+    model = fit_kernel_model(samples, "t")
+    fit = model.kinds["conv.pw.s1"]
+    assert fit.ms_per_gmac == pytest.approx(2.0, rel=0.02) and fit.fixed_ms == pytest.approx(0.01, rel=0.05)
+    assert model.kinds["pool.global"].ms_per_mb == pytest.approx(0.5, rel=0.02)
+    # Extrapolates along the roofline: ten times the largest conv measured.
+    big = Kernel("b", ("b",), "conv.pw.s1", 8e8, 1e4, 0.0)
+    assert model.predict(big) == pytest.approx(0.01 + 1.6, rel=0.03)
+    again = KernelModel.from_json(model.to_json())
+    assert again == model and again.predict(big) == model.predict(big)
+    estimate = model.estimate([big, samples[1][0]])
+    assert estimate.low_ms <= estimate.ms <= estimate.high_ms and set(estimate.by_kind) == {"conv.pw.s1", "pool.global"}
+    with pytest.raises(NetcutError, match="not a kernel model"):
+        KernelModel.from_json('{"kinds": 3}')
+    with pytest.raises(NetcutError, match="at least 6 measured kernels"):
+        fit_kernel_model(samples[:3])
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    db = tmp_path_factory.mktemp("kernels") / "t.sqlite"
+    argv = ["calibrate", "--models", "resnet18", *SMALL, "--budget", "8", *FAST, "--json", "--db", str(db)]
+    result = run_cli("netcut-host", *argv)
+    assert result.returncode == 0, result.stderr
+    return db, json.loads(result.stdout)
+
+
+def test_the_suite_measures_and_stores_kernel_rows(calibrated):
+    db, out = calibrated
+    assert out["measured"] == 8 and len(out["chosen"]) == 8 and sum(out["families"].values()) == 8
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT arch, mode, layers FROM measurements").fetchall()
+    assert len(rows) == 8 and all(a.startswith(KERNEL_SUITE_PREFIX) and m == "layers" for a, m, _ in rows)
+    assert {a[len(KERNEL_SUITE_PREFIX) :] for a, _, _ in rows} == set(out["chosen"])
+    for _, _, layers in rows:  # per-node times, the profiler's own beside the normalised one
+        entries = json.loads(layers)
+        assert any(e[2] == "kernel" and e[3] > 0 and e[4] > 0 for e in entries)
+    assert out["model"]["suite_kernels"] == 8 and out["model"]["networks"] == []
+
+
+def test_a_network_in_no_table_is_estimated_from_kernel_rows_alone(calibrated):
+    db, _ = calibrated
+    argv = ["estimate", "--models", "mobilenet_v3_small", *SMALL, "--estimator", "kernels", "--json", "--db", str(db)]
+    result = run_cli("netcut-host", *argv, "--quantile", "median")
+    assert result.returncode == 0, result.stderr
+    estimates = json.loads(result.stdout)["estimates"]
+    values = [e["estimated_ms"] for e in estimates]
+    assert all(v > 0 for v in values) and values[-1] > values[0]  # the full network costs more than its stem
+    assert all("per-kernel model" in e["evidence"] and "dominated by" in e["evidence"] for e in estimates)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM measurements WHERE arch='mobilenet_v3_small'").fetchone()[0] == 0
+
+
+def test_a_new_target_from_a_reference_takes_exactly_the_budget(calibrated):
+    db, _ = calibrated
+    argv = ["calibrate", "--models", "resnet18", *SMALL, "--threads", "2", "--from", "local", "--budget", "10"]
+    result = run_cli("netcut-host", *argv, *FAST, "--json", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["measured"] == 10 and out["model"]["measurements_used"] == 10 and out["model"]["reference"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM measurements WHERE threads=2").fetchone()[0] == 10
+    estimate = run_cli(
+        "netcut-host", "estimate", "--models", "resnet18", *SMALL, "--threads", "2", "--estimator", "kernels",
+        "--json", "--db", str(db),
+    )  # fmt: skip
+    assert estimate.returncode == 0, estimate.stderr
+    assert all("rescaled from" in e["evidence"] for e in json.loads(estimate.stdout)["estimates"])
+
+
+def test_calibrate_refuses_what_it_cannot_do(calibrated, tmp_path):
+    db, _ = calibrated
+    unknown = run_cli("netcut-host", "calibrate", "--models", "resnet18", *SMALL, "--from", "pi9", "--db", str(db))
+    assert unknown.returncode == 2 and "no kernel model of pi9" in unknown.stderr and "Traceback" not in unknown.stderr
+    itself = run_cli("netcut-host", "calibrate", "--models", "resnet18", "--input-size", "48", "--from", "local",
+                     "--db", str(tmp_path / "t.sqlite"))  # fmt: skip
+    assert itself.returncode == 2 and "this target itself" in itself.stderr
+    litert = run_cli("netcut-host", "calibrate", "--models", "resnet18", *SMALL, "--runtime", "litert",
+                     "--db", str(tmp_path / "t.sqlite"))  # fmt: skip
+    assert litert.returncode != 0 and "--from" in litert.stderr and "Traceback" not in litert.stderr
