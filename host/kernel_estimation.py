@@ -140,7 +140,10 @@ def fit(db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude
     if exclude is None:
         stored = db.cost_model(identity, key, fitted_rows, ESTIMATOR)
         if stored is not None:
-            return KernelModel.from_json(stored)
+            try:
+                return KernelModel.from_json(stored)
+            except NetcutError as exc:  # written by another version: fitted again
+                log.info("stored kernel model not used: %s", exc)
     samples, wholes, tails, networks, suite = training_data(db, identity, key, source, exclude)
     model = with_correction(fit_kernel_model(samples, identity, networks, suite), wholes, tails)
     if exclude is None:

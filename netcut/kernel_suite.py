@@ -144,7 +144,7 @@ def _activation(act: str, last: str, nodes: list, init) -> str:  # noqa: ANN001 
 
 
 def _point(k: Kernel) -> np.ndarray:
-    return np.array([math.log1p(k.macs), math.log1p(k.bytes), math.log1p(k.act)])
+    return np.array([math.log1p(k.macs), math.log1p(k.bytes), math.log1p(k.act), math.log1p(k.weight_bytes)])
 
 
 def family(k: Kernel) -> str:

@@ -8,7 +8,8 @@ groups an exported graph so; a layers-mode profile's per-node times (already map
 by the agent) sum per kernel with `kernel_times`.
 
 Each kernel kind has a roofline: time = fixed + max(compute coefficient x MACs, memory coefficient x
-bytes) + activation coefficient x elements through a transcendental activation, all non-negative, fitted
+bytes, weight coefficient x weight bytes) + activation coefficient x elements through a transcendental
+activation, all non-negative, fitted
 on relative error with `scipy.optimize.least_squares`. Kinds are nested (conv > conv.dw > conv.dw.k3s2):
 a kernel is predicted at the most specific kind with enough measured kernels behind it. The model is
 plain JSON; `rescaled` adapts it to a new board with one scale factor per kind from a few measurements.
@@ -75,9 +76,12 @@ class Kernel:
     nodes: tuple[str, ...]  # every original node it covers (the anchor first)
     kind: str  # most specific kind, e.g. conv.dw.k3s2 (see kinds())
     macs: float
-    bytes: float  # activations in and out plus weights, at the precision's element size
+    bytes: float  # activations in and out, at the precision's element size
     act: float  # elements through a transcendental activation (SiLU, HardSwish, sigmoid gates)
     block: str = ""
+    # Weights, apart: a convolution on a 3x3 map (or a squeeze-excite one on 1x1) streams its weights and
+    # uses each only a few times (efficientnet_b0's 1152->192 1x1 conv at 96 px ran at ~26 GB/s of weights).
+    weight_bytes: float = 0.0
     spec: str = ""  # what the kernel suite builds to measure this kernel alone ("" when it cannot)
 
     def kinds(self) -> list[str]:
@@ -86,7 +90,7 @@ class Kernel:
         return [".".join(parts[:i]) for i in range(len(parts), 0, -1)] + [GLOBAL]
 
     def features(self) -> tuple[float, float, float]:
-        return self.macs, self.bytes, self.act
+        return self.macs, self.bytes, self.act, self.weight_bytes
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -270,7 +274,8 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 "ops": [op],
                 "kind": kind,
                 "macs": macs,
-                "bytes": bytes_of(inputs) + _numel(out) * element + weights,
+                "bytes": bytes_of(inputs) + _numel(out) * element,
+                "weights": weights,
                 "act": _numel(out) if op in TRANSCENDENTAL else 0.0,
                 "block": _block(node),
                 "outputs": set(node.output),
@@ -289,7 +294,8 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
             g["bytes"],
             g["act"],
             g["block"],
-            spec_text(g["spec"]) if g["spec"] and g["spec"].get("act") != "?" else "",
+            weight_bytes=g["weights"],
+            spec=spec_text(g["spec"]) if g["spec"] and g["spec"].get("act") != "?" else "",
         )
         for g in groups
     ]
@@ -337,9 +343,10 @@ def head_kernels(channels: int, spatial: int, classes: int, precision: str = "fp
             ("head.fc",),
             "gemm",
             float(channels * classes),
-            (channels + classes + channels * classes) * e,
+            (channels + classes) * e,
             0.0,
             "head",
+            weight_bytes=float((channels * classes + classes) * e),
         ),
     ]
 
@@ -353,16 +360,18 @@ class KindFit:
     ms_per_gmac: float
     ms_per_mb: float
     ms_per_mact: float  # per million elements through a transcendental activation
+    ms_per_weight_mb: float  # streaming the weights
     n: int  # measured kernels behind it
     ratio_low: float  # measured/predicted: the interval's ends on the kernels it was fitted on
     ratio_high: float
     median_ape_pct: float
     scale: float = 1.0  # refitted on a new board (rescaled)
 
-    def predict(self, macs: float, nbytes: float, act: float) -> float:
+    def predict(self, macs: float, nbytes: float, act: float, weight_bytes: float = 0.0) -> float:
         compute = self.ms_per_gmac * macs / 1e9
         memory = self.ms_per_mb * nbytes / 1e6
-        return self.scale * (self.fixed_ms + max(compute, memory) + self.ms_per_mact * act / 1e6)
+        weights = self.ms_per_weight_mb * weight_bytes / 1e6
+        return self.scale * (self.fixed_ms + max(compute, memory, weights) + self.ms_per_mact * act / 1e6)
 
 
 @dataclass
@@ -436,30 +445,22 @@ class KernelModel:
 
 
 def _fit_kind(x: np.ndarray, y: np.ndarray) -> KindFit:
-    """x: (n, 3) macs, bytes, activation elements; y: measured ms. Least relative error, robust loss."""
+    """x: (n, 4) MACs, activation bytes, transcendental elements, weight bytes; y: measured ms. Least
+    relative error with a robust loss; each rate starts where it bounds most kernels from below."""
     from scipy.optimize import least_squares
 
-    scale = np.array([1e9, 1e6, 1e6])
-    f = x / scale
+    f = x / np.array([1e9, 1e6, 1e6, 1e6])
 
     def predict(p: np.ndarray) -> np.ndarray:
-        return p[0] + np.maximum(p[1] * f[:, 0], p[2] * f[:, 1]) + p[3] * f[:, 2]
+        return p[0] + np.maximum.reduce([p[1] * f[:, 0], p[2] * f[:, 1], p[4] * f[:, 3]]) + p[3] * f[:, 2]
 
-    positive = y > 0
-    fixed0 = float(np.min(y)) * 0.5
-    guess = [
-        fixed0,
-        float(np.median(y[f[:, 0] > 0] / f[f[:, 0] > 0, 0])) if np.any(f[:, 0] > 0) else 0.0,
-        float(np.median(y[f[:, 1] > 0] / f[f[:, 1] > 0, 1])) if np.any(f[:, 1] > 0) else 0.0,
-        0.0,
-    ]
-    guess = [max(g, 0.0) for g in guess]
+    def bound(column: int) -> float:
+        used = f[:, column] > 0
+        return float(np.quantile(y[used] / f[used, column], 0.2)) if np.any(used) else 0.0
+
+    guess = [float(np.min(y)) * 0.5, bound(0), bound(1), 0.0, bound(3)]
     result = least_squares(
-        lambda p: (predict(p) - y) / np.where(positive, y, 1.0),
-        guess,
-        bounds=(0.0, np.inf),
-        loss="soft_l1",
-        f_scale=0.1,
+        lambda p: (predict(p) - y) / y, np.maximum(guess, 0.0), bounds=(0.0, np.inf), loss="soft_l1", f_scale=0.1
     )
     p = result.x
     ratios = y / np.maximum(predict(p), 1e-9)
@@ -469,6 +470,7 @@ def _fit_kind(x: np.ndarray, y: np.ndarray) -> KindFit:
         float(p[1]),
         float(p[2]),
         float(p[3]),
+        float(p[4]),
         len(y),
         float(np.quantile(ratios, tail)),
         float(np.quantile(ratios, 1 - tail)),
