@@ -119,7 +119,11 @@ def training_data(
                 if is_suite and layers and len(layers[0]) > 4:
                     layers = [[*entry[:3], entry[4]] for entry in layers]
                 times = kernel_times(kernels, layers)
-                samples += [(k, times[k.name]) for k in kernels if times.get(k.name, 0) > 0]
+                samples += [
+                    (k, times.get(k.name, 0.0))
+                    for k in kernels
+                    if times.get(k.name, 0) > 0 or k.kind.startswith("act.")  # an activation fused: zero
+                ]
                 suite += sum(1 for k in kernels if is_suite and k.block == "kernel" and times.get(k.name, 0) > 0)
                 wholes.append((kernels, r["median_ms"]))
             elif not is_suite:

@@ -148,8 +148,11 @@ def _point(k: Kernel) -> np.ndarray:
 
 
 def family(k: Kernel) -> str:
-    """The level kernels are balanced over: conv.dw, conv.pw, pool.global, eltwise.mul..."""
-    return ".".join(k.kind.split(".")[:2])
+    """The level kernels are balanced over: conv.dw, conv.pw, pool.global, eltwise.mul..., and apart the
+    convolutions with an activation a runtime may run as a kernel of its own (conv.pw+silu)."""
+    base = ".".join(k.kind.split(".")[:2])
+    act = next((p[4:] for p in k.spec.split(",") if p.startswith("act=")), "")
+    return base + ("+" + act if act in ("silu", "hardswish", "hardsigmoid") else "")
 
 
 def select(

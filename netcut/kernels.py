@@ -65,6 +65,27 @@ FOLLOWERS = {
     "DequantizeLinear",
 }
 TRANSCENDENTAL = {"Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu", "Erf", "Softmax", "Exp"}
+# A compute kernel's activation that a runtime may run as a kernel of its own (onnxruntime on x86 runs a
+# SiLU as QuickGelu, plus a layout reorder, after the NCHWc convolution: at 96 px as long as the 1x1
+# convolution itself). It is modelled as a kernel of its own, ACT_SUFFIX after the compute kernel's name:
+# where the board fuses it, its measured time is zero and so is its estimate.
+SEPARABLE_ACTS = {"Sigmoid", "Tanh", "HardSwish", "HardSigmoid"}
+ACT_SUFFIX = "#act"
+# Runtime kernels that do a compute kernel's work, whichever node of its group they map to (a Conv fused
+# with its HardSigmoid is named after the HardSigmoid's output).
+COMPUTE_KERNEL_OPS = {
+    "Conv",
+    "FusedConv",
+    "NhwcConv",
+    "QLinearConv",
+    "ConvInteger",
+    "Gemm",
+    "FusedGemm",
+    "MatMul",
+    "FusedMatMul",
+    "QLinearMatMul",
+    "MatMulInteger",
+}
 ELEMENT_BYTES = {"fp32": 4, "int8": 1}
 
 
@@ -200,6 +221,8 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 g["bytes"] += bytes_of([i for i in inputs if owner.get(i) != joins])
             if op in TRANSCENDENTAL:
                 g["act"] += _numel(shapes.get(node.output[0]))
+            if op in SEPARABLE_ACTS or (op == "Mul" and "Sigmoid" in g["ops"]):
+                g["act_nodes"].append(node.name)
             if g["spec"] and op not in FREE and op not in ("QuantizeLinear", "DequantizeLinear"):
                 fused = {"Relu": "relu", "Clip": "relu6", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid"}
                 if op == "Add":
@@ -281,24 +304,35 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 "outputs": set(node.output),
                 "fuses": fuses,
                 "spec": spec,
+                "act_nodes": [],
             }
         )
         for o in node.output:
             owner[o] = len(groups) - 1
-    return [
-        Kernel(
-            g["name"],
-            tuple(g["nodes"]),
-            g["kind"],
-            g["macs"],
-            g["bytes"],
-            g["act"],
-            g["block"],
-            weight_bytes=g["weights"],
-            spec=spec_text(g["spec"]) if g["spec"] and g["spec"].get("act") != "?" else "",
+    out = []
+    for g in groups:
+        acts = g["act_nodes"]
+        out.append(
+            Kernel(
+                g["name"],
+                tuple(n for n in g["nodes"] if n not in acts),
+                g["kind"],
+                g["macs"],
+                g["bytes"],
+                0.0 if acts else g["act"],
+                g["block"],
+                weight_bytes=g["weights"],
+                spec=spec_text(g["spec"]) if g["spec"] and g["spec"].get("act") != "?" else "",
+            )
         )
-        for g in groups
-    ]
+        if acts:  # the activation, as the kernel a runtime may run apart
+            name = "silu" if "Sigmoid" in g["ops"] and "Mul" in g["ops"][g["ops"].index("Sigmoid") :] else None
+            kind = "act." + (name or next(o for o in g["ops"] if o in SEPARABLE_ACTS).lower())
+            elements = g["act"]
+            out.append(
+                Kernel(g["name"] + ACT_SUFFIX, tuple(acts), kind, 0.0, 2 * elements * element, elements, g["block"])
+            )
+    return out
 
 
 def spec_text(spec: dict) -> str:
@@ -328,6 +362,8 @@ def kernel_times(kernels: list[Kernel], layers: list[list]) -> dict[str, float]:
     out: dict[str, float] = {}
     for entry in layers:
         name = of_node.get(entry[0])
+        if name is not None and name.endswith(ACT_SUFFIX) and entry[1] in COMPUTE_KERNEL_OPS:
+            name = name[: -len(ACT_SUFFIX)]  # the convolution fused with its activation: the convolution's time
         if name is not None:
             out[name] = out.get(name, 0.0) + float(entry[3])
     return out
@@ -482,6 +518,10 @@ def fit_kernel_model(
     samples: list[tuple[Kernel, float]], target: str = "", networks: list[str] | None = None, suite: int = 0
 ) -> KernelModel:
     """Fit every kind (at each level of the hierarchy) with at least MIN_KERNELS measured kernels."""
+    zeros: dict[str, int] = {}  # activations the board fused: measured at nothing
+    for k, ms in samples:
+        if ms <= 0 and k.kind.startswith("act."):
+            zeros[k.kind] = zeros.get(k.kind, 0) + 1
     samples = [(k, ms) for k, ms in samples if ms > 0]
     if len(samples) < MIN_KERNELS:
         raise NetcutError(
@@ -492,8 +532,14 @@ def fit_kernel_model(
     for k, ms in samples:
         for kind in k.kinds():
             by_kind.setdefault(kind, []).append((k, ms))
-    kinds = {}
+    kinds = {
+        kind: KindFit(0.0, 0.0, 0.0, 0.0, 0.0, n, 1.0, 1.0, 0.0)
+        for kind, n in zeros.items()
+        if n > len(by_kind.get(kind, []))  # fused more often than not on this board
+    }
     for kind, items in by_kind.items():
+        if kind in kinds:
+            continue
         if len(items) >= MIN_KERNELS or kind == GLOBAL:
             x = np.array([k.features() for k, _ in items], dtype=float)
             y = np.array([ms for _, ms in items], dtype=float)
