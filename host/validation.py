@@ -7,10 +7,13 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-from netcut.estimate import EmpiricalEstimator, quantile_level
+from netcut.errors import NetcutError
+from netcut.estimate import STAT_OF, EmpiricalEstimator, quantile_level
 
 from .choices import DEFAULT_ROUNDS
 from .estimation import analytical, fit
+from .kernel_estimation import KernelSource
+from .kernel_estimation import fit as fit_kernels
 from .profiling import Job, ModelFiles, analyses_for, anchor_cuts, interleave, round_robin, run
 from .records import Timing
 from .tables import LatencyDB, RowKey, TableView, fresh_measurements
@@ -61,7 +64,9 @@ def validate(
     report = run(jobs, target, db, key, files, timing, force=True, progress=progress, rounds=rounds)
     fresh = fresh_measurements(db, identity, key, report.measured)
     q = quantile_level(quantile)
-    results = {"empirical": [], "analytical": []}
+    results = {"empirical": [], "analytical": [], "kernels": []}
+    inside = []  # the kernel model's 90% intervals: did the fresh measurement fall in?
+    source = KernelSource(files_cache / "kernels", key, dict(analyses))
     per_network = {}
     # Empirical, from the per-layer profile only: the fresh e2e rows are what we score against.
     estimator = EmpiricalEstimator(TableView(db, identity, key, exclude_mode="e2e"))
@@ -72,7 +77,11 @@ def validate(
         names_cuts = [c.name for c in a.cuts]
         others = [m for m in measured if m != name]
         cost_model = fit(db, identity, key, exclude=name, analyses=fit_cache) if others else None
-        net = {"empirical": [], "analytical": []}
+        net = {"empirical": [], "analytical": [], "kernels": []}
+        try:  # the per-kernel model without this network's rows: from the others' profiles and the suite
+            kernel_model = fit_kernels(db, identity, key, source, exclude=name)
+        except NetcutError:
+            kernel_model = None
         for cut in held:
             truth = fresh[(name, cut)].at(q)
             e = estimator.estimate(name, names_cuts, cut, quantile)
@@ -80,6 +89,11 @@ def validate(
                 net["empirical"].append(ape(e.estimated_ms, truth))
             if cost_model is not None:
                 net["analytical"].append(ape(analytical(cost_model, a, key, quantile, [cut])[0].estimated_ms, truth))
+            if kernel_model is not None:
+                tail = kernel_model.quantile_ratios.get(STAT_OF[q].removesuffix("_ms"), 1.0)
+                k = kernel_model.estimate(source.trn(a, cut, key.classes))
+                net["kernels"].append(ape(k.ms * tail, truth))
+                inside.append(k.low_ms * tail <= truth <= k.high_ms * tail)
         for k in results:
             results[k] += net[k]
         per_network[name] = {k: summary(v) for k, v in net.items()}
@@ -90,6 +104,9 @@ def validate(
         "held_out_measurements": len(report.measured),
         "empirical": summary(results["empirical"]),
         "analytical_leave_one_network_out": summary(results["analytical"]),
+        "kernels_leave_one_network_out": summary(results["kernels"]),
+        # Goal: 85-95% of fresh measurements inside the per-kernel model's 90% intervals.
+        "kernels_interval_90_coverage": round(sum(inside) / len(inside), 3) if inside else None,
         "per_network": per_network,
         "failed": [j.label() for j, _ in report.failed],
     }

@@ -153,9 +153,11 @@ def test_validate_scores_both_estimators(profiled):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["held_out_measurements"] == 6  # 2 cuts + the full network, for each of 2 networks
-    for k in ("empirical", "analytical_leave_one_network_out"):
+    for k in ("empirical", "analytical_leave_one_network_out", "kernels_leave_one_network_out"):
         assert data[k]["n"] > 0 and data[k]["median_ape_pct"] >= 0
         assert data[k]["worst_ape_pct"] >= data[k]["p95_ape_pct"] >= 0
+    # Each network's held-out cuts by the kernel model of the other's profile: an interval per cut.
+    assert data["kernels_leave_one_network_out"]["n"] == 6 and 0 <= data["kernels_interval_90_coverage"] <= 1
 
 
 def test_table_shows_exports_and_imports(profiled, tmp_path):

@@ -394,7 +394,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"{out['target']} ({out['precision']}): {out['held_out_measurements']} fresh measurements at "
             f"{out['quantile']}"
         )
-        for k in ("empirical", "analytical_leave_one_network_out"):
+        for k in ("empirical", "analytical_leave_one_network_out", "kernels_leave_one_network_out"):
             s = out[k]
             if s["n"]:
                 print(
@@ -403,6 +403,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 )
             else:
                 print(f"  {k:<34} no estimates (profile with --mode layers; the analytical one needs 2+ networks)")
+        if out["kernels_interval_90_coverage"] is not None:
+            print(
+                f"  per-kernel 90% intervals held {out['kernels_interval_90_coverage']:.0%} of the fresh measurements"
+            )
     return EXIT_TARGET_FAILED if out["failed"] else 0
 
 
