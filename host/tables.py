@@ -237,12 +237,25 @@ class LatencyDB:
         try:
             self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.Error as exc:
             raise _friendly(exc, self.path) from None
+
+    def _wal(self) -> None:
+        """Switch to write-ahead logging; SQLite answers "locked" at once, without waiting, while another
+        process creates the same new file, so wait here (as long as the connection's timeout)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.conn.close()
@@ -262,6 +275,10 @@ class LatencyDB:
             )
         for target_version in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
+                # Read again under the write lock: another process opening the same new table at the same
+                # moment may have migrated it meanwhile ("table targets already exists" otherwise).
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] >= target_version:
+                    continue
                 for statement in MIGRATIONS[target_version].split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
