@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,9 @@ from netcut.kernel_suite import family, select, spec_of, suite_name
 from netcut.kernels import KernelModel, rescaled
 
 from . import kernel_estimation as ke
-from .profiling import Job, ModelFiles, run
+from .profiling import Job, ModelFiles, ProfileReport, run
 from .records import Timing
-from .tables import LatencyDB, RowKey
+from .tables import LatencyDB, RowKey, fresh_measurements
 from .targets import ConnectedTarget
 
 
@@ -55,13 +54,14 @@ class Board:
     timing: Timing
     progress: Callable | None = None
 
-    def measure(self, jobs: list[Job], files: ModelFiles, remeasure: int, report: CalibrationReport) -> None:
+    def measure(self, jobs: list[Job], files: ModelFiles, remeasure: int, report: CalibrationReport) -> ProfileReport:
         result = run(
             jobs, self.target, self.db, self.key, files, self.timing, progress=self.progress, remeasure=remeasure
         )
         report.measured += len(result.measured) + result.measured_elsewhere
         report.reused += result.skipped
         report.failed += [f"{j.label()}: {e}" for j, e in result.failed]
+        return result
 
 
 def run_suite(board: Board, budget: int, remeasure: int = 1) -> CalibrationReport:
@@ -74,7 +74,7 @@ def run_suite(board: Board, budget: int, remeasure: int = 1) -> CalibrationRepor
     started, report = time.monotonic(), CalibrationReport()
     identity = target.identity.key
     db.add_target(target.identity)
-    source = ke.KernelSource(cache / "kernels", key, analyses)
+    source = ke.KernelSource(cache, key, analyses)
     files = ke.SuiteFiles(cache, key, analyses)
     candidates = [k for name in analyses for k in source.of(name)]
     measured = {spec_of(n) for n in db.archs(identity, key, suite=True)}
@@ -84,8 +84,8 @@ def run_suite(board: Board, budget: int, remeasure: int = 1) -> CalibrationRepor
     measured |= {k.spec for k in first}
     errors = {}
     try:  # where the model errs most: the median error of each family's kernels
-        model = ke.fit(db, identity, key, source)
-        samples, *_ = ke.training_data(db, identity, key, source)
+        data = ke.training_data(db, identity, key, source)
+        model, samples = ke.fit_from(data, identity), data[0]
         per: dict[str, list[float]] = {}
         for k, ms in (s for s in samples if s[1] > 0):  # a fused activation's zero is no error to chase
             per.setdefault(family(k), []).append(abs(model.predict(k) * model.network_scale / ms - 1))
@@ -126,22 +126,24 @@ def informative_cuts(
 ) -> list[tuple[str, str | None]]:
     """Up to `budget` TRNs whose kernel mixes differ most: each is a vector of its predicted time per kind
     (as shares, with its log total), chosen greedily farthest from those already chosen."""
-    options = []
+    options, shares, sizes = [], [], []
     for name, a in analyses.items():
         for cut in candidate_cuts(a):
             estimate = reference.estimate(source.trn(a, cut, classes))
-            options.append(((name, cut), {k: v[0] / max(estimate.ms, 1e-12) for k, v in estimate.by_kind.items()}))
-            options[-1][1]["log_ms"] = math.log(max(estimate.ms, 1e-9))
-    kinds = sorted({k for _, v in options for k in v})
-    points = np.array([[v.get(k, 0.0) for k in kinds] for _, v in options])
-    if not len(options):
+            options.append((name, cut))
+            shares.append({k: v[0] / max(estimate.ms, 1e-12) for k, v in estimate.by_kind.items()})
+            sizes.append(math.log(max(estimate.ms, 1e-9)))
+    if not options:
         return []
-    chosen = [int(np.argmax((points[:, :-1] > 0).sum(axis=1)))]  # the one exercising most kinds
+    kinds = sorted({k for s in shares for k in s})
+    mixes = np.array([[s.get(k, 0.0) for k in kinds] for s in shares])
+    points = np.column_stack([mixes, sizes])
+    chosen = [int(np.argmax((mixes > 0).sum(axis=1)))]  # the one exercising most kinds
     while len(chosen) < min(budget, len(options)):
         distance = np.min(np.abs(points[:, None, :] - points[None, chosen, :]).sum(axis=2), axis=1)
         distance[chosen] = -1
         chosen.append(int(np.argmax(distance)))
-    return [options[i][0] for i in chosen]
+    return [options[i] for i in chosen]
 
 
 def from_reference(board: Board, reference_name: str, budget: int) -> CalibrationReport:
@@ -150,20 +152,17 @@ def from_reference(board: Board, reference_name: str, budget: int) -> Calibratio
     identity = target.identity.key
     db.add_target(target.identity)
     reference = reference_model(db, reference_name, key, identity)
-    source = ke.KernelSource(cache / "kernels", key, analyses)
+    source = ke.KernelSource(cache, key, analyses)
     picks = informative_cuts(reference, source, analyses, budget, key.classes)
     jobs = [Job(name, cut, "e2e") for name, cut in picks]
     # Exactly the budget: a doubtful run is not measured again here (its row says so).
     board.measure(jobs, ModelFiles(cache, key, analyses), 0, report)
-    samples = []
-    for name, cut in picks:
-        rows = [
-            r
-            for r in db.rows(identity=identity, arch=name, key=key)
-            if r["mode"] == "e2e" and r["cut"] == (cut or "full")
-        ]
-        if rows:
-            samples.append((source.trn(analyses[name], cut, key.classes), rows[-1]["median_ms"]))
+    measured = fresh_measurements(db, identity, key)  # these picks' rows, new or already in the table
+    samples = [
+        (source.trn(analyses[name], cut, key.classes), measured[(name, cut)].median_ms)
+        for name, cut in picks
+        if (name, cut) in measured
+    ]
     model = rescaled(reference, samples, identity)
     db.save_cost_model(identity, key, model.to_json(), db.fitted_rows(identity, key), ke.ESTIMATOR)
     report.model, report.chosen = model, [f"{n}@{c or 'full'}" for n, c in picks]
@@ -193,7 +192,3 @@ def summary(report: CalibrationReport) -> dict:
             "overhead_ms": round(m.overhead_ms, 5),
         },
     }
-
-
-def to_json(report: CalibrationReport) -> str:
-    return json.dumps(summary(report), indent=1)

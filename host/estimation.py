@@ -29,6 +29,7 @@ from .profiling import analyses_for
 from .tables import LatencyDB, RowKey, TableView
 
 log = logging.getLogger(__name__)
+KERNELS = "kernels"  # the per-kernel estimator (kernel_estimation.py, imported only when asked for)
 
 
 def empirical(
@@ -139,7 +140,7 @@ def estimate_candidates(
             profiled = missing
             by_model.update(empirical_all(missing))
         return Estimates(by_model, margin_pct, profiled, notes)
-    if estimator == "kernels":
+    if estimator == KERNELS:
         return _kernel_estimates(db, identity, key, analyses, quantile, margin_pct, profile, only)
     fit_cache = dict(analyses)  # the cost model also calibrates on other networks measured here
     try:
@@ -172,7 +173,7 @@ def _kernel_estimates(
     from . import kernel_estimation as ke
     from .paths import export_cache
 
-    source = ke.KernelSource(export_cache() / "kernels", key, dict(analyses))
+    source = ke.KernelSource(export_cache(), key, dict(analyses))
     profiled: list[str] = []
     try:
         model = ke.fit(db, identity, key, source)

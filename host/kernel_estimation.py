@@ -8,6 +8,7 @@ correction. The fit is stored as JSON beside the rows it was fitted on, like the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -18,7 +19,7 @@ import onnx
 from netcut.cuts import NetworkAnalysis, candidate_cuts
 from netcut.errors import NetcutError
 from netcut.estimate import STAT_OF, Estimate, quantile_level
-from netcut.kernel_suite import build, spec_of
+from netcut.kernel_suite import KERNEL_BLOCK, build, spec_of
 from netcut.kernels import (
     Kernel,
     KernelModel,
@@ -30,11 +31,12 @@ from netcut.kernels import (
 )
 from netcut.vocabulary import parse_cut_label
 
+from .estimation import KERNELS
 from .profiling import Job, ModelFiles, analyses_for
 from .tables import LatencyDB, RowKey
 
 log = logging.getLogger(__name__)
-ESTIMATOR = "kernels"
+ESTIMATOR = KERNELS  # its models' key in the cost_models table
 MEASURED_WHOLE = ("layers", "e2e", "anchor")
 
 
@@ -47,7 +49,7 @@ class SuiteFiles(ModelFiles):
             return super().get(job)
         if self.key.format != "onnx":
             raise NetcutError("the kernel suite runs ONNX models; calibrate an onnxruntime target")
-        path = self.path(job).with_name(f"kernel-{abs(hash(spec)) % 10**12:012d}.onnx")
+        path = self.path(job).with_name(f"kernel-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.onnx")
         if not path.is_file():
             tmp = path.with_suffix(".part")
             onnx.save(build(spec), tmp)
@@ -57,7 +59,8 @@ class SuiteFiles(ModelFiles):
 
 class KernelSource:
     """The kernels of the networks and suite models of one row key, each graph read once. They are read
-    from the ONNX form of the network whatever the target runs (a LiteRT target's kernels too)."""
+    from the ONNX form of the network whatever the target runs (a LiteRT target's kernels too), in the
+    export cache the profiles use (the very file a layers-mode profile of an ONNX target measured)."""
 
     def __init__(self, cache: Path, key: RowKey, analyses: dict[str, NetworkAnalysis]):
         self.key, self.analyses = key, analyses
@@ -72,9 +75,9 @@ class KernelSource:
 
     def of(self, name: str) -> list[Kernel]:
         if name not in self._cache:
-            if spec_of(name) is None:
-                self.analysis(name)
             spec = spec_of(name)
+            if spec is None:
+                self.analysis(name)
             graph = build(spec) if spec is not None else onnx.load(self.files.get(Job(name, None, "layers")))
             self._cache[name] = kernels_of(graph, self.key.precision)
         return self._cache[name]
@@ -124,7 +127,7 @@ def training_data(
                     for k in kernels
                     if times.get(k.name, 0) > 0 or k.kind.startswith("act.")  # an activation fused: zero
                 ]
-                suite += sum(1 for k in kernels if is_suite and k.block == "kernel" and times.get(k.name, 0) > 0)
+                suite += sum(1 for k in kernels if is_suite and k.block == KERNEL_BLOCK and times.get(k.name, 0) > 0)
                 wholes.append((kernels, r["median_ms"]))
             elif not is_suite:
                 cut = parse_cut_label(r["cut"])
@@ -148,11 +151,21 @@ def fit(db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude
                 return KernelModel.from_json(stored)
             except NetcutError as exc:  # written by another version: fitted again
                 log.info("stored kernel model not used: %s", exc)
-    samples, wholes, tails, networks, suite = training_data(db, identity, key, source, exclude)
-    model = with_correction(fit_kernel_model(samples, identity, networks, suite), wholes, tails)
+    model = fit_from(training_data(db, identity, key, source, exclude), identity)
     if exclude is None:
         db.save_cost_model(identity, key, model.to_json(), fitted_rows, ESTIMATOR)
     return model
+
+
+def fit_from(data: tuple, identity: str) -> KernelModel:
+    """The kernel model of training_data's answer (not stored)."""
+    samples, wholes, tails, networks, suite = data
+    return with_correction(fit_kernel_model(samples, identity, networks, suite), wholes, tails)
+
+
+def tail_ratio(model: KernelModel, quantile: str) -> float:
+    """The quantile over the median on this target (the model predicts medians)."""
+    return model.quantile_ratios.get(STAT_OF[quantile_level(quantile)].removesuffix("_ms"), 1.0)
 
 
 def stored(db: LatencyDB, identity: str, key: RowKey) -> KernelModel | None:
@@ -182,8 +195,7 @@ def estimates(
     only: list[str | None] | None = None,
     ratio: float = 1.0,
 ) -> list[Estimate]:
-    q = quantile_level(quantile)
-    tail = model.quantile_ratios.get(STAT_OF[q].removesuffix("_ms"), 1.0)
+    tail = tail_ratio(model, quantile)
     out = []
     for cut in only if only is not None else candidate_cuts(a):
         e = model.estimate(source.trn(a, cut, key.classes))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 
 class Progress:
@@ -29,6 +29,15 @@ class Progress:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()
             self._last = ""
+
+
+def job_progress(progress: Progress, started: float) -> Callable[[int, int, object], None]:
+    """The progress callback of a profiling run: a bar and the job being measured."""
+
+    def show(done: int, total: int, job: object) -> None:
+        progress.show(f"{bar(done, total, started)}  {job.label() if job else 'done'}", force=True)
+
+    return show
 
 
 def bar(done: int, total: int, started: float, width: int = 24) -> str:

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Callable
 
 from netcut.errors import NetcutError
-from netcut.estimate import STAT_OF, EmpiricalEstimator, quantile_level
+from netcut.estimate import EmpiricalEstimator, quantile_level
 
 from .choices import DEFAULT_ROUNDS
 from .estimation import analytical, fit
-from .kernel_estimation import KernelSource
+from .kernel_estimation import KernelSource, tail_ratio
 from .kernel_estimation import fit as fit_kernels
 from .profiling import Job, ModelFiles, analyses_for, anchor_cuts, interleave, round_robin, run
 from .records import Timing
@@ -66,7 +66,7 @@ def validate(
     q = quantile_level(quantile)
     results = {"empirical": [], "analytical": [], "kernels": []}
     inside = []  # the kernel model's 90% intervals: did the fresh measurement fall in?
-    source = KernelSource(files_cache / "kernels", key, dict(analyses))
+    source = KernelSource(files_cache, key, dict(analyses))
     per_network = {}
     # Empirical, from the per-layer profile only: the fresh e2e rows are what we score against.
     estimator = EmpiricalEstimator(TableView(db, identity, key, exclude_mode="e2e"))
@@ -90,7 +90,7 @@ def validate(
             if cost_model is not None:
                 net["analytical"].append(ape(analytical(cost_model, a, key, quantile, [cut])[0].estimated_ms, truth))
             if kernel_model is not None:
-                tail = kernel_model.quantile_ratios.get(STAT_OF[q].removesuffix("_ms"), 1.0)
+                tail = tail_ratio(kernel_model, quantile)
                 k = kernel_model.estimate(source.trn(a, cut, key.classes))
                 net["kernels"].append(ape(k.ms * tail, truth))
                 inside.append(k.low_ms * tail <= truth <= k.high_ms * tail)

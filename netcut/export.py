@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import NetcutError
+from .vocabulary import BLOCK_KEY, NODES_KEY
 
 if TYPE_CHECKING:
     import onnx
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tflite")
 MIN_OPSET = 17
-NODES_KEY = "netcut.nodes"
-BLOCK_KEY = "netcut.block"
 TOLERANCE = 1e-4
 NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 

@@ -10,7 +10,6 @@ adaptive sampler does.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -18,12 +17,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import NetcutError
-from .kernels import BLOCK_KEY, Kernel, parse_spec
+from .kernels import Kernel, parse_spec
 from .vocabulary import KERNEL_SUITE_PREFIX
 
 OPSET = 17
-NODES_KEY = "netcut.nodes"  # the agent maps profiled kernels to these (agent/layer_profile.py)
-KERNEL_BLOCK, STEM_BLOCK = "kernel", "stem"
+KERNEL_BLOCK, STEM_BLOCK = "kernel", "stem"  # node names are scoped /stem/... and /kernel/... (see build)
 
 
 def suite_name(spec: str) -> str:
@@ -43,7 +41,7 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
 
     def tensor(name: str, shape: list[int]) -> None:
         inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
-        nodes.append(helper.make_node("Relu", [name], [name + "_s"], name="stem" + str(len(inputs))))
+        nodes.append(helper.make_node("Relu", [name], [name + "_s"], name=f"/{STEM_BLOCK}/Relu_{name}"))
 
     def init(name: str, values: np.ndarray) -> str:
         inits.append(numpy_helper.from_array(values.astype(np.float32), name))
@@ -61,7 +59,7 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
                 "Conv",
                 ["x_s", init("W", weight), init("B", rng.normal(0, 0.1, cout))],
                 ["y0"],
-                name="kernel",
+                name=f"/{KERNEL_BLOCK}/{op}",
                 kernel_shape=[k, k],
                 strides=[s, s],
                 pads=[pad] * 4,
@@ -72,7 +70,7 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
         last = "y0"
         if spec.get("add"):
             tensor("r", [1, cout, ho, wo])
-            nodes.append(helper.make_node("Add", [last, "r_s"], ["y1"], name="kernel_add"))
+            nodes.append(helper.make_node("Add", [last, "r_s"], ["y1"], name=f"/{KERNEL_BLOCK}/Add"))
             last = "y1"
         last = _activation(spec.get("act", ""), last, nodes, init)
         out_shape = [1, cout, ho, wo]
@@ -81,11 +79,11 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
         tensor("x", [m, kdim])
         weight = init("W", rng.normal(0, 1 / math.sqrt(kdim), (n, kdim)))
         bias = init("B", rng.normal(0, 0.1, n))
-        nodes.append(helper.make_node("Gemm", ["x_s", weight, bias], ["y0"], name="kernel", transB=1))
+        nodes.append(helper.make_node("Gemm", ["x_s", weight, bias], ["y0"], name=f"/{KERNEL_BLOCK}/{op}", transB=1))
         last, out_shape = _activation(spec.get("act", ""), "y0", nodes, init), [m, n]
     elif op == "gap":
         tensor("x", [1, spec["cin"], spec["h"], spec["w"]])
-        nodes.append(helper.make_node("GlobalAveragePool", ["x_s"], ["y0"], name="kernel"))
+        nodes.append(helper.make_node("GlobalAveragePool", ["x_s"], ["y0"], name=f"/{KERNEL_BLOCK}/{op}"))
         last, out_shape = "y0", [1, spec["cin"], 1, 1]
     elif op in ("maxpool", "avepool"):
         c, h, w, k, s = (spec[x] for x in ("cin", "h", "w", "k", "s"))
@@ -93,14 +91,16 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
         kind = "MaxPool" if op == "maxpool" else "AveragePool"
         pad = k // 2 if op == "maxpool" else 0
         nodes.append(
-            helper.make_node(kind, ["x_s"], ["y0"], name="kernel", kernel_shape=[k, k], strides=[s, s], pads=[pad] * 4)
+            helper.make_node(
+                kind, ["x_s"], ["y0"], name=f"/{KERNEL_BLOCK}/{op}", kernel_shape=[k, k], strides=[s, s], pads=[pad] * 4
+            )
         )
         last, out_shape = "y0", [1, c, (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1]
     elif op in ("add", "mul"):
         c, h, w = spec["cin"], spec["h"], spec["w"]
         tensor("x", [1, c, h, w])
         tensor("r", [1, c, 1, 1] if spec.get("gate") else [1, c, h, w])
-        nodes.append(helper.make_node(op.capitalize(), ["x_s", "r_s"], ["y0"], name="kernel"))
+        nodes.append(helper.make_node(op.capitalize(), ["x_s", "r_s"], ["y0"], name=f"/{KERNEL_BLOCK}/{op}"))
         last, out_shape = "y0", [1, c, h, w]
     else:
         raise NetcutError(f"the kernel suite cannot build {op!r} kernels (spec {spec_text!r})")
@@ -109,15 +109,9 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
-    table = []
-    for node in model.graph.node:
-        block = STEM_BLOCK if node.name.startswith("stem") else KERNEL_BLOCK
-        entry = node.metadata_props.add()
-        entry.key, entry.value = BLOCK_KEY, block
-        table.append([node.name, block, list(node.output)])
-    for key, value in ((NODES_KEY, json.dumps(table)), ("netcut.model", suite_name(spec_text))):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    from .export import annotate_onnx  # the node table and blocks, as every export carries them
+
+    annotate_onnx(model, {STEM_BLOCK: STEM_BLOCK, KERNEL_BLOCK: KERNEL_BLOCK}, {"netcut.model": suite_name(spec_text)})
     onnx.checker.check_model(model)
     return model
 
@@ -127,17 +121,17 @@ def _activation(act: str, last: str, nodes: list, init) -> str:  # noqa: ANN001 
         return last
     out = last + "_a"
     if act == "relu":
-        nodes.append(helper.make_node("Relu", [last], [out], name="kernel_act"))
+        nodes.append(helper.make_node("Relu", [last], [out], name=f"/{KERNEL_BLOCK}/Act"))
     elif act == "relu6":
         low, high = init("lo", np.array(0.0)), init("hi", np.array(6.0))
-        nodes.append(helper.make_node("Clip", [last, low, high], [out], name="kernel_act"))
+        nodes.append(helper.make_node("Clip", [last, low, high], [out], name=f"/{KERNEL_BLOCK}/Act"))
     elif act == "hardswish":
-        nodes.append(helper.make_node("HardSwish", [last], [out], name="kernel_act"))
+        nodes.append(helper.make_node("HardSwish", [last], [out], name=f"/{KERNEL_BLOCK}/Act"))
     elif act == "hardsigmoid":
-        nodes.append(helper.make_node("HardSigmoid", [last], [out], name="kernel_act", alpha=1 / 6))
+        nodes.append(helper.make_node("HardSigmoid", [last], [out], name=f"/{KERNEL_BLOCK}/Act", alpha=1 / 6))
     elif act == "silu":
-        nodes.append(helper.make_node("Sigmoid", [last], [last + "_g"], name="kernel_sigmoid"))
-        nodes.append(helper.make_node("Mul", [last, last + "_g"], [out], name="kernel_act"))
+        nodes.append(helper.make_node("Sigmoid", [last], [last + "_g"], name=f"/{KERNEL_BLOCK}/Sigmoid"))
+        nodes.append(helper.make_node("Mul", [last, last + "_g"], [out], name=f"/{KERNEL_BLOCK}/Act"))
     else:
         raise NetcutError(f"the kernel suite cannot build the activation {act!r}")
     return out

@@ -9,10 +9,10 @@ by the agent) sum per kernel with `kernel_times`.
 
 Each kernel kind has a roofline: time = fixed + max(compute coefficient x MACs, memory coefficient x
 bytes, weight coefficient x weight bytes) + activation coefficient x elements through a transcendental
-activation, all non-negative, fitted
-on relative error with `scipy.optimize.least_squares`. Kinds are nested (conv > conv.dw > conv.dw.k3s2):
-a kernel is predicted at the most specific kind with enough measured kernels behind it. The model is
-plain JSON; `rescaled` adapts it to a new board with one scale factor per kind from a few measurements.
+activation, all non-negative, fitted on relative error with `scipy.optimize.least_squares`. Kinds are
+nested (conv > conv.dw > conv.dw.k3s2): a kernel is predicted at the most specific kind with enough
+measured kernels behind it. The model is plain JSON; `rescaled` adapts it to a new board with one scale
+factor per kind from a few measurements.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import onnx
 from onnx import shape_inference
 
 from .errors import NetcutError
+from .vocabulary import BLOCK_KEY
 
-BLOCK_KEY = "netcut.block"
 MIN_KERNELS = 6  # measured kernels a kind needs to be fitted on its own (else its parent kind answers)
 INTERVAL = 0.90  # the estimates' interval: the central 90% of a kind's measured/predicted ratios
 GLOBAL = "*"
@@ -110,7 +110,7 @@ class Kernel:
         parts = self.kind.split(".")
         return [".".join(parts[:i]) for i in range(len(parts), 0, -1)] + [GLOBAL]
 
-    def features(self) -> tuple[float, float, float]:
+    def features(self) -> tuple[float, float, float, float]:
         return self.macs, self.bytes, self.act, self.weight_bytes
 
 
@@ -149,7 +149,7 @@ def _block(node: onnx.NodeProto) -> str:
     return next((p.value for p in node.metadata_props if p.key == BLOCK_KEY), "")
 
 
-def _conv_kind(node: onnx.NodeProto, weight: tuple[int, ...], out: tuple[int, ...] | None) -> str:
+def _conv_kind(node: onnx.NodeProto, weight: tuple[int, ...]) -> str:
     k = "x".join(str(d) for d in weight[2:]) or "1"
     stride = max(_attr(node, "strides", [1]) or [1])
     group = int(_attr(node, "group", 1))
@@ -244,14 +244,12 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
             w_name = node.input[3] if op == "QLinearConv" else node.input[1]
             weight = shapes.get(w_name) or ()
             if len(weight) >= 3 and out:
-                kind = _conv_kind(node, weight, out)
+                kind = _conv_kind(node, weight)
                 macs = _numel(out) * _numel(weight[1:])
                 weights = _numel(weight) * element
                 if op == "Conv" and len(weight) == 4 and len(x) == 4 and weight[2] == weight[3]:
-                    g = int(_attr(node, "group", 1))
-                    s = max(_attr(node, "strides", [1]) or [1])
                     spec = {"op": "conv", "cin": x[1], "cout": weight[0], "h": x[2], "w": x[3], "k": weight[2]}
-                    spec.update({"s": s, "g": g})
+                    spec.update({"s": max(_attr(node, "strides", [1]) or [1]), "g": int(_attr(node, "group", 1))})
             else:
                 kind = "conv.unknown"
             fuses = True
@@ -269,10 +267,9 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
             if op == "GlobalAveragePool" and len(x) == 4:
                 spec = {"op": "gap", "cin": x[1], "h": x[2], "w": x[3]}
         elif op in ("MaxPool", "AveragePool"):
-            k = "x".join(str(d) for d in _attr(node, "kernel_shape", []))
-            s = max(_attr(node, "strides", [1]) or [1])
-            kind = f"pool.{op[:3].lower()}.k{k}s{s}"
             ks = _attr(node, "kernel_shape", [])
+            s = max(_attr(node, "strides", [1]) or [1])
+            kind = f"pool.{op[:3].lower()}.k{'x'.join(str(d) for d in ks)}s{s}"
             if len(x) == 4 and len(ks) == 2 and ks[0] == ks[1]:
                 spec = {"op": op[:3].lower() + "pool", "cin": x[1], "h": x[2], "w": x[3], "k": ks[0], "s": s}
         elif op in ("Add", "Mul", "Sub", "Div", "Sum", "Max", "Min"):

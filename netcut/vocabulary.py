@@ -10,6 +10,9 @@ FULL = "full"
 # The numeric precisions a candidate is exported in (netcut.quantize makes the int8 ones).
 FP32, INT8 = "fp32", "int8"
 PRECISIONS = (FP32, INT8)
+# ONNX metadata netcut.export writes: the node table the agent maps profiled kernels with, and each
+# node's block.
+NODES_KEY, BLOCK_KEY = "netcut.nodes", "netcut.block"
 # Rows of the kernel suite (netcut.kernel_suite) carry this prefix where a network's name would be.
 KERNEL_SUITE_PREFIX = "kernel-suite:"
 DEFAULT_CALIBRATION_IMAGES = 200  # int8: a fixed seeded subset of the training images this large calibrates

@@ -28,7 +28,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..calibration import Board, from_reference, run_suite, summary
     from ..paths import export_cache
     from ..profiling import analyses_for
-    from ..progress import Progress, bar
+    from ..progress import Progress, job_progress
 
     key = row_key(args)
     names = names_list(args.models) or list(DEFAULT_MODELS)
@@ -37,11 +37,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     progress = Progress(enabled=None if not args.json else False)
     started = time.monotonic()
 
-    def show(done, total, job) -> None:  # noqa: ANN001
-        progress.show(f"{bar(done, total, started)}  {job.label() if job else 'done'}", force=True)
-
     with open_db(args) as db, connected(args, key.runtime, key.threads) as target:
-        board = Board(db, target, key, analyses, export_cache(), timing_from_args(args), show)
+        board = Board(
+            db, target, key, analyses, export_cache(), timing_from_args(args), job_progress(progress, started)
+        )
         if args.reference:
             report = from_reference(board, args.reference, budget)
         else:

@@ -60,7 +60,7 @@ def warn_other_identities(db, name: str, identity: str, description: dict | None
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..paths import export_cache
     from ..profiling import ModelFiles, analyses_for, plan, run
-    from ..progress import Progress, bar
+    from ..progress import Progress, job_progress
 
     key = row_key(args)
     if key.runtime == "litert" and args.mode != "e2e":
@@ -70,9 +70,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
     jobs = plan(analyses, args.cuts, args.mode)
     progress = Progress(enabled=None if not args.json else False)
     started = time.monotonic()
-
-    def show(done, total, job) -> None:  # noqa: ANN001
-        progress.show(f"{bar(done, total, started)}  {job.label() if job else 'done'}", force=True)
 
     with open_db(args) as db, connected(args, key.runtime, key.threads) as target:
         warn_other_identities(db, target.name, target.identity.key, target.identity.description)
@@ -85,7 +82,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             files,
             timing_from_args(args),
             args.force,
-            show,
+            job_progress(progress, started),
             agreement=args.agreement,
             rounds=args.rounds,
             remeasure=args.remeasure,
