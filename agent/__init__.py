@@ -2,6 +2,6 @@
 
 from netcut import __version__
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: execution provider lists, IOBinding copy times, GPU state
 
 __all__ = ["__version__", "PROTOCOL_VERSION"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -13,9 +12,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__, board, sessions
+from . import __version__, board, gpu_state, providers, sessions
 from .errors import AgentError, InvalidArgument, ResourceExhausted
 from .layer_profile import LayerTime, layer_times, node_table, parse_ort_profile
+from .layer_profile import placement as layer_placement
 from .measure import Clock, TimingConfig, choose_runs_per_sample, measure, statistics, warm_up
 from .requests import (
     MAX_INPUT_BYTES,
@@ -25,12 +25,16 @@ from .requests import (
     InputRequest,
     Measuring,
     Profiling,
+    ProviderPlacement,
     WarmingUp,
     check_request,
 )
+from .runtimes import ONNXRUNTIME
+from netcut_protos.providers import CPU, short
 
 log = logging.getLogger(__name__)
 
+_previous_gpu: gpu_state.GpuState | None = None  # the last benchmark's GPU state (this worker process)
 PROFILE_RUNS = (10, 200)  # the profiled pass: at least / at most this many runs
 PROFILE_SECONDS = 1.0
 
@@ -67,19 +71,19 @@ def _feeds(session: sessions.Session, req: BenchmarkRequest) -> tuple[dict[str, 
     return feeds, effective
 
 
-def _profile_layers(
-    path: Path, req: BenchmarkRequest, feeds, clean_median_ms: float, clock: Clock
-) -> tuple[list[LayerTime], str]:
-    """A separate profiled pass (profiling inflates times), scaled to the clean median."""
-    with tempfile.TemporaryDirectory(prefix="netcut-profile-") as tmp:
-        session = sessions.OrtSession(path, req.threads, req.execution_provider, profile_dir=Path(tmp))
-        session.prepare(feeds)
-        runs = int(np.clip(PROFILE_SECONDS * 1000.0 / max(clean_median_ms, 1e-3), *PROFILE_RUNS))
-        for _ in range(runs + 1):
-            clock.check()
-            session.run()
-        events = json.loads(Path(session.end_profiling()).read_text())
-    kernels, used = parse_ort_profile(events, skip_runs=1)
+def _profiled_pass(session: sessions.OrtSession, clock: Clock) -> None:
+    """Profiled runs for per-node times: at least PROFILE_RUNS[0] and PROFILE_SECONDS, at most PROFILE_RUNS[1]."""
+    start = time.perf_counter()
+    for n in range(PROFILE_RUNS[1]):
+        if n >= PROFILE_RUNS[0] and time.perf_counter() - start >= PROFILE_SECONDS:
+            return
+        clock.check()
+        session.run()
+
+
+def _layers(session: sessions.OrtSession, events: list[dict], clean_median_ms: float) -> tuple[list[LayerTime], str]:
+    """Per-layer times from the profiled pass (its first run, the cold one, left out), scaled to the clean median."""
+    kernels, _ = parse_ort_profile(events, skip_runs=1)
     nodes = node_table(session.metadata)
     note = (
         ""
@@ -100,16 +104,31 @@ def run_benchmark(
     cancelled: threading.Event,
     default_time_limit: float = 900.0,
 ) -> BenchmarkResult:
+    global _previous_gpu
     info, request_warnings = check_request(req, model_format)
+    asked: list[providers.ProviderRequest] = []
+    engines = None
+    if req.runtime == ONNXRUNTIME:
+        asked = providers.resolve(
+            providers.requested(req.execution_providers, req.execution_provider), info.execution_providers
+        )
+        asked, engines = providers.with_tensorrt_caches(
+            asked, path.parent.parent / "tensorrt", req.model_id, gpu_state.gpu_name()
+        )
+    first_build = engines is not None and not providers.engine_cached(engines)
     if req.cooldown_celsius:
         board.wait_until_cool(req.cooldown_celsius, lambda c: emit(CoolingDown(c, req.cooldown_celsius)), cancelled)
-    clock = Clock(cancelled, time.monotonic() + (req.time_limit_seconds or default_time_limit))
+    limit = req.time_limit_seconds or default_time_limit
+    clock = Clock(cancelled, time.monotonic() + limit)
     cfg = req.timing
     started = time.time()
     warnings: list[str] = list(request_warnings)
-    with board.StateSampler() as sampler:
+    placement: dict[str, int] = {}
+    events: list[dict] = []
+    copy_in_ms = copy_out_ms = 0.0
+    with board.StateSampler() as sampler, tempfile.TemporaryDirectory(prefix="netcut-profile-") as tmp:
         t0 = time.perf_counter()
-        session = sessions.open_session(req.runtime, path, req.threads, req.execution_provider)
+        session = sessions.open_session(req.runtime, path, req.threads, asked, Path(tmp))
         session_create_ms = (time.perf_counter() - t0) * 1000.0
         feeds, effective = _feeds(session, req)
         try:
@@ -117,6 +136,14 @@ def run_benchmark(
             t0 = time.perf_counter()
             session.run()
             first_run_ms = (time.perf_counter() - t0) * 1000.0
+            if isinstance(session, sessions.OrtSession):
+                session.keep_outputs()
+                if req.profile_layers:
+                    emit(Profiling())
+                    _profiled_pass(session, clock)
+                events = session.end_profiling()
+                placement = layer_placement(events)
+                providers.verify(asked, session.session_providers, placement)
         except AgentError:
             raise
         except Exception as exc:
@@ -136,6 +163,8 @@ def run_benchmark(
         emit(Measuring(0, 0.0))
         with board.InterferenceMeter() as meter:
             samples = measure(session.run, cfg, per_sample, clock, lambda n, s: emit(Measuring(n, s)))
+        if isinstance(session, sessions.OrtSession):
+            copy_in_ms, copy_out_ms = session.copy_times()
     stats = statistics(samples)
     if len(samples) < cfg.min_runs:
         warnings.append(f"stopped at max_seconds={cfg.max_seconds} after {len(samples)} of {cfg.min_runs} runs")
@@ -144,16 +173,42 @@ def run_benchmark(
             f"noisy: the coefficient of variation is {stats.cv:.2f}; is something else running on the board?"
         )
     if sampler.throttled or sampler.clock_dropped:
-        warnings.append("the board throttled or its clock dropped during the run; cool it and measure again")
+        gpu_throttle = sorted({*sampler.start_state.gpu.throttle_reasons, *sampler.end_state.gpu.throttle_reasons})
+        why = sampler.gpu_changes + ([f"GPU throttle reasons: {', '.join(gpu_throttle)}"] if gpu_throttle else [])
+        warnings.append(
+            "the board throttled or its clock dropped during the run"
+            + (f" ({'; '.join(why)})" if why else "")
+            + "; cool it and measure again"
+        )
+    since = gpu_state.changes(_previous_gpu, sampler.start_state.gpu) if _previous_gpu is not None else []
+    if since:
+        warnings.append(
+            f"power mode: since the previous benchmark on this board {'; '.join(since)}: this result is not "
+            "comparable with the earlier ones"
+        )
+    _previous_gpu = sampler.end_state.gpu
     if meter.result.busy:
         warnings.append(meter.result.words())
+    on_cpu = placement.get(CPU, 0)
+    if asked and asked[0].name != CPU and on_cpu:
+        warnings.append(
+            f"{on_cpu} of {sum(placement.values())} kernels ran on the CPU behind {short(asked[0].name)}: the copies "
+            "between the two devices are in the time"
+        )
+    if first_build:
+        warnings.append(
+            f"TensorRT built this model's engine (session creation {session_create_ms / 1000:.0f} s, outside the "
+            f"timed runs; cached for the next request); the request ran under a {limit:.0f} s limit"
+        )
     layers: list[LayerTime] = []
     note = ""
     available = False
     if req.profile_layers:
-        if info.layer_profile:
-            emit(Profiling())
-            layers, note = _profile_layers(path, req, feeds, stats.median_ms, clock)
+        unavailable = providers.layer_profile_note(placement)
+        if unavailable:
+            note = unavailable
+        elif info.layer_profile:
+            layers, note = _layers(session, events, stats.median_ms)
             available = True
         else:
             note = (
@@ -189,4 +244,10 @@ def run_benchmark(
         max_celsius=sampler.max_celsius,
         runs_per_sample=per_sample,
         interference=meter.result,
+        session_providers=list(session.session_providers),
+        placement=[ProviderPlacement(k, n) for k, n in sorted(placement.items())],
+        copy_in_ms=copy_in_ms,
+        copy_out_ms=copy_out_ms,
+        timed_call=session.timed_call,
+        time_limit_seconds=limit,
     )

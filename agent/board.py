@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import gpu_state
+
 CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
 # vcgencmd get_throttled bits that mean "limited right now" (0-3); 16-19 are "since boot".
 THROTTLE_NOW_MASK = 0xF
@@ -54,6 +56,7 @@ class BoardState:
     throttle_source: str = ""
     load_1m: float = 0.0
     memory_available_bytes: int = 0
+    gpu: gpu_state.GpuState = field(default_factory=gpu_state.GpuState)
 
 
 def _read(path: str | Path) -> str:
@@ -148,6 +151,7 @@ def sample_state(with_vcgencmd: bool = True) -> BoardState:
         max_celsius=max((t.celsius for t in temps), default=0.0),
         load_1m=load,
         memory_available_bytes=_meminfo("MemAvailable"),
+        gpu=gpu_state.read(with_commands=with_vcgencmd),
     )
     if flags is not None:
         state.throttle_flags = flags
@@ -170,6 +174,7 @@ class StateSampler:
         self.start_state: BoardState | None = None
         self.end_state: BoardState | None = None
         self._mhz: list[float] = []
+        self._gpu_mhz: list[float] = []
         self._max_celsius = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="board-sampler", daemon=True)
@@ -189,7 +194,9 @@ class StateSampler:
     def _note(self, state: BoardState) -> None:
         if state.cpu_mhz:
             self._mhz.append(state.cpu_mhz)
-        self._max_celsius = max(self._max_celsius, state.max_celsius)
+        if state.gpu.gpu_mhz:
+            self._gpu_mhz.append(state.gpu.gpu_mhz)
+        self._max_celsius = max(self._max_celsius, state.max_celsius, state.gpu.celsius)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -201,12 +208,22 @@ class StateSampler:
 
     @property
     def throttled(self) -> bool:
-        return any(s is not None and s.throttled for s in (self.start_state, self.end_state))
+        states = [s for s in (self.start_state, self.end_state) if s is not None]
+        return any(s.throttled or bool(s.gpu.throttle_reasons) for s in states)
 
     @property
     def clock_dropped(self) -> bool:
-        """The clock fell below 90% of the highest clock seen in this run."""
-        return bool(self._mhz) and min(self._mhz) < 0.9 * max(self._mhz)
+        """The CPU's or the GPU's clock fell below 90% of the highest seen in this run, or the GPU's power mode
+        or jetson_clocks changed during it."""
+        return any(bool(mhz) and min(mhz) < 0.9 * max(mhz) for mhz in (self._mhz, self._gpu_mhz)) or bool(
+            self.gpu_changes
+        )
+
+    @property
+    def gpu_changes(self) -> list[str]:
+        if self.start_state is None or self.end_state is None:
+            return []
+        return gpu_state.changes(self.start_state.gpu, self.end_state.gpu)
 
 
 # Other processes' CPU use during a run past which its figures are flagged as measured on a busy board:

@@ -103,6 +103,22 @@ def parse_ort_profile(events: list[dict], skip_runs: int = 1) -> tuple[list[tupl
     return [(k, ops[k], statistics.median(per_run[k])) for k in order], len(used)
 
 
+def placement(events: list[dict]) -> dict[str, int]:
+    """How many kernels each execution provider ran in the profile's first run (its `provider` argument)."""
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    first = min(runs, key=lambda e: e["ts"]) if runs else None
+    counts: dict[str, int] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        if first is not None and not first["ts"] <= e["ts"] <= first["ts"] + first["dur"]:
+            continue
+        provider = e.get("args", {}).get("provider", "")
+        if provider:
+            counts[provider] = counts.get(provider, 0) + 1
+    return counts
+
+
 def layer_times(
     kernels: list[tuple[str, str, float]], nodes: list[NodeEntry], clean_median_ms: float
 ) -> list[LayerTime]:

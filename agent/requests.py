@@ -8,9 +8,10 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import runtimes
+from . import providers, runtimes
 from .errors import InvalidArgument
 from .measure import TimingConfig
+from .providers import ProviderRequest
 
 if TYPE_CHECKING:
     from . import board
@@ -41,6 +42,13 @@ class BenchmarkRequest:
     execution_provider: str = ""
     time_limit_seconds: float = 0.0
     cooldown_celsius: float = 0.0
+    execution_providers: list[ProviderRequest] = field(default_factory=list)
+
+
+@dataclass
+class ProviderPlacement:
+    provider: str
+    kernels: int
 
 
 # Progress events, in the order a client sees them.
@@ -99,6 +107,12 @@ class BenchmarkResult:
     max_celsius: float
     runs_per_sample: int = 1
     interference: board.Interference | None = None
+    session_providers: list[str] = field(default_factory=list)
+    placement: list[ProviderPlacement] = field(default_factory=list)
+    copy_in_ms: float = 0.0
+    copy_out_ms: float = 0.0
+    timed_call: str = ""
+    time_limit_seconds: float = 0.0
 
 
 def check_request(
@@ -137,5 +151,10 @@ def check_request(
         raise InvalidArgument(
             "time_limit_seconds and cooldown_celsius must be finite and non-negative (cool-down at most 120 C)"
         )
+    if req.runtime == runtimes.ONNXRUNTIME:
+        asked = providers.requested(req.execution_providers, req.execution_provider)
+        providers.resolve(asked, info.execution_providers)
+    elif req.execution_providers or req.execution_provider.upper() not in ("", "CPU"):
+        raise InvalidArgument(f"{req.runtime} runs on the CPU here; leave the execution providers out")
     req.timing.validate()
     return info, warnings

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from netcut_protos.agent.v1 import agent_pb2 as pb
 from netcut_protos.agent.v1 import agent_pb2_grpc as pb_grpc
 
-from . import PROTOCOL_VERSION, __version__, board, runtimes
+from . import PROTOCOL_VERSION, __version__, board, gpu_state, providers, runtimes
 from .requests import (
     BenchmarkRequest,
     BenchmarkResult,
@@ -27,6 +27,7 @@ from .requests import (
 )
 from .errors import AgentError, DeadlineExceeded, InvalidArgument, NotFound, ResourceExhausted
 from .measure import TimingConfig
+from .providers import ProviderRequest
 from .scheduler import BenchmarkQueue
 from .store import ModelInfo, ModelStore
 from .worker import Worker
@@ -127,6 +128,7 @@ def request_from_pb(msg: pb.BenchmarkRequest) -> BenchmarkRequest:
         msg.execution_provider,
         msg.time_limit_seconds,
         msg.cooldown_celsius,
+        [ProviderRequest(p.name, dict(p.options)) for p in msg.execution_providers],
     )
 
 
@@ -319,7 +321,12 @@ class AgentServicer(pb_grpc.AgentServicer):
             try:
                 with self.queue.slot(cancelled, lambda p: events.put(Queued(p))):
                     with self.store.use(req.model_id) as (path, stored):
-                        limit = req.time_limit_seconds or self.default_time_limit
+                        limit = req.time_limit_seconds or self.default_time_limit + providers.build_allowance(
+                            providers.requested(req.execution_providers, req.execution_provider),
+                            self.store.root / "tensorrt",
+                            req.model_id,
+                            gpu_state.gpu_name(),
+                        )
                         events.put(self.worker.run(req, path, stored.format, events.put, cancelled, limit))
             except Exception as exc:
                 events.put(exc)

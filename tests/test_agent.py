@@ -429,7 +429,7 @@ def test_token_is_required_and_checked(agent_factory, tmp_path, tiny_onnx):
             code, _ = status_of(lambda: c.upload(tiny_onnx))
             assert code == grpc.StatusCode.UNAUTHENTICATED
     with AgentClient(address, Credentials(token="s3cret-token-for-tests-0123456789")) as c:
-        assert c.info().protocol_version == 1
+        assert c.info().protocol_version == 2
         assert bench(c, c.upload(tiny_onnx)).stats.n >= 5
     out = run_cli("netcut-host", "info", "--agent", address, timeout=60)
     assert out.returncode == 2 and "token" in out.stderr and "Traceback" not in out.stderr
@@ -493,7 +493,7 @@ def test_tls_with_token(agent_factory, tmp_path):
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["protocol_version"] == 1
+    assert json.loads(out.stdout)["protocol_version"] == 2
     with AgentClient(address, connect_timeout=2) as plain:  # plaintext cannot talk to a TLS agent
         with pytest.raises(Exception):
             plain.info()

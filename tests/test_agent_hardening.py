@@ -106,7 +106,7 @@ def test_stalled_uploads_neither_lock_out_health_nor_outgrow_the_store(agent_fac
         for _ in range(5):  # health and Info answer at once while the streams hang
             start = time.monotonic()
             assert client.health() == "SERVING"
-            assert client.info().protocol_version == 1
+            assert client.info().protocol_version == 2
             assert time.monotonic() - start < 1.0
         # The stalled 15 MB upload holds its bytes against the 20 MB cap: a 10 MB model finds no room.
         big = np.random.default_rng(0).standard_normal(2_500_000).astype(np.float32)

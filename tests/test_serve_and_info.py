@@ -28,7 +28,7 @@ def test_serve_answers_info_and_health_then_stops_cleanly(agent_factory):
     import netcut
 
     assert info.agent_version == netcut.__version__
-    assert info.protocol_version == 1
+    assert info.protocol_version == 2
     assert {r.name for r in info.runtimes} == {"onnxruntime", "litert"}
     ort = next(r for r in info.runtimes if r.name == "onnxruntime")
     assert ort.available and "CPUExecutionProvider" in ort.execution_providers and ort.version
@@ -54,7 +54,7 @@ def test_host_info_prints_a_table_and_json(agent):
     out = run_cli("netcut-host", "info", "--agent", agent.address, "--json", timeout=60)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert data["protocol_version"] == 1
+    assert data["protocol_version"] == 2
     assert {"agent_version", "runtimes", "board", "state", "store"} <= set(data)
     assert data["board"]["cpu_cores"] > 0
 
@@ -62,7 +62,7 @@ def test_host_info_prints_a_table_and_json(agent):
 def test_host_info_without_agent_starts_a_local_one():
     out = run_cli("netcut-host", "info", "--json", timeout=120)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["protocol_version"] == 1
+    assert json.loads(out.stdout)["protocol_version"] == 2
 
 
 def _free_port() -> int:

@@ -106,7 +106,7 @@ class ThermalReading(_message.Message):
     def __init__(self, zone: _Optional[str] = ..., celsius: _Optional[float] = ...) -> None: ...
 
 class BoardState(_message.Message):
-    __slots__ = ("timestamp_unix", "governor", "cpu_mhz", "cpu_max_mhz", "temperatures", "max_celsius", "throttled", "throttle_flags", "throttle_source", "load_1m", "memory_available_bytes")
+    __slots__ = ("timestamp_unix", "governor", "cpu_mhz", "cpu_max_mhz", "temperatures", "max_celsius", "throttled", "throttle_flags", "throttle_source", "load_1m", "memory_available_bytes", "gpu")
     TIMESTAMP_UNIX_FIELD_NUMBER: _ClassVar[int]
     GOVERNOR_FIELD_NUMBER: _ClassVar[int]
     CPU_MHZ_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,7 @@ class BoardState(_message.Message):
     THROTTLE_SOURCE_FIELD_NUMBER: _ClassVar[int]
     LOAD_1M_FIELD_NUMBER: _ClassVar[int]
     MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
     timestamp_unix: float
     governor: str
     cpu_mhz: float
@@ -129,7 +130,50 @@ class BoardState(_message.Message):
     throttle_source: str
     load_1m: float
     memory_available_bytes: int
-    def __init__(self, timestamp_unix: _Optional[float] = ..., governor: _Optional[str] = ..., cpu_mhz: _Optional[float] = ..., cpu_max_mhz: _Optional[float] = ..., temperatures: _Optional[_Iterable[_Union[ThermalReading, _Mapping]]] = ..., max_celsius: _Optional[float] = ..., throttled: _Optional[bool] = ..., throttle_flags: _Optional[int] = ..., throttle_source: _Optional[str] = ..., load_1m: _Optional[float] = ..., memory_available_bytes: _Optional[int] = ...) -> None: ...
+    gpu: GpuState
+    def __init__(self, timestamp_unix: _Optional[float] = ..., governor: _Optional[str] = ..., cpu_mhz: _Optional[float] = ..., cpu_max_mhz: _Optional[float] = ..., temperatures: _Optional[_Iterable[_Union[ThermalReading, _Mapping]]] = ..., max_celsius: _Optional[float] = ..., throttled: _Optional[bool] = ..., throttle_flags: _Optional[int] = ..., throttle_source: _Optional[str] = ..., load_1m: _Optional[float] = ..., memory_available_bytes: _Optional[int] = ..., gpu: _Optional[_Union[GpuState, _Mapping]] = ...) -> None: ...
+
+class GpuState(_message.Message):
+    __slots__ = ("kind", "name", "power_mode", "power_mode_id", "jetson_clocks", "gpu_mhz", "gpu_max_mhz", "gpu_min_mhz", "memory_mhz", "celsius", "power_watts", "rails", "throttle_reasons", "release", "unavailable_reason")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POWER_MODE_FIELD_NUMBER: _ClassVar[int]
+    POWER_MODE_ID_FIELD_NUMBER: _ClassVar[int]
+    JETSON_CLOCKS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MHZ_FIELD_NUMBER: _ClassVar[int]
+    GPU_MAX_MHZ_FIELD_NUMBER: _ClassVar[int]
+    GPU_MIN_MHZ_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MHZ_FIELD_NUMBER: _ClassVar[int]
+    CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    POWER_WATTS_FIELD_NUMBER: _ClassVar[int]
+    RAILS_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_REASONS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    power_mode: str
+    power_mode_id: int
+    jetson_clocks: str
+    gpu_mhz: float
+    gpu_max_mhz: float
+    gpu_min_mhz: float
+    memory_mhz: float
+    celsius: float
+    power_watts: float
+    rails: _containers.RepeatedCompositeFieldContainer[PowerRail]
+    throttle_reasons: _containers.RepeatedScalarFieldContainer[str]
+    release: str
+    unavailable_reason: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., power_mode: _Optional[str] = ..., power_mode_id: _Optional[int] = ..., jetson_clocks: _Optional[str] = ..., gpu_mhz: _Optional[float] = ..., gpu_max_mhz: _Optional[float] = ..., gpu_min_mhz: _Optional[float] = ..., memory_mhz: _Optional[float] = ..., celsius: _Optional[float] = ..., power_watts: _Optional[float] = ..., rails: _Optional[_Iterable[_Union[PowerRail, _Mapping]]] = ..., throttle_reasons: _Optional[_Iterable[str]] = ..., release: _Optional[str] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+
+class PowerRail(_message.Message):
+    __slots__ = ("name", "watts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WATTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    watts: float
+    def __init__(self, name: _Optional[str] = ..., watts: _Optional[float] = ...) -> None: ...
 
 class StoreInfo(_message.Message):
     __slots__ = ("models", "bytes_used", "bytes_cap", "max_model_bytes")
@@ -237,8 +281,23 @@ class InputSpec(_message.Message):
     dtype: DType
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
 
+class ExecutionProvider(_message.Message):
+    __slots__ = ("name", "options")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class BenchmarkRequest(_message.Message):
-    __slots__ = ("model_id", "runtime", "threads", "inputs", "timing", "profile_layers", "seed", "execution_provider", "time_limit_seconds", "cooldown_celsius")
+    __slots__ = ("model_id", "runtime", "threads", "inputs", "timing", "profile_layers", "seed", "execution_provider", "time_limit_seconds", "cooldown_celsius", "execution_providers")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +308,7 @@ class BenchmarkRequest(_message.Message):
     EXECUTION_PROVIDER_FIELD_NUMBER: _ClassVar[int]
     TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COOLDOWN_CELSIUS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     runtime: str
     threads: int
@@ -259,7 +319,16 @@ class BenchmarkRequest(_message.Message):
     execution_provider: str
     time_limit_seconds: float
     cooldown_celsius: float
-    def __init__(self, model_id: _Optional[str] = ..., runtime: _Optional[str] = ..., threads: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., timing: _Optional[_Union[TimingConfig, _Mapping]] = ..., profile_layers: _Optional[bool] = ..., seed: _Optional[int] = ..., execution_provider: _Optional[str] = ..., time_limit_seconds: _Optional[float] = ..., cooldown_celsius: _Optional[float] = ...) -> None: ...
+    execution_providers: _containers.RepeatedCompositeFieldContainer[ExecutionProvider]
+    def __init__(self, model_id: _Optional[str] = ..., runtime: _Optional[str] = ..., threads: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., timing: _Optional[_Union[TimingConfig, _Mapping]] = ..., profile_layers: _Optional[bool] = ..., seed: _Optional[int] = ..., execution_provider: _Optional[str] = ..., time_limit_seconds: _Optional[float] = ..., cooldown_celsius: _Optional[float] = ..., execution_providers: _Optional[_Iterable[_Union[ExecutionProvider, _Mapping]]] = ...) -> None: ...
+
+class ProviderPlacement(_message.Message):
+    __slots__ = ("provider", "kernels")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    kernels: int
+    def __init__(self, provider: _Optional[str] = ..., kernels: _Optional[int] = ...) -> None: ...
 
 class Statistics(_message.Message):
     __slots__ = ("n", "median_ms", "mean_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms", "max_ms", "std_ms", "cv")
@@ -302,7 +371,7 @@ class LayerTime(_message.Message):
     def __init__(self, node: _Optional[str] = ..., op_type: _Optional[str] = ..., block: _Optional[str] = ..., time_ms: _Optional[float] = ..., raw_ms: _Optional[float] = ..., kernel: _Optional[str] = ...) -> None: ...
 
 class BenchmarkResult(_message.Message):
-    __slots__ = ("model_id", "runtime", "runtime_version", "execution_provider", "threads", "timing", "inputs", "stats", "samples_ms", "session_create_ms", "first_run_ms", "layers", "layer_profile_available", "layer_profile_note", "board", "state_start", "state_end", "throttled", "clock_dropped", "warnings", "started_unix", "finished_unix", "agent_version", "max_celsius", "interference")
+    __slots__ = ("model_id", "runtime", "runtime_version", "execution_provider", "threads", "timing", "inputs", "stats", "samples_ms", "session_create_ms", "first_run_ms", "layers", "layer_profile_available", "layer_profile_note", "board", "state_start", "state_end", "throttled", "clock_dropped", "warnings", "started_unix", "finished_unix", "agent_version", "max_celsius", "interference", "session_providers", "placement", "copy_in_ms", "copy_out_ms", "timed_call", "time_limit_seconds")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +397,12 @@ class BenchmarkResult(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_CELSIUS_FIELD_NUMBER: _ClassVar[int]
     INTERFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    COPY_IN_MS_FIELD_NUMBER: _ClassVar[int]
+    COPY_OUT_MS_FIELD_NUMBER: _ClassVar[int]
+    TIMED_CALL_FIELD_NUMBER: _ClassVar[int]
+    TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     runtime: str
     runtime_version: str
@@ -353,7 +428,13 @@ class BenchmarkResult(_message.Message):
     agent_version: str
     max_celsius: float
     interference: Interference
-    def __init__(self, model_id: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., execution_provider: _Optional[str] = ..., threads: _Optional[int] = ..., timing: _Optional[_Union[TimingConfig, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., stats: _Optional[_Union[Statistics, _Mapping]] = ..., samples_ms: _Optional[_Iterable[float]] = ..., session_create_ms: _Optional[float] = ..., first_run_ms: _Optional[float] = ..., layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layer_profile_available: _Optional[bool] = ..., layer_profile_note: _Optional[str] = ..., board: _Optional[_Union[BoardDescription, _Mapping]] = ..., state_start: _Optional[_Union[BoardState, _Mapping]] = ..., state_end: _Optional[_Union[BoardState, _Mapping]] = ..., throttled: _Optional[bool] = ..., clock_dropped: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., agent_version: _Optional[str] = ..., max_celsius: _Optional[float] = ..., interference: _Optional[_Union[Interference, _Mapping]] = ...) -> None: ...
+    session_providers: _containers.RepeatedScalarFieldContainer[str]
+    placement: _containers.RepeatedCompositeFieldContainer[ProviderPlacement]
+    copy_in_ms: float
+    copy_out_ms: float
+    timed_call: str
+    time_limit_seconds: float
+    def __init__(self, model_id: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_version: _Optional[str] = ..., execution_provider: _Optional[str] = ..., threads: _Optional[int] = ..., timing: _Optional[_Union[TimingConfig, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[InputSpec, _Mapping]]] = ..., stats: _Optional[_Union[Statistics, _Mapping]] = ..., samples_ms: _Optional[_Iterable[float]] = ..., session_create_ms: _Optional[float] = ..., first_run_ms: _Optional[float] = ..., layers: _Optional[_Iterable[_Union[LayerTime, _Mapping]]] = ..., layer_profile_available: _Optional[bool] = ..., layer_profile_note: _Optional[str] = ..., board: _Optional[_Union[BoardDescription, _Mapping]] = ..., state_start: _Optional[_Union[BoardState, _Mapping]] = ..., state_end: _Optional[_Union[BoardState, _Mapping]] = ..., throttled: _Optional[bool] = ..., clock_dropped: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., agent_version: _Optional[str] = ..., max_celsius: _Optional[float] = ..., interference: _Optional[_Union[Interference, _Mapping]] = ..., session_providers: _Optional[_Iterable[str]] = ..., placement: _Optional[_Iterable[_Union[ProviderPlacement, _Mapping]]] = ..., copy_in_ms: _Optional[float] = ..., copy_out_ms: _Optional[float] = ..., timed_call: _Optional[str] = ..., time_limit_seconds: _Optional[float] = ...) -> None: ...
 
 class Interference(_message.Message):
     __slots__ = ("available", "other_cpu_cores", "steal_fraction", "cpu_pressure_avg10", "load_1m", "busy")
