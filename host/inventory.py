@@ -4,6 +4,10 @@
     runtime = "onnxruntime"          # or "litert"
     threads = 4
 
+    [targets.orin]                   # a Jetson: onnxruntime on its GPU
+    providers = ["tensorrt", "cuda", "cpu"]
+    provider_options = { "tensorrt:trt_fp16_enable" = "1" }
+
     [[targets.pi4.boards]]
     name = "pi4-lab-1"
     host = "192.168.1.20"            # or an alias from ~/.ssh/config
@@ -20,8 +24,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+from . import providers
 from .choices import RUNTIMES
 from .errors import ConfigError
+from .records import Provider
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,6 +53,7 @@ class Board:
     python: str = "python3"
     install_dir: str = "~/.local/share/netcut-agent"
     tflite: bool = False  # also install the LiteRT runtime
+    gpu: bool = False  # install the agent-gpu extra (onnxruntime-gpu, NVML) instead of agent
     agent: str | None = None  # direct mode: HOST:PORT of an agent exposed with TLS or a token
     token_file: str | None = None  # direct mode
     ca_cert: str | None = None  # direct mode
@@ -64,6 +71,7 @@ class ConfiguredTarget:
     runtime: str = "onnxruntime"
     threads: int = 1
     boards: list[Board] = field(default_factory=list)
+    providers: tuple[Provider, ...] = ()  # onnxruntime's execution providers in order; () = the CPU
 
 
 @dataclass
@@ -90,7 +98,7 @@ class Inventory:
 
 
 BOARD_KEYS = {f.name: f.type for f in fields(Board) if f.name != "target"}
-TARGET_KEYS = {"runtime", "threads", "boards"}
+TARGET_KEYS = {"runtime", "threads", "boards", "providers", "provider_options"}
 
 
 def default_path() -> Path:
@@ -162,7 +170,7 @@ def parse(data: dict, text: str, path: Path) -> Inventory:
                 _line_of(text, r"^\s*threads\s*=", tline - 1),
                 f"threads of target {tname!r} must be a whole number >= 0, got {threads!r}",
             )
-        target = ConfiguredTarget(tname, runtime, threads)
+        target = ConfiguredTarget(tname, runtime, threads, providers=_providers(tdata, tname, text, tline, fail))
         boards = tdata.get("boards", [])
         if not isinstance(boards, list) or not boards:
             raise fail(tline, f"target {tname!r} has no boards: add [[targets.{tname}.boards]] tables")
@@ -178,6 +186,23 @@ def parse(data: dict, text: str, path: Path) -> Inventory:
     if not targets:
         raise fail(1, "no targets: add a [targets.NAME] table with [[targets.NAME.boards]]")
     return Inventory(path, targets)
+
+
+def _providers(
+    tdata: dict, tname: str, text: str, line: int, fail: Callable[[int, str], InventoryError]
+) -> tuple[Provider, ...]:
+    names, options = tdata.get("providers", []), tdata.get("provider_options", {})
+    where = _line_of(text, r"^\s*provider", line - 1)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise fail(where, f'providers of target {tname!r} must be a list of names, e.g. ["tensorrt", "cuda", "cpu"]')
+    if not isinstance(options, dict) or not all(isinstance(v, (str, int, bool)) for v in options.values()):
+        raise fail(where, f'provider_options of target {tname!r} must be a table, e.g. {{ "device_id" = "0" }}')
+    try:
+        pairs = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()]
+        return providers.parse(names, pairs)
+    except ConfigError as exc:
+        words = str(exc).replace("--ep-option", "provider_options").replace("--ep", "providers")
+        raise fail(where, f"target {tname!r}: {words}") from None
 
 
 def _board(

@@ -31,15 +31,15 @@ from netcut.quantize import realistic_statistics
 from netcut.trn import GlobalPoolLinear, build_trn, head_input_features
 from netcut.vocabulary import FP32, cut_label, parse_cut_label
 
-from . import wire
+from . import providers, wire
 from .choices import MODES
 from .client import AgentCallError, AgentClient, AgentUnavailable
 from .errors import ConfigError, TargetError
 from .fleet import AGREEMENT_TOLERANCE, disagreeing
-from .records import DOUBT, AgentResult, Timing
+from .records import DOUBT, AgentResult, Provider, Timing
 from .ssh import BoardError
 from .tables import LatencyDB, Row, RowExists, RowKey
-from .targets import ConnectedTarget
+from .targets import ConnectedTarget, state_changed
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,18 @@ def plan(analyses: dict[str, NetworkAnalysis], cuts: str, mode: str) -> list[Job
             jobs += [Job(name, c, ANCHOR) for c in anchor_cuts([c for c in chosen if c is not None])]
         per_model.append(jobs)
     return round_robin(per_model)
+
+
+def mode_for(mode: str, target: ConnectedTarget, say: Callable[[str], None]) -> str:
+    """The mode a target can give: per-layer profiles need onnxruntime's per-node times to be device times
+    (the CPU's); a GPU target's layers (or both) becomes e2e, said once."""
+    if mode == "e2e" or providers.gives_layer_profile(target.providers):
+        return mode
+    say(
+        f"{target.name} runs on {providers.words(target.providers)}: onnxruntime has no per-layer device times "
+        f"there, so every candidate is measured end to end (--mode e2e instead of {mode})"
+    )
+    return "e2e"
 
 
 ANCHORS = 4
@@ -278,6 +290,7 @@ class Worker:
 
     name: str
     client: AgentClient
+    providers: tuple[Provider, ...] = ()
 
 
 # Statuses that say the board (not the model) is the problem: its job goes to another board.
@@ -331,13 +344,14 @@ def _measure(worker: Worker, job: Job, path: Path, key: RowKey, timing: Timing, 
         key.threads,
         round_timing(timing, rounds, head=job.mode == "head"),
         profile_layers=job.mode == "layers",
+        providers=worker.providers,
     )
 
 
 def workers_of(target: ConnectedTarget) -> list[Worker]:
     if target.links:
-        return [Worker(link.board.name, link.client) for link in target.links]
-    return [Worker(target.name, target.client)]
+        return [Worker(link.board.name, link.client, target.providers) for link in target.links]
+    return [Worker(target.name, target.client, target.providers)]
 
 
 REFERENCE = Job("mobilenet_v3_small", None, "reference")
@@ -453,6 +467,11 @@ def run(
             except BaseException as exc:  # noqa: BLE001 - any other error ends the run, never hangs it
                 queue.finish(job)
                 results.put(("crashed", worker, job, exc))
+                return
+            changed = state_changed(target.identity.description, result)
+            if changed:  # a Jetson's power mode or jetson_clocks moved: nothing more from this board this run
+                queue.finish(job, failed_board=True)
+                results.put(("board", worker, None, changed))
                 return
             queue.finish(job)
             results.put(("done", worker, job, (result, time.monotonic() - job_started, first)))

@@ -259,9 +259,23 @@ class Installation:
     # ------------------------------------------------------------ provisioning
 
     def provision(
-        self, wheel: Path, wheels: list[Path], dry_run: bool = False, say: Callable[[str], None] = print
+        self,
+        wheel: Path,
+        wheels: list[Path],
+        dry_run: bool = False,
+        say: Callable[[str], None] = print,
+        extra_wheels: tuple[Path, ...] = (),
     ) -> str:
-        """Make the board run the agent of `wheel`; returns what was done (installed/upgraded/up to date/...)."""
+        """Make the board run the agent of `wheel`; returns what was done (installed/upgraded/up to date/...).
+        `extra_wheels` (NVIDIA's onnxruntime-gpu for a Jetson, say) are installed after it, without their
+        dependencies; an onnxruntime-gpu wheel replaces onnxruntime (they share the import name)."""
+        if extra_wheels:
+            done = self.provision(wheel, wheels, dry_run, say)
+            names = ", ".join(p.name for p in extra_wheels)
+            if dry_run:
+                return f"{done}; would install {names}"
+            self._install_extra(extra_wheels, say)
+            return f"{done}; installed {names}"
         version = wheel_version(wheel)
         facts = self.probe()
         need_mb = MIN_FREE_MB + sum(p.stat().st_size for p in wheels) / 1e6
@@ -293,7 +307,7 @@ class Installation:
                 + f" ({len(wheels)} wheels, {'offline' if len(wheels) > 1 else 'dependencies from PyPI'})"
             )
         self._upload(wheels)
-        extras = "agent,tflite" if self.board.tflite else "agent"
+        extras = ("agent-gpu" if self.board.gpu else "agent") + (",tflite" if self.board.tflite else "")
         offline = "--no-index " if len(wheels) > 1 else ""
         say(f"{self.board.name}: installing netcut[{extras}]=={version}")
         self.ssh.check(
@@ -310,6 +324,20 @@ class Installation:
         self.start()
         self.healthy(version)
         return f"{action} {version}" + (f" (was {installed})" if installed else "")
+
+    def _install_extra(self, extra: tuple[Path, ...], say: Callable[[str], None]) -> None:
+        self._upload(list(extra))
+        pip = f"{self._p('venv/bin/python')} -m pip"
+        if any(p.name.lower().startswith("onnxruntime_gpu") for p in extra):
+            self.ssh.check(f"{pip} uninstall -q -y onnxruntime", "removing onnxruntime for onnxruntime-gpu")
+        files = " ".join(self._p(f"wheels/{p.name}") for p in extra)
+        say(f"{self.board.name}: installing {', '.join(p.name for p in extra)}")
+        self.ssh.check(
+            f"{pip} install -q --disable-pip-version-check --no-deps --force-reinstall {files}", "pip install"
+        )
+        self.stop()
+        self.start()
+        self.healthy(self.installed_version())
 
     def _upload(self, wheels: list[Path]) -> None:
         self.ssh.check(f"mkdir -p {self._p('wheels')} {self._p('store')}", "creating the install folder")

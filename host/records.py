@@ -79,6 +79,38 @@ class BoardDescription:
 
 
 @dataclass(frozen=True)
+class GpuState:
+    """A GPU's state as the agent read it (a Jetson's sysfs and nvpmodel, or NVML); see the proto."""
+
+    kind: str = ""
+    name: str = ""
+    power_mode: str = ""
+    power_mode_id: int = -1
+    jetson_clocks: str = ""
+    gpu_mhz: float = 0.0
+    gpu_max_mhz: float = 0.0
+    gpu_min_mhz: float = 0.0
+    memory_mhz: float = 0.0
+    celsius: float = 0.0
+    power_watts: float = 0.0
+    rails: tuple[tuple[str, float], ...] = ()
+    throttle_reasons: tuple[str, ...] = ()
+    release: str = ""
+    unavailable_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One onnxruntime execution provider of a target, with its options (sorted name=value pairs)."""
+
+    name: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
 class BoardState:
     timestamp_unix: float = 0.0
     governor: str = ""
@@ -91,6 +123,7 @@ class BoardState:
     throttle_source: str = ""
     load_1m: float = 0.0
     memory_available_bytes: int = 0
+    gpu: GpuState = GpuState()
 
 
 @dataclass(frozen=True)
@@ -182,6 +215,12 @@ class AgentResult:
     layer_profile_note: str = ""
     profiled: bool = field(default=False)  # per-layer times were asked for
     interference: Interference = Interference()
+    session_providers: tuple[str, ...] = ()  # what the agent's session really had
+    placement: tuple[tuple[str, int], ...] = ()  # (provider, kernels it ran)
+    copy_in_ms: float = 0.0  # IOBinding: inputs onto the device, outside samples_ms
+    copy_out_ms: float = 0.0  # and outputs back
+    timed_call: str = ""
+    time_limit_seconds: float = 0.0
 
     @property
     def busy(self) -> bool:
@@ -227,6 +266,12 @@ class AgentResult:
             "state_start": asdict(self.state_start),
             "state_end": asdict(self.state_end),
             "interference": asdict(self.interference),
+            "session_providers": list(self.session_providers),
+            "placement": dict(self.placement),
+            "copy_in_ms": self.copy_in_ms,
+            "copy_out_ms": self.copy_out_ms,
+            "timed_call": self.timed_call,
+            "time_limit_seconds": self.time_limit_seconds,
         }
         if self.profiled:
             out["layers"] = [asdict(layer) for layer in self.layers]

@@ -14,7 +14,9 @@ from .client import AgentClient
 from .records import (
     AgentInfo,
     AgentResult,
+    GpuState,
     Interference,
+    Provider,
     BoardDescription,
     BoardState,
     Layer,
@@ -45,9 +47,22 @@ def board_from_pb(msg: pb.BoardDescription) -> BoardDescription:
     return _plain(BoardDescription, msg)
 
 
+def gpu_from_pb(msg: pb.GpuState) -> GpuState:
+    values = {f.name: getattr(msg, f.name) for f in fields(GpuState) if f.name not in ("rails", "throttle_reasons")}
+    if not msg.kind and not msg.unavailable_reason and not msg.power_mode_id:
+        values["power_mode_id"] = -1  # an agent of protocol 1 sends no GPU state
+    return GpuState(
+        rails=tuple((r.name, r.watts) for r in msg.rails), throttle_reasons=tuple(msg.throttle_reasons), **values
+    )
+
+
 def state_from_pb(msg: pb.BoardState) -> BoardState:
-    values = {f.name: getattr(msg, f.name) for f in fields(BoardState) if f.name != "temperatures"}
-    return BoardState(temperatures=tuple(Temperature(t.zone, t.celsius) for t in msg.temperatures), **values)
+    values = {f.name: getattr(msg, f.name) for f in fields(BoardState) if f.name not in ("temperatures", "gpu")}
+    return BoardState(
+        temperatures=tuple(Temperature(t.zone, t.celsius) for t in msg.temperatures),
+        gpu=gpu_from_pb(msg.gpu),
+        **values,
+    )
 
 
 def info_from_pb(msg: pb.InfoResponse) -> AgentInfo:
@@ -103,6 +118,12 @@ def result_from_pb(msg: pb.BenchmarkResult) -> AgentResult:
         msg.layer_profile_note,
         profiled=bool(msg.layers or msg.layer_profile_note),
         interference=_plain(Interference, msg.interference),
+        session_providers=tuple(msg.session_providers),
+        placement=tuple((p.provider, p.kernels) for p in msg.placement),
+        copy_in_ms=msg.copy_in_ms,
+        copy_out_ms=msg.copy_out_ms,
+        timed_call=msg.timed_call,
+        time_limit_seconds=msg.time_limit_seconds,
     )
 
 
@@ -135,11 +156,15 @@ def benchmark(
     profile_layers: bool = False,
     shape: list[int] | None = None,
     on_progress: Callable[[str], None] | None = None,
+    providers: tuple[Provider, ...] = (),
 ) -> AgentResult:
-    """Benchmark a model the agent holds; on_progress gets each progress event as text."""
+    """Benchmark a model the agent holds; on_progress gets each progress event as text. `providers`: the
+    target's onnxruntime execution providers in order (empty: the agent's CPU)."""
     request = pb.BenchmarkRequest(
         model_id=model_id, runtime=runtime, threads=threads, timing=timing_to_pb(timing), profile_layers=profile_layers
     )
+    for p in providers:
+        request.execution_providers.add(name=p.name, options=dict(p.options))
     if shape:
         request.inputs.add(shape=shape)
     result = client.benchmark(request, on_event=(lambda e: on_progress(describe_event(e))) if on_progress else None)

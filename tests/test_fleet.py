@@ -240,6 +240,40 @@ def test_provision_upgrades_then_does_nothing(provisioned, wheels):
     assert "127.0.0.1:" in (lab.boards[0].home / "agent" / "agent.log").read_text()
 
 
+def tiny_wheel(dest: Path) -> Path:
+    """A wheel of one empty module: an extra wheel to install on a board (as NVIDIA's onnxruntime-gpu would be)."""
+    src = dest / "probe-src"
+    (src / "netcut_probe").mkdir(parents=True)
+    (src / "netcut_probe" / "__init__.py").write_text("INSTALLED = True\n")
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "netcut-probe"\nversion = "0.1"\ndependencies = ["a-package-that-does-not-exist"]\n'
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    return next(dest.glob("netcut_probe-*.whl"))
+
+
+@needs_sshd
+def test_extra_wheels_are_installed_after_netcut_without_their_dependencies(provisioned, wheels, tmp_path):
+    lab, board = provisioned, provisioned.boards[0]
+    extra = tiny_wheel(tmp_path)
+    missing = lab.fleet_cmd("provision", board.name, "--extra-wheel", str(tmp_path / "none.whl"))
+    assert missing.returncode == 2 and "--extra-wheel" in missing.stderr and "no such wheel" in missing.stderr
+    out = lab.fleet_cmd("provision", board.name, "--wheelhouse", str(wheels["house"]), "--extra-wheel", str(extra))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"installed {extra.name}" in out.stdout  # its dependency (absent everywhere) was not asked for
+    python = board.home / "agent" / "venv" / "bin" / "python"
+    probe = subprocess.run(
+        [str(python), "-c", "import netcut_probe; print(netcut_probe.INSTALLED)"], capture_output=True, text=True
+    )
+    assert probe.stdout.strip() == "True", probe.stderr
+    assert lab.status(board.name)[board.name]["healthy"]  # the agent came back after the install
+
+
 @needs_sshd
 def test_profile_spreads_over_boards_and_survives_one_dying(provisioned, tmp_path):
     lab = provisioned

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..choices import RUNTIMES
-from ..records import AgentInfo
+from ..records import AgentInfo, GpuState
 from .options import (
     add_json,
     add_target,
@@ -15,6 +15,7 @@ from .options import (
     credentials_from_args,
     parse_shape,
     ssh_options,
+    providers_from_args,
     timing_from_args,
 )
 
@@ -27,7 +28,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "the local agent (started for the command), the one at --agent, or every reachable board "
         "of an inventory target.",
     )
-    add_target(info)
+    add_target(info, measures=False)
     add_json(info, "a list of each agent's fields as JSON")
     info.set_defaults(func=cmd_info)
 
@@ -59,6 +60,25 @@ def _agents(args: argparse.Namespace):  # noqa: ANN202 - a context manager of th
     )
 
 
+def gpu_words(g: GpuState) -> str:
+    """One line of a board's GPU state, as `info` prints it."""
+    if not g.kind:
+        return f"none readable ({g.unavailable_reason})" if g.unavailable_reason else "none readable"
+    parts = [f"{g.name} ({g.kind}{', ' + g.release if g.release else ''})"]
+    if g.kind == "jetson":
+        parts.append(f"power mode {g.power_mode or g.power_mode_id}, jetson_clocks {g.jetson_clocks or 'unknown'}")
+    parts.append(
+        f"{g.gpu_mhz:.0f} MHz (max {g.gpu_max_mhz:.0f})" + (f", memory {g.memory_mhz:.0f} MHz" if g.memory_mhz else "")
+    )
+    if g.celsius:
+        parts.append(f"{g.celsius:.1f} C")
+    if g.power_watts:
+        parts.append(f"{g.power_watts:.1f} W")
+    if g.throttle_reasons:
+        parts.append(f"throttled: {', '.join(g.throttle_reasons)}")
+    return "; ".join(parts)
+
+
 def print_info(info: AgentInfo, address: str) -> None:
     b, s = info.board, info.state
     rows = [
@@ -84,6 +104,7 @@ def print_info(info: AgentInfo, address: str) -> None:
             f"{info.store.models} models, {info.store.bytes_used / 1e6:.1f} of {info.store.bytes_cap / 1e6:.0f} MB",
         ),
         ("busy", f"{'yes' if info.busy else 'no'}, {info.queue_length} waiting"),
+        ("gpu", gpu_words(s.gpu)),
     ]
     for rt in info.runtimes:
         detail = (
@@ -112,7 +133,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .. import wire
+    from .. import providers, wire
     from ..errors import ConfigError
     from ..progress import Progress
 
@@ -122,7 +143,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runtime = args.runtime or ("litert" if path.suffix.lower() == ".tflite" else "onnxruntime")
     progress = Progress(enabled=None if not args.json else False)
     with _agents(args) as agents:
-        where, client, _ = agents[0]
+        where, client, info = agents[0]
+        chosen = providers.resolve(providers_from_args(args) or (), info, runtime)
         progress.show(f"uploading {path.name}…", force=True)
         model_id = client.upload(path)
         result = wire.benchmark(
@@ -134,6 +156,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.profile,
             args.shape,
             on_progress=progress.show,
+            providers=chosen,
         )
     progress.done()
     if args.json:
@@ -157,6 +180,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"  session {result.session_create_ms:.1f} ms, first run {result.first_run_ms:.2f} ms, "
         f"temperature {temperature}, throttled {'YES' if result.throttled else 'no'}"
     )
+    if result.placement:
+        print(
+            f"  ran on {', '.join(f'{providers.short(p)} {n} kernels' for p, n in result.placement)} "
+            f"(session providers: {', '.join(result.session_providers)}); copies outside the timed "
+            f"{result.timed_call}: in {result.copy_in_ms:.3f} ms, out {result.copy_out_ms:.3f} ms"
+        )
     if args.profile:
         blocks: dict[str, float] = {}
         for layer in result.layers:

@@ -10,7 +10,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..errors import EXIT_TARGET_FAILED
+from ..errors import EXIT_TARGET_FAILED, ConfigError
 from ..inventory import Board, default_path, load
 
 FLEET_HELP = f"""\
@@ -64,6 +64,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="install offline from this folder of wheels "
         "(see `fleet wheelhouse`); default: the board's pip fetches dependencies",
+    )
+    p.add_argument(
+        "--extra-wheel",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a wheel installed after netcut, without its dependencies (repeat for more): NVIDIA's "
+        "onnxruntime-gpu wheel for a Jetson's JetPack, which replaces onnxruntime",
     )
     p.add_argument("--dry-run", action="store_true", help="check the boards and say what would be done")
     p.set_defaults(func=cmd_provision)
@@ -149,6 +158,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from ..provision import Installation, default_wheels, wheel_version
 
     boards = _boards(args)
+    for extra in args.extra_wheel:
+        if not extra.is_file() or extra.suffix != ".whl":
+            raise ConfigError(f"--extra-wheel {extra}: no such wheel file (a .whl)")
     with tempfile.TemporaryDirectory(prefix="netcut-wheel-") as tmp:
         wheel, files = default_wheels(args.wheel, args.wheelhouse, Path(tmp))
         say(
@@ -158,7 +170,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
         def one(board: Board) -> str:
             with _over_ssh(board, args) as ssh:
-                return Installation(ssh).provision(wheel, files, args.dry_run, say)
+                return Installation(ssh).provision(wheel, files, args.dry_run, say, tuple(args.extra_wheel))
 
         return _finish(each(boards, one))
 

@@ -95,10 +95,43 @@ def add_fleet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--known-hosts", type=Path, help="SSH known_hosts file (default: ~/.ssh/known_hosts)")
 
 
-def add_target(p: argparse.ArgumentParser, required: bool = False) -> None:
+def add_target(p: argparse.ArgumentParser, required: bool = False, measures: bool = True) -> None:
+    """--target and how to reach it; `measures`: the command times models there (it takes --ep too)."""
     p.add_argument("--target", default=None if required else LOCAL, required=required, help=TARGET_HELP)
     add_connection_args(p)
     add_fleet_args(p)
+    if measures:
+        add_providers(p)
+
+
+def add_providers(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ep",
+        metavar="LIST",
+        help="onnxruntime execution providers in order of preference, e.g. tensorrt,cuda,cpu (short names or "
+        "onnxruntime's). Fall-back is off: a provider that fails to start, or a node no listed provider runs, "
+        "is refused, never timed on the CPU. Part of the target's identity (default: the inventory target's "
+        "providers, else the CPU)",
+    )
+    p.add_argument(
+        "--ep-option",
+        action="append",
+        default=[],
+        metavar="[PROVIDER:]KEY=VALUE",
+        help="a provider option (onnxruntime's provider_options), e.g. trt_fp16_enable=1 or cuda:device_id=1; "
+        "without PROVIDER it goes to the first of --ep (repeat for more)",
+    )
+
+
+def providers_from_args(args: argparse.Namespace) -> tuple | None:
+    """The --ep providers, or None to take the inventory target's."""
+    from .. import providers
+
+    if getattr(args, "ep", None) is None:
+        if getattr(args, "ep_option", None):
+            raise ConfigError("--ep-option needs --ep (the providers the options are for), e.g. --ep tensorrt,cuda,cpu")
+        return None
+    return providers.parse(names_list(args.ep), args.ep_option)
 
 
 def add_db(p: argparse.ArgumentParser) -> None:
@@ -168,8 +201,9 @@ def add_row_args(p: argparse.ArgumentParser, classes_default: int = 10) -> None:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32, or int8: the models measured are quantized (onnxruntime static QDQ, or ai-edge-quantizer "
-        "for TFLite), and their rows are kept apart from the float ones (default: %(default)s)",
+        help="fp32; int8: the models measured are quantized (onnxruntime static QDQ, or ai-edge-quantizer "
+        "for TFLite); fp16 (ONNX): converted to half precision, for GPU boards. Each precision's rows are kept "
+        "apart (default: %(default)s)",
     )
     g.add_argument(
         "--granularity",
@@ -249,4 +283,5 @@ def connected(args: argparse.Namespace, runtime: str, threads: int) -> ContextMa
         args.fleet,
         ssh_options(args),
         args.connect_timeout,
+        providers_from_args(args),
     )

@@ -27,6 +27,11 @@ from .options import (
 )
 
 
+# What a user chooses about a target besides its runtime and threads (its other tables are that choice's, not
+# strays; see targets.identity_description). Absent: the default (the CPU, no Jetson power state).
+CHOSEN_ABSENT_MEANS_DEFAULT = ("execution_providers", "power_mode", "jetson_clocks")
+
+
 def warn_other_identities(db, name: str, identity: str, description: dict | None = None) -> None:  # noqa: ANN001 - a LatencyDB
     from ..tables import STALE_DAYS
 
@@ -36,8 +41,11 @@ def warn_other_identities(db, name: str, identity: str, description: dict | None
         if t["identity"] == identity:
             continue
         theirs = json.loads(t["description"])
-        if mine is not None and any(k in theirs and theirs[k] != mine.get(k) for k in ("runtime", "threads")):
-            continue  # another runtime or thread count: that choice's own table, not a stray
+        if mine is not None and (
+            any(k in theirs and theirs[k] != mine.get(k) for k in ("runtime", "threads"))
+            or any(theirs.get(k) != mine.get(k) for k in CHOSEN_ABSENT_MEANS_DEFAULT)
+        ):
+            continue  # another runtime, thread count, provider list or power mode: that choice's table, not a stray
         count = db.count(t["identity"])
         if count:
             print(
@@ -59,7 +67,7 @@ def warn_other_identities(db, name: str, identity: str, description: dict | None
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from ..paths import export_cache
-    from ..profiling import ModelFiles, analyses_for, plan, run
+    from ..profiling import ModelFiles, analyses_for, mode_for, plan, run
     from ..progress import Progress, job_progress
 
     key = row_key(args)
@@ -67,12 +75,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise ConfigError("per-layer profiles need onnxruntime; use --mode e2e with --format tflite")
     names = names_list(args.models)
     analyses = analyses_for(names, key)
-    jobs = plan(analyses, args.cuts, args.mode)
     progress = Progress(enabled=None if not args.json else False)
     started = time.monotonic()
 
     with open_db(args) as db, connected(args, key.runtime, key.threads) as target:
         warn_other_identities(db, target.name, target.identity.key, target.identity.description)
+        args.mode = mode_for(args.mode, target, lambda s: print(f"note: {s}", file=sys.stderr))
+        jobs = plan(analyses, args.cuts, args.mode)
         files = ModelFiles(export_cache(), key, analyses)
         report = run(
             jobs,
