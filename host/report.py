@@ -136,8 +136,9 @@ def write_markdown(path: Path, data: dict) -> None:
                 else f"cost the pick nothing (it moved validation accuracy by +{-cost * 100:.1f} points)"
             )
             lines.append(
-                f"Quantization {what}: {pick['float_accuracy']:.1%} as the float TRN, {pick['accuracy']:.1%} as "
-                f"{pick['precision']} in the board's runtime."
+                f"{'Quantization' if pick['precision'] == 'int8' else 'Conversion to ' + pick['precision']} {what}: "
+                f"{pick['float_accuracy']:.1%} as the float TRN, {pick['accuracy']:.1%} as {pick['precision']} in the "
+                "runtime."
             )
     if off:
         lat = off["measured_ms"] if off["measured_ms"] is not None else off["estimated_ms"]
@@ -203,13 +204,19 @@ def plot_series(outcome: SearchOutcome) -> dict:
     }
     series["off-the-shelf frontier"] = _front([(x, y) for x, y, _ in series["off-the-shelf"]])
     series["TRN frontier"] = _front([(x, y) for x, y, _ in series["trimmed (TRN)"]])
-    # Precisions: which points are int8 (drawn with their own markers), and the frontier with float only
-    # beside the one with every precision, so the plot shows what int8 adds.
-    series["int8"] = sorted(c.key for c in trained if c.precision == "int8")
-    if series["int8"]:
+    # Precisions: which points are int8 or fp16 (drawn with their own markers), and the frontier with float
+    # only beside the one with every precision, so the plot shows what they add.
+    for precision in CONVERTED:
+        series[precision] = sorted(c.key for c in trained if c.precision == precision)
+    if any(series[p] for p in CONVERTED):
         series["float-only frontier"] = _front([(c.estimated_ms, c.accuracy) for c in trained if c.precision == "fp32"])
         series["mixed frontier"] = _front([(c.estimated_ms, c.accuracy) for c in trained])
     return series
+
+
+CONVERTED = ("int8", "fp16")
+# (off-the-shelf, trimmed) marker and colour of each converted precision's points.
+MARKERS = {"int8": (("D", "tab:purple"), ("^", "tab:green")), "fp16": (("P", "tab:brown"), ("v", "tab:red"))}
 
 
 def write_plots(out: Path, cfg: SearchConfig, outcome: SearchOutcome) -> None:
@@ -220,24 +227,26 @@ def write_plots(out: Path, cfg: SearchConfig, outcome: SearchOutcome) -> None:
 
     s = plot_series(outcome)
     fig, ax = plt.subplots(figsize=(10, 5))
-    int8 = set(s["int8"])
+    precision_of = {key: p for p in CONVERTED for key in s[p]}
+    converted = set(precision_of)
     for name, marker, colour in (("off-the-shelf", "s", "tab:blue"), ("trimmed (TRN)", "o", "tab:orange")):
-        for precision, shape in (("fp32", marker), ("int8", "^" if marker == "o" else "D")):
-            points = [p for p in s[name] if (p[2] in int8) == (precision == "int8")]
+        for precision in ("fp32", *CONVERTED):
+            shape, tint = (marker, colour) if precision == "fp32" else MARKERS[precision][marker == "o"]
+            points = [p for p in s[name] if precision_of.get(p[2], "fp32") == precision]
             if points:  # a legend entry only for what is drawn
-                label = f"{name}, {precision}" if int8 else name
+                label = f"{name}, {precision}" if converted else name
                 ax.scatter(
                     [p[0] for p in points],
                     [p[1] for p in points],
                     marker=shape,
                     s=40,
                     alpha=0.85,
-                    color=colour if precision == "fp32" else "tab:green" if marker == "o" else "tab:purple",
+                    color=tint,
                     label=label,
                 )
     frontiers = (
         (("float-only frontier", "tab:grey", "--"), ("mixed frontier", "tab:green", "-"))
-        if int8
+        if converted
         else (("off-the-shelf frontier", "tab:blue", "-"), ("TRN frontier", "tab:orange", "-"))
     )
     for name, colour, style in frontiers:

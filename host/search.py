@@ -36,16 +36,19 @@ from netcut.policy import (
 from netcut.training import TrainConfig, TrainResult, evaluate, train_full, train_heads
 from netcut.trn import build_trn
 from netcut.quantize import QuantizationError, calibration_images, check_calibration, runtime_accuracy
-from netcut.vocabulary import DEFAULT_CALIBRATION_IMAGES, FP32, INT8, cut_label
+from netcut.half import HalfError
+from netcut.vocabulary import DEFAULT_CALIBRATION_IMAGES, FP16, FP32, INT8, cut_label
+
+from netcut_protos.providers import ON_CUDA
 
 from . import wire
 from .choices import DEFAULT_ROUNDS, FORMAT_OF
-from .errors import ConfigError, NoFeasibleCandidate
+from .errors import ConfigError, NoFeasibleCandidate, TargetError
 from .estimation import estimate_candidates
-from .profiling import SEED, Job, ModelFiles, plan, run, store_result
+from .profiling import SEED, Job, ModelFiles, mode_for, plan, run, store_result
 from .records import AgentResult, Timing
 from .tables import LatencyDB, RowKey
-from .targets import ConnectedTarget
+from .targets import ConnectedTarget, state_changed
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,13 @@ def best_off_the_shelf(candidates: list[Candidate]) -> Candidate | None:
     return max(off, key=lambda c: c.accuracy, default=None)
 
 
+def default_precisions(target: ConnectedTarget) -> tuple[str, ...]:
+    """What a search compares when not told: fp16 beside fp32 on a GPU (CUDA or TensorRT first), int8 beside
+    fp32 elsewhere (what a Raspberry Pi ships)."""
+    gpu = bool(target.providers) and target.providers[0].name in ON_CUDA
+    return (FP32, FP16) if gpu else (FP32, INT8)
+
+
 def normalization_for(weights: str, model: str | None = None) -> dict:
     """The mean and std images are normalised with: the built-in backbones' own; what timm's pretrained
     configuration gives for its networks; ImageNet's otherwise (torchvision's weights)."""
@@ -184,6 +194,7 @@ class Search:
         task: TaskData | None = None,
     ):
         self.cfg, self.target, self.db, self.say = cfg, target, db, say
+        self._said: set[str] = set()
         self.task = task  # given: used instead of loading cfg.data (bench/search.py holds a test split out)
         self._tasks: dict[str, TaskData] = {}
         self._trainable: dict[str, NetworkAnalysis] = {}
@@ -271,7 +282,7 @@ class Search:
         if task.skipped:
             self.notes.append(f"skipped {task.skipped} unreadable image{'s' if task.skipped > 1 else ''}")
         if not cfg.precisions:
-            raise ConfigError("no precision to search; give fp32, int8 or both")
+            raise ConfigError("no precision to search; give fp32, int8, fp16 or a list")
         self.keys = {
             p: RowKey(
                 cfg.input_size,
@@ -338,18 +349,18 @@ class Search:
         best = best_off_the_shelf(candidates)
         if best is not None and best is not pick:
             task = self._task_for(best.model)
-            if best.precision == INT8:
-                best.test_accuracy = runtime_accuracy(self._int8_file(best), task.test)
+            if best.precision != FP32:
+                best.test_accuracy = runtime_accuracy(self._converted_file(best), task.test)
             else:
                 best.test_accuracy = evaluate(self.trained_trn(best, len(task.classes)), task.test, "cpu")
 
     def _quantization_of(self, c: Candidate) -> dict:
         """For model.json: how an int8 pick was quantized, how it agreed with its float twin, and how to
         feed it (a LiteRT int8 model's input and output are int8: real = scale * (q - zero_point))."""
-        if c.precision != INT8:
+        if c.precision == FP32:
             return {}
-        summary = json.loads(self._int8_file(c).with_suffix(".json").read_text())
-        return {"float_accuracy": c.float_accuracy, "quantization": summary}
+        summary = json.loads(self._converted_file(c).with_suffix(".json").read_text())
+        return {"float_accuracy": c.float_accuracy, "quantization" if c.precision == INT8 else FP16: summary}
 
     def _outcome(
         self,
@@ -433,37 +444,46 @@ class Search:
         self.phases["estimation"] += time.monotonic() - t0 - (self.phases["profiling"] - profiling_before)
 
     def _compare_precisions(self, candidates: list[Candidate]) -> None:
-        """Say where int8 does not pay on this target: a network whose int8 form is estimated no faster
-        than its float one (on a Cortex-A72 without dot-product instructions, some are slower)."""
+        """Say where int8 or fp16 does not pay on this target: a network whose converted form is estimated no
+        faster than its float one (on a Cortex-A72 without dot-product instructions some int8 models are
+        slower; a CPU runs fp16 through casts)."""
         if len(self.keys) < 2:
             return
         est = {(c.model, c.cut, c.precision): c.estimated_ms for c in candidates}
-        for m, a in self.analyses.items():
-            pairs = [(est.get((m, cut, FP32)), est.get((m, cut, INT8))) for cut in candidate_cuts(a)]
-            pairs = [(f, q) for f, q in pairs if f is not None and q is not None]
-            slower = [(f, q) for f, q in pairs if q >= f]
-            if not slower:
-                continue
-            full_f, full_q = est.get((m, None, FP32)), est.get((m, None, INT8))
-            known = full_f is not None and full_q is not None
-            whole = f"the full network {full_q:.3f} ms int8 against {full_f:.3f} ms float" if known else ""
-            if known and full_q >= full_f:
-                self.notes.append(
-                    f"int8 {m} is slower than float on {self.target.name}: {whole}, and at {len(slower)} of its "
-                    f"{len(pairs)} candidates (estimated from its tables): quantizing it does not pay here"
-                )
-            else:
-                self.notes.append(
-                    f"int8 {m} is slower than float on {self.target.name} at {len(slower)} of its {len(pairs)} "
-                    f"candidates{'; ' + whole if whole else ''} (estimated from its tables)"
-                )
-            self.say(f"note: {self.notes[-1]}")
+        for p in (q for q in self.keys if q != FP32):
+            for m, a in self.analyses.items():
+                pairs = [(est.get((m, cut, FP32)), est.get((m, cut, p))) for cut in candidate_cuts(a)]
+                pairs = [(f, q) for f, q in pairs if f is not None and q is not None]
+                slower = [(f, q) for f, q in pairs if q >= f]
+                if not slower:
+                    continue
+                full_f, full_q = est.get((m, None, FP32)), est.get((m, None, p))
+                known = full_f is not None and full_q is not None
+                whole = f"the full network {full_q:.3f} ms {p} against {full_f:.3f} ms float" if known else ""
+                if known and full_q >= full_f:
+                    self.notes.append(
+                        f"{p} {m} is slower than float on {self.target.name}: {whole}, and at {len(slower)} of its "
+                        f"{len(pairs)} candidates (estimated from its tables): converting it does not pay here"
+                    )
+                else:
+                    self.notes.append(
+                        f"{p} {m} is slower than float on {self.target.name} at {len(slower)} of its {len(pairs)} "
+                        f"candidates{'; ' + whole if whole else ''} (estimated from its tables)"
+                    )
+                self.say(f"note: {self.notes[-1]}")
+
+    def _say_once(self, text: str) -> None:
+        """A note for people and the report, given once however often its cause comes up."""
+        if text not in self._said:
+            self._said.add(text)
+            self.notes.append(text)
+            self.say(f"note: {text}")
 
     def _profile(self, names: list[str], key: RowKey) -> None:
         t0 = time.monotonic()
         analyses = {n: self.analyses[n] for n in names}
         # LiteRT has no per-layer profiler: every candidate is measured end to end there.
-        mode = "layers" if key.runtime == "onnxruntime" else "e2e"
+        mode = mode_for("layers" if key.runtime == "onnxruntime" else "e2e", self.target, self._say_once)
         jobs = plan(analyses, "all", mode)
         self.say(
             f"profiling {', '.join(names)} on {self.target.name} ({len(jobs)} measurements, {mode} mode, "
@@ -496,8 +516,9 @@ class Search:
         """The trained float TRN's weights: an int8 candidate shares its float twin's."""
         return self.checkpoints / f"{self._stem(dataclasses.replace(c, precision=FP32))}.pt"
 
-    def _int8_file(self, c: Candidate) -> Path:
-        return self.out / "int8" / f"{self._stem(c)}.{self.key.format}"
+    def _converted_file(self, c: Candidate) -> Path:
+        """An int8 or fp16 candidate's file: its trained float TRN quantized or converted, evaluated as it is."""
+        return self.out / c.precision / f"{self._stem(c)}.{self.key.format}"
 
     def _train(self, candidates: list[Candidate], retrained: list[Candidate], task: TaskData) -> None:
         """Train the float TRNs the retrained candidates need (one per network and cut: an int8 candidate is
@@ -511,7 +532,7 @@ class Search:
         todo = []
         for c in retrained:
             prior = done.get(c.key)
-            if prior and self._checkpoint(c).exists() and (c.precision == FP32 or self._int8_file(c).exists()):
+            if prior and self._checkpoint(c).exists() and (c.precision == FP32 or self._converted_file(c).exists()):
                 c.trained, c.accuracy, c.train_seconds = True, prior["accuracy"], prior["train_seconds"]
                 c.float_accuracy = prior.get("float_accuracy")
             else:
@@ -554,7 +575,7 @@ class Search:
                 c.float_accuracy = trained["accuracy"]
         self.save(candidates)
         self.phases["training"] += time.monotonic() - t0
-        self._quantize(candidates, [c for c in todo if c.precision == INT8])
+        self._quantize(candidates, [c for c in todo if c.precision != FP32])
 
     def _record(self, c: Candidate, trn: torch.nn.Module, result: TrainResult) -> None:
         torch.save(trn.state_dict(), self._checkpoint(c))
@@ -562,10 +583,10 @@ class Search:
         self.say(f"  {c.float_key}: validation accuracy {result.accuracy:.3f}")
 
     def _quantize(self, candidates: list[Candidate], group: list[Candidate]) -> None:
-        """Quantize trained float TRNs to int8 (calibrated on a seeded subset of the training images) and
-        measure each one's validation accuracy in the runtime it deploys to. The most promising go first:
-        one whose float accuracy is QUANT_SLACK below the best accuracy found so far cannot win (post-training
-        quantization does not add accuracy), so it costs no calibration pass; the report says so."""
+        """Quantize trained float TRNs to int8 (calibrated on a seeded subset of the training images) or convert
+        them to fp16, and measure each one's validation accuracy in the runtime it deploys to. The most
+        promising go first: one whose float accuracy is QUANT_SLACK below the best accuracy found so far cannot
+        win (neither adds accuracy), so it costs no calibration pass; the report says so."""
         t0 = time.monotonic()
         for c in sorted(group, key=lambda c: -(c.float_accuracy or 0.0)):
             best = max(
@@ -578,9 +599,10 @@ class Search:
                 )
                 continue
             task = self._task_for(c.model)
-            started, path = time.monotonic(), self._int8_file(c)
+            started, path = time.monotonic(), self._converted_file(c)
             try:
-                check_calibration(min(len(task.train_plain), self.cfg.calibration_images), len(task.classes), c.key)
+                if c.precision == INT8:
+                    check_calibration(min(len(task.train_plain), self.cfg.calibration_images), len(task.classes), c.key)
                 calibration, check = self._calibration_for(task)
                 result = export(
                     self.trained_trn(c, len(task.classes)),
@@ -588,27 +610,37 @@ class Search:
                     self.analyses[c.model].input_shape,
                     self.key.format,
                     self._metadata(c),
-                    precision=INT8,
-                    calibration=calibration,
+                    precision=c.precision,
+                    calibration=calibration if c.precision == INT8 else None,
                     check=check,
                 )
-            except QuantizationError as exc:
-                c.excluded = f"int8 export failed: {exc}"
+            except (QuantizationError, HalfError) as exc:
+                c.excluded = f"{c.precision} export failed: {exc}"
                 self.notes.append(f"{exc}: {c.key} is left out, the search goes on")
                 self.say(f"warning: {self.notes[-1]}")
                 continue
-            path.with_suffix(".json").write_text(json.dumps(result.int8.summary(), indent=1))
+            report = result.int8 or result.fp16
+            path.with_suffix(".json").write_text(json.dumps(report.summary(), indent=1))
             c.accuracy = runtime_accuracy(path, task.val)
             c.trained, c.train_seconds = True, time.monotonic() - started
-            agree = "" if result.int8.agreement is None else f", top-1 agreement with it {result.int8.agreement:.0%}"
-            self.say(f"  {c.key}: validation accuracy {c.accuracy:.3f} as int8 (float {c.float_accuracy:.3f}{agree})")
+            agree = "" if report.agreement is None else f", top-1 agreement with it {report.agreement:.0%}"
+            self.say(
+                f"  {c.key}: validation accuracy {c.accuracy:.3f} as {c.precision} "
+                f"(float {c.float_accuracy:.3f}{agree})"
+            )
             self.save(candidates)
         skipped = [c for c in group if c.excluded.startswith("not quantized")]
         if skipped:
+            kinds = "/".join(sorted({c.precision for c in skipped}))
             self.notes.append(
-                f"{len(skipped)} feasible int8 candidate{'s were' if len(skipped) > 1 else ' was'} not quantized: "
-                f"their float accuracy was more than {QUANT_SLACK:.0%} below the best found, which "
-                "post-training quantization does not add"
+                f"{len(skipped)} feasible {kinds} candidate{'s were' if len(skipped) > 1 else ' was'} not "
+                f"quantized: their float accuracy was more than {QUANT_SLACK:.0%} below the best found, which "
+                "post-training quantization (or conversion to fp16) does not add"
+            )
+        if any(c.precision == FP16 and c.accuracy is not None for c in group) and self.key.format == "onnx":
+            self.notes.append(
+                "fp16 accuracies were measured with onnxruntime's CPU provider on this workstation: half-precision "
+                "weights, and float compute where it has no half kernel; a GPU computes in half"
             )
         self.phases["quantization"] += time.monotonic() - t0
 
@@ -673,12 +705,26 @@ class Search:
             )
         return pick, artefact, sidecar
 
+    def _confirmation_run(self, model_id: str) -> AgentResult:
+        result = wire.benchmark(
+            self.target.client,
+            model_id,
+            self.key.runtime,
+            self.key.threads,
+            self.cfg.timing,
+            providers=self.target.providers,
+        )
+        changed = state_changed(self.target.identity.description, result)
+        if changed:
+            raise TargetError(f"confirmation on {self.target.name}: {changed}")
+        return result
+
     def _measure(self, c: Candidate, task: TaskData) -> tuple[Path, AgentResult]:
         """Export a trained candidate in the target's format and time it end to end there (kept in the table).
         An int8 candidate is measured as the very file that was quantized and evaluated."""
         key = self.keys[c.precision]
-        if c.precision == INT8:
-            path = self._int8_file(c)
+        if c.precision != FP32:
+            path = self._converted_file(c)
         else:
             path = self.out / "confirm" / f"{self._stem(c)}.{self.key.format}"
             export(
@@ -690,10 +736,10 @@ class Search:
             )
         self.say(f"confirming {c.key} on {self.target.name}")
         model_id = self.target.client.upload(path, label=c.key)
-        result = wire.benchmark(self.target.client, model_id, self.key.runtime, self.key.threads, self.cfg.timing)
+        result = self._confirmation_run(model_id)
         if result.doubtful and self.cfg.remeasure > 0:
             self.say(f"warning: confirming {c.key}: {result.warnings[-1]}; measuring it again")
-            again = wire.benchmark(self.target.client, model_id, self.key.runtime, self.key.threads, self.cfg.timing)
+            again = self._confirmation_run(model_id)
             self.notes.append(
                 f"{c.key}'s confirmation was measured again: the agent flagged the first run "
                 f"({'; '.join(result.warnings)})"

@@ -35,6 +35,7 @@ from .vocabulary import BLOCK_KEY, NODES_KEY
 if TYPE_CHECKING:
     import onnx
 
+    from .half import Fp16Report
     from .quantize import Int8Report
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ExportResult:
     relative_error: float  # ||runtime - torch|| / ||torch|| on a random input
     seconds: float
     int8: Int8Report | None = None  # precision int8: what quantization did, and its check against float
+    fp16: Fp16Report | None = None  # precision fp16: the conversion and its check against float
 
 
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -271,6 +273,8 @@ def export(
         return float_export(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if precision == quantize.FP16:
+        return _export_fp16(float_export, path, input_shape, fmt, check, verify_outputs)
     if calibration is None:
         calibration = quantize.synthetic_images(input_shape)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
@@ -283,3 +287,19 @@ def export(
         annotate_onnx(proto, _labels(module), {})
         onnx.save(proto, str(path))
     return dataclasses.replace(result, path=path, int8=report, seconds=result.seconds + report.seconds)
+
+
+def _export_fp16(float_export, path: Path, input_shape, fmt: str, check, verify_outputs: bool) -> ExportResult:  # noqa: ANN001
+    from . import half, quantize
+
+    if fmt != "onnx":
+        raise half.HalfError(
+            "fp16 is exported as ONNX (for onnxruntime's CUDA or TensorRT providers); LiteRT's fp16 is its GPU "
+            "delegate's business: use --format onnx, or fp32 or int8 for TFLite"
+        )
+    if check is None:
+        check = quantize.synthetic_images(input_shape, 4) if verify_outputs else []
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        result = float_export(Path(tmp) / f"float{path.suffix}")
+        report = half.to_float16(result.path, path, check if verify_outputs else [], path.stem)
+    return dataclasses.replace(result, path=path, fp16=report, seconds=result.seconds + report.seconds)

@@ -32,7 +32,7 @@ from torch import nn
 
 from .errors import NetcutError
 from .export import NODES_KEY, output_to_log, relative_error
-from .vocabulary import DEFAULT_CALIBRATION_IMAGES, FP32, INT8, PRECISIONS  # noqa: F401  (re-exported)
+from .vocabulary import DEFAULT_CALIBRATION_IMAGES, FP16, FP32, INT8, PRECISIONS  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from ai_edge_litert.interpreter import Interpreter

@@ -92,7 +92,16 @@ def test_the_default_policy_follows_the_fine_tuning_mode():
     for argv, policy in ((["search"], "feasible"), (["search", "--finetune", "full"], "deepest")):
         assert str(config_from_args(parser.parse_args(argv)).policy) == policy
     # Both precisions by default, each a set of candidates; one, or both in any order, when asked.
-    assert config_from_args(parser.parse_args(["search"])).precisions == ("fp32", "int8")
+    assert config_from_args(parser.parse_args(["search"])).precisions == ()  # auto: chosen by the target
+    from types import SimpleNamespace
+
+    from netcut_host.records import Provider
+    from netcut_host.search import default_precisions
+
+    assert default_precisions(SimpleNamespace(providers=())) == ("fp32", "int8")
+    cuda_first = (Provider("CUDAExecutionProvider"), Provider("CPUExecutionProvider"))
+    assert default_precisions(SimpleNamespace(providers=cuda_first)) == ("fp32", "fp16")
+    assert default_precisions(SimpleNamespace(providers=cuda_first[::-1])) == ("fp32", "int8")
     assert config_from_args(parser.parse_args(["search", "--precision", "int8,fp32"])).precisions == ("fp32", "int8")
     assert config_from_args(parser.parse_args(["search", "--precision", "int8"])).precisions == ("int8",)
 

@@ -1,5 +1,5 @@
-"""int8 as a precision: quantized exports verified against float, tables per precision, and a search over both
-precisions on a real local agent (real onnxruntime and LiteRT sessions)."""
+"""int8 and fp16 as precisions: quantized and converted exports verified against float, tables per precision, and
+searches over them on a real local agent (real onnxruntime and LiteRT sessions)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,28 @@ def tiny_trn(name: str = "resnet18", cut: str | None = "layer2.0", size: int = 3
 
 def test_precisions_parse_in_order_and_refuse_unknown_names():
     assert parse_precisions("int8, fp32") == ("fp32", "int8") and parse_precisions("int8") == ("int8",)
-    for bad in ("fp16", "", "int4,fp32"):
-        with pytest.raises(ValueError, match="use fp32, int8"):
+    assert parse_precisions("fp16,fp32,int8") == ("fp32", "int8", "fp16")
+    for bad in ("bf16", "", "int4,fp32"):
+        with pytest.raises(ValueError, match="use fp32, int8, fp16"):
             parse_precisions(bad)
+
+
+def test_fp16_export_halves_every_weight_keeps_float_io_and_agrees_with_float(tmp_path):
+    trn, a = tiny_trn()
+    result = export(trn, tmp_path / "h.onnx", a.input_shape, precision="fp16")
+    h = result.fp16
+    assert h.float32_weights_left == [] and h.converted_initializers > 10
+    assert h.relative_error < 5e-3 and h.agreement is not None and h.check_images == 4
+    model = onnx.load(str(result.path))
+    weights = {t.name: t.data_type for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert convs and all(weights[n.input[1]] == onnx.TensorProto.FLOAT16 for n in convs)
+    io = [*model.graph.input, *model.graph.output]
+    assert all(t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for t in io)  # fed and read as before
+    blocks = {b for _, b, _ in json.loads({p.key: p.value for p in model.metadata_props}["netcut.nodes"])}
+    assert {"layer1.0", "layer2.0"} <= blocks  # the agent still maps kernels to blocks
+    with pytest.raises(Exception, match="fp16 is exported as ONNX"):
+        export(trn, tmp_path / "h.tflite", a.input_shape, fmt="tflite", precision="fp16")
 
 
 @pytest.mark.parametrize("name,cut", [("resnet18", "layer3.1"), ("mobilenet_v3_small", "features.6")])
@@ -149,8 +168,9 @@ def test_export_cli_int8(tmp_path):
 def test_profile_int8_rows_are_kept_apart_from_float_rows(tmp_path):
     db = tmp_path / "t.sqlite"
     common = ["--models", "resnet18", "--input-size", "32", "--db", str(db), *FAST]
-    for precision, mode in (("fp32", "e2e"), ("int8", "e2e"), ("int8", "layers")):
-        out = run_cli("netcut-host", "profile", *common, "--precision", precision, "--mode", mode, "--json")
+    for precision, mode in (("fp32", "e2e"), ("int8", "e2e"), ("int8", "layers"), ("fp16", "e2e")):
+        some = ["--cuts", "layer2.0,full"] if precision == "fp16" else []  # fp16 exports are slow: two cuts
+        out = run_cli("netcut-host", "profile", *common, *some, "--precision", precision, "--mode", mode, "--json")
         assert out.returncode == 0, out.stderr
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT id, precision, mode, cut, blocks FROM measurements").fetchall()
@@ -160,6 +180,7 @@ def test_profile_int8_rows_are_kept_apart_from_float_rows(tmp_path):
         precision_of[row_id] = precision
     cuts = set(by[("fp32", "e2e")])
     assert set(by[("int8", "e2e")]) == cuts and len(cuts) == 10  # the same cuts, stored twice
+    assert set(by[("fp16", "e2e")]) == {"layer2.0", "full"}  # and fp16 apart again
     layers = by[("int8", "layers")]["full"]
     assert "maxpool" in layers and "layer4.0" in layers and "" not in layers  # labels survived quantization
     # Estimates read only their precision's rows.
@@ -226,6 +247,22 @@ def test_an_int8_pick_is_confirmed_on_the_board_and_reproduces_its_accuracy(both
     # The confirmation is stored as an int8 row of the table.
     md = (out / "report.md").read_text()
     assert "int8** —" in md and "Quantization cost" in md
+
+
+def test_an_fp16_pick_is_confirmed_on_the_board_and_reproduces_its_accuracy(both_precisions):
+    result, out = both_precisions("fp16", "--precision", "fp16")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    pick, sidecar = report["pick"], json.loads((out / "model.json").read_text())
+    assert pick["precision"] == sidecar["precision"] == "fp16" and pick["measured_ms"] is not None
+    assert sidecar["fp16"]["float32_weights_left"] == [] and sidecar["float_accuracy"] == pick["float_accuracy"]
+    task = load_task("builtin", 32, BUILTIN_NORMALIZATION, 0, TEST_FRACTION)
+    assert runtime_accuracy(out / "model.onnx", task.val) == pick["accuracy"] == sidecar["accuracy"]
+    model = onnx.load(str(out / "model.onnx"))
+    kinds = {t.data_type for t in model.graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in kinds and onnx.TensorProto.FLOAT not in kinds
+    assert any("fp16 accuracies were measured with onnxruntime's CPU provider" in n for n in report["notes"])
+    assert "fp16** —" in (out / "report.md").read_text() and "Conversion to fp16" in (out / "report.md").read_text()
 
 
 def test_too_few_calibration_images_leave_int8_out_and_the_search_goes_on(both_precisions):

@@ -80,15 +80,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32, or int8: post-training static quantization calibrated on --data, verified against the "
+        help="fp32; int8: post-training static quantization calibrated on --data, verified against the "
         "float model (top-1 agreement, relative error) and checked that every convolution and linear "
-        "layer is quantized (default: %(default)s)",
+        "layer is quantized; fp16 (ONNX, for GPU boards): weights and compute in half precision, inputs and "
+        "outputs float32, verified against the float model on --data's validation images (default: %(default)s)",
     )
     export.add_argument(
         "--data",
         default="builtin",
-        help="int8: an ImageFolder whose training images calibrate the quantization and whose validation "
-        "images check it, or builtin (the handwritten digits) (default: %(default)s)",
+        help="int8 and fp16: an ImageFolder whose training images calibrate the quantization and whose "
+        "validation images check it, or builtin (the handwritten digits) (default: %(default)s)",
     )
     export.add_argument(
         "--calibration-images",
@@ -180,7 +181,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "netcut.head": args.head,
         "netcut.weights": args.weights,
     }
-    calibration, check = _calibration(args, size) if args.precision == "int8" else (None, None)
+    calibration, check = _calibration(args, size) if args.precision != "fp32" else (None, None)
     result = export(
         trn, args.output, a.input_shape, fmt, metadata, precision=args.precision, calibration=calibration, check=check
     )
@@ -198,6 +199,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     }
     if result.int8 is not None:
         info["int8"] = result.int8.summary()
+    if result.fp16 is not None:
+        info["fp16"] = result.fp16.summary()
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -218,6 +221,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         for t in q.inputs + q.outputs:
             if t.scale is not None:
                 print(f"  {t.name}: {t.dtype}, real = {t.scale:.6g} * (q - {t.zero_point})")
+    h = result.fp16
+    if h is not None:
+        agree = "" if h.agreement is None else f"top-1 agreement {h.agreement:.1%}, "
+        print(
+            f"fp16: {h.converted_initializers} weights in half precision, none left float32 in a convolution or "
+            f"linear layer; inputs and outputs float32; against the float model on {h.check_images} images of "
+            f"{args.data}: {agree}relative error {h.relative_error:.2e}"
+        )
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from .options import (
     CLASSES_HELP,
     TARGET_HELP,
     add_connection_args,
+    add_providers,
     add_db,
     add_fleet_args,
     add_json,
@@ -49,6 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default=LOCAL, help=f"{TARGET_HELP} (default: %(default)s)")
     add_connection_args(p)
     add_fleet_args(p)
+    add_providers(p)
     p.add_argument(
         "--deadline",
         help="e.g. 30ms, 0.5ms or 2s (required with your own data; the built-in demo "
@@ -110,11 +113,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=float, default=5.0, help="safety margin on estimates, in %% (default: %(default)s)")
     p.add_argument(
         "--precision",
-        default="fp32,int8",
+        default="auto",
         metavar="LIST",
-        help="fp32, int8 or both: every network and cut is a candidate in each, with its own latency table "
-        "and deepest feasible cut; an int8 candidate is its trained float TRN quantized (a calibration "
-        "pass, no training run), its accuracy measured as int8 in the board's runtime (default: %(default)s)",
+        help="fp32, int8, fp16 or a list (fp32,int8): every network and cut is a candidate in each, with its "
+        "own latency table and deepest feasible cut; an int8 candidate is its trained float TRN quantized "
+        "(a calibration pass, no training run), an fp16 one converted (ONNX); either's accuracy is measured "
+        "as it is, in the runtime. auto: fp32,fp16 on a GPU target (--ep cuda or tensorrt first), else "
+        "fp32,int8 (default: %(default)s)",
     )
     p.add_argument(
         "--calibration-images",
@@ -174,7 +179,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     except NetcutError as exc:
         raise ConfigError(f"--deadline: {exc}") from None
     try:
-        precisions = parse_precisions(args.precision)
+        precisions = () if args.precision == "auto" else parse_precisions(args.precision)  # auto: by the target
     except ValueError as exc:
         raise ConfigError(f"--precision: {exc}") from None
     return SearchConfig(
@@ -207,7 +212,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..records import doubts
     from ..report import held_out_words, write_report
     from ..errors import NoFeasibleCandidate
-    from ..search import ClassesMismatch, OutputInUse, Search
+    from ..search import ClassesMismatch, OutputInUse, Search, default_precisions
 
     cfg = config_from_args(args)
     progress = Progress(enabled=not args.json)
@@ -216,6 +221,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     runtime = args.runtime or (ft.runtime if ft else "onnxruntime")
     threads = args.threads if args.threads is not None else (ft.threads if ft else 1)
     with open_db(args) as db, connected(args, runtime, threads) as target:
+        if not cfg.precisions:
+            cfg = dataclasses.replace(cfg, precisions=default_precisions(target))
         try:
             outcome = Search(cfg, target, db, export_cache(), say, args.resume).run()
         except OutputInUse as exc:
