@@ -445,6 +445,10 @@ def run(
                 queue.finish(job)
                 results.put(("failed", worker, job, str(exc)))
                 continue
+            except BaseException as exc:  # noqa: BLE001 - a bug or a missing library: end the run, never hang it
+                queue.finish(job)
+                results.put(("crashed", worker, job, exc))
+                return
             try:
                 result = _measure(worker, job, path, key, timing, rounds)
                 first = None  # of two runs, the one not kept

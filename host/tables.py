@@ -198,7 +198,7 @@ class RowKey:
     threads: int = 1
     granularity: str = "block"
     classes: int = 10
-    precision: str = "fp32"  # fp32 or int8: the model measured is quantized (netcut.quantize)
+    precision: str = "fp32"  # fp32, int8 or fp16: the model measured is quantized or converted
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,20 @@ def test_info_prints_a_boards_gpu_state_in_one_line():
     assert (
         gpu_words(GpuState(unavailable_reason="NVML is not usable here")) == "none readable (NVML is not usable here)"
     )
+
+
+def test_a_model_that_cannot_be_made_for_a_reason_nobody_foresaw_ends_the_profile_instead_of_hanging(tmp_path):
+    # A missing library (onnxconverter-common for fp16, say) raised inside a measuring thread once left
+    # `profile` waiting forever; it must end the run with the rows so far kept and the cause named.
+    from netcut_host.profiling import Job, ProfileFailed, run
+    from netcut_host.records import Timing
+    from netcut_host.tables import LatencyDB, RowKey
+    from netcut_host.targets import connect
+
+    class Broken:
+        def get(self, job):
+            raise ImportError("No module named 'onnxconverter_common'")
+
+    with LatencyDB(tmp_path / "t.sqlite") as db, connect("local", None, "onnxruntime", 1) as target:
+        with pytest.raises(ProfileFailed, match="ImportError: No module named 'onnxconverter_common'"):
+            run([Job("resnet18", None, "e2e")], target, db, RowKey(input_size=32, precision="fp16"), Broken(), Timing())
