@@ -108,12 +108,9 @@ def run_benchmark(
     info, request_warnings = check_request(req, model_format)
     asked: list[providers.ProviderRequest] = []
     engines = None
-    if req.runtime == ONNXRUNTIME:
-        asked = providers.resolve(
-            providers.requested(req.execution_providers, req.execution_provider), info.execution_providers
-        )
+    if req.runtime == ONNXRUNTIME:  # check_request resolved the list
         asked, engines = providers.with_tensorrt_caches(
-            asked, path.parent.parent / "tensorrt", req.model_id, gpu_state.gpu_name()
+            req.execution_providers, path.parent.parent / "tensorrt", req.model_id, gpu_state.gpu_name()
         )
     first_build = engines is not None and not providers.engine_cached(engines)
     if req.cooldown_celsius:

@@ -119,7 +119,8 @@ def check_request(
     req: BenchmarkRequest, model_format: str, infos: list[runtimes.RuntimeInfo] | None = None
 ) -> tuple[runtimes.RuntimeInfo, list[str]]:
     """Everything that can be refused before queueing, so bad requests fail fast; returns the runtime and the
-    warnings the request deserves. `infos`: the runtimes the benchmark worker found (default: found here)."""
+    warnings the request deserves, and leaves onnxruntime's resolved provider list in the request. `infos`: the
+    runtimes the benchmark worker found (default: found here)."""
     info = runtimes.runtime_info(req.runtime, infos)
     wanted = runtimes.FORMAT_OF_RUNTIME[req.runtime]
     if model_format != wanted:
@@ -151,9 +152,9 @@ def check_request(
         raise InvalidArgument(
             "time_limit_seconds and cooldown_celsius must be finite and non-negative (cool-down at most 120 C)"
         )
-    if req.runtime == runtimes.ONNXRUNTIME:
+    if req.runtime == runtimes.ONNXRUNTIME:  # from here on the request holds onnxruntime's names, in order
         asked = providers.requested(req.execution_providers, req.execution_provider)
-        providers.resolve(asked, info.execution_providers)
+        req.execution_providers = providers.resolve(asked, info.execution_providers)
     elif req.execution_providers or req.execution_provider.upper() not in ("", "CPU"):
         raise InvalidArgument(f"{req.runtime} runs on the CPU here; leave the execution providers out")
     req.timing.validate()

@@ -322,7 +322,7 @@ class AgentServicer(pb_grpc.AgentServicer):
                 with self.queue.slot(cancelled, lambda p: events.put(Queued(p))):
                     with self.store.use(req.model_id) as (path, stored):
                         limit = req.time_limit_seconds or self.default_time_limit + providers.build_allowance(
-                            providers.requested(req.execution_providers, req.execution_provider),
+                            req.execution_providers,  # resolved by check_request
                             self.store.root / "tensorrt",
                             req.model_id,
                             gpu_state.gpu_name(),

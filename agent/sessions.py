@@ -117,7 +117,6 @@ class OrtSession(Session):
         options.profile_file_prefix = str(profile_dir / "ort_profile")
         if fallback_disabled(providers):
             options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        self.asked = providers
         self.provider = providers[0].name
         self.device = device_of(providers)
         try:
@@ -140,7 +139,6 @@ class OrtSession(Session):
         ]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._feeds: dict[str, np.ndarray] = {}
-        self._profiling = True
 
     def prepare(self, feeds):
         ort, (device, device_id) = self._ort, self.device
@@ -181,7 +179,6 @@ class OrtSession(Session):
 
     def end_profiling(self) -> list[dict]:
         """Stop the profiler (the timed runs pay nothing for it) and return its events."""
-        self._profiling = False
         path = Path(self.session.end_profiling())
         try:
             return json.loads(path.read_text())

@@ -637,8 +637,8 @@ class Search:
                 f"quantized: their float accuracy was more than {QUANT_SLACK:.0%} below the best found, which "
                 "post-training quantization (or conversion to fp16) does not add"
             )
-        if any(c.precision == FP16 and c.accuracy is not None for c in group) and self.key.format == "onnx":
-            self.notes.append(
+        if any(c.precision == FP16 and c.accuracy is not None for c in group):  # once, however many passes
+            self._say_once(
                 "fp16 accuracies were measured with onnxruntime's CPU provider on this workstation: half-precision "
                 "weights, and float compute where it has no half kernel; a GPU computes in half"
             )

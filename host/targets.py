@@ -51,11 +51,15 @@ def identity_description(
     """What changes latency: the board, its CPU, the runtime and its version, the threads; and where they
     are not the CPU's defaults, the execution providers with their options, the GPU, and a Jetson's power
     mode and jetson_clocks (each of which changes every latency on the board)."""
+    return _described(info, runtime, threads, providers.resolve(execution_providers, info, runtime))
+
+
+def _described(info: AgentInfo, runtime: str, threads: int, chosen: tuple[Provider, ...]) -> dict:
+    """identity_description for providers already resolved against this agent."""
     rt = info.runtime(runtime)
     if rt is None or not rt.available:
         reason = rt.unavailable_reason if rt else "unknown runtime"
         raise ConfigError(f"the target cannot run {runtime}: {reason}")
-    chosen = providers.resolve(execution_providers, info, runtime)
     out = {
         "board_model": info.board.board_model,
         "cpu_model": info.board.cpu_model,
@@ -143,7 +147,7 @@ def connect(
         client = stack.enter_context(AgentClient(address, credentials, connect_timeout))
         info = agent_info(client)
         chosen = providers.resolve(execution_providers or (), info, runtime)
-        identity = TargetIdentity(name, identity_description(info, runtime, threads, chosen))
+        identity = TargetIdentity(name, _described(info, runtime, threads, chosen))
         yield ConnectedTarget(identity, client, info, runtime, threads, providers=chosen)
 
 
@@ -197,7 +201,7 @@ def _connect_fleet(
         for link in links:
             try:
                 chosen[link.board.name] = providers.resolve(execution_providers, link.info, runtime)
-                identities[link.board.name] = identity_description(link.info, runtime, threads, execution_providers)
+                identities[link.board.name] = _described(link.info, runtime, threads, chosen[link.board.name])
             except ConfigError as exc:  # this board lacks the runtime: the others carry on
                 log.warning("board %s left out: %s", link.board.name, exc)
         links = [l for l in links if l.board.name in identities]

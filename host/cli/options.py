@@ -127,11 +127,9 @@ def providers_from_args(args: argparse.Namespace) -> tuple | None:
     """The --ep providers, or None to take the inventory target's."""
     from .. import providers
 
-    if getattr(args, "ep", None) is None:
-        if getattr(args, "ep_option", None):
-            raise ConfigError("--ep-option needs --ep (the providers the options are for), e.g. --ep tensorrt,cuda,cpu")
+    if getattr(args, "ep", None) is None and not getattr(args, "ep_option", None):
         return None
-    return providers.parse(names_list(args.ep), args.ep_option)
+    return providers.parse(names_list(args.ep), args.ep_option)  # options without --ep are refused there
 
 
 def add_db(p: argparse.ArgumentParser) -> None:
