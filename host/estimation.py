@@ -23,7 +23,7 @@ from netcut.estimate import (
     calibration_points,
     fit_cost_model,
 )
-from netcut.features import head_features, segment_features, trn_features
+from netcut.features import basis, head_features, segment_features, trn_features
 
 from .profiling import analyses_for
 from .tables import LatencyDB, RowKey, TableView
@@ -47,7 +47,7 @@ def analytical(
     cost_model: CostModel, a: NetworkAnalysis, key: RowKey, quantile: str, only: list[str | None] | None = None
 ) -> list[Estimate]:
     return [
-        cost_model.estimate(trn_features(a, cut, key.classes), cut, quantile)
+        cost_model.estimate(trn_features(a, cut, key.classes, key.precision), cut, quantile)
         for cut in (only if only is not None else candidate_cuts(a))
     ]
 
@@ -58,9 +58,9 @@ def points_for(
     points = []
     for name, a in analyses.items():
         rows = TableView(db, identity, key).measurements(name)
-        whole = {cut: trn_features(a, cut, key.classes) for cut in candidate_cuts(a)}
+        whole = {cut: trn_features(a, cut, key.classes, key.precision) for cut in candidate_cuts(a)}
         heads = {c.name: head_features(c.output_shape, key.classes) for c in a.cuts}
-        points += calibration_points(name, rows, segment_features(a), whole, heads)
+        points += calibration_points(name, rows, segment_features(a, key.precision), whole, heads)
     return points
 
 
@@ -83,14 +83,19 @@ def fit(
         stored = db.cost_model(identity, key, fitted_rows)
         if stored is not None:
             try:
-                return CostModel.from_json(stored)
+                model = CostModel.from_json(stored)
+                if model.basis == basis(key.precision):
+                    return model
+                log.info("stored cost model not used: fitted on the features' basis %s", model.basis)
             except NetcutError as exc:  # fitted with other features by another version: fit again
                 log.info("stored cost model not used: %s", exc)
     names = [m for m in db.archs(identity, key) if m != exclude]
     if analyses is None:
         analyses = {}
     analyses.update(analyses_for([n for n in names if n not in analyses], key))
-    model = fit_cost_model(points_for(db, identity, key, {n: analyses[n] for n in names}), identity)
+    model = fit_cost_model(
+        points_for(db, identity, key, {n: analyses[n] for n in names}), identity, basis(key.precision)
+    )
     if exclude is None:
         db.save_cost_model(identity, key, model.to_json(), fitted_rows)
     return model

@@ -32,6 +32,8 @@ class NodeCost:
     kind: str = "other"  # conv, dwconv (grouped), linear, other: they run at different speeds
     extra_passes: float = 0.0  # unfusable activations inside a composite leaf: passes over the output (PASS_COST)
     kernel_area: int = 1  # convolutions: the kernel's spatial size (9 for 3x3)
+    activations: tuple[str, ...] = ()  # a composite leaf's activation modules, lower-case type names
+    pooled: bool = False  # a composite leaf that pools inside (squeeze-excitation): its activations act on the pool
 
 
 def _target_name(gm: fx.GraphModule, node: fx.Node) -> str:
@@ -92,6 +94,7 @@ def node_costs(traced: TracedNetwork, input_shape: tuple[int, ...]) -> tuple[lis
             _kind(gm, node),
             _extra_passes(gm, node),
             _kernel_area(gm, node),
+            *_inner_activations(gm, node),
         )
         costs.append(cost)
         by_node[node] = cost
@@ -115,6 +118,34 @@ PASS_COST = {
     nn.Mish: 1.0,
     **{clip: CLIP_PASS for clip in CLIPS},
 }
+
+
+# int8, as onnxruntime runs a QDQ model (per-node profiles of mobilenet_v2, mobilenet_v3_small, efficientnet_b0
+# and mnasnet1_0 at 224 px, 1 thread): a ReLU or a clip is the output's quantization range, folded into the
+# QLinearConv, so no kernel at all; SiLU runs as QLinearSigmoid + QLinearMul, a sigmoid as QLinearSigmoid;
+# Hardswish as DequantizeLinear + HardSigmoid in float + QuantizeLinear + QLinearMul (41% of
+# mobilenet_v3_small's int8 time against 51% in its convolutions), Hardsigmoid the same without the Mul;
+# GELU and Mish, with no int8 kernel, dequantize, run in float and quantize. Passes over the output, each
+# about one QLinearAdd's worth; lower-case names cover both modules and functions.
+INT8_PASSES = {"silu": 2.0, "sigmoid": 1.0, "hardswish": 4.0, "hardsigmoid": 3.0, "gelu": 3.0, "mish": 3.0}
+_ACTIVATIONS = {m.__name__.lower() for m in PASS_COST} | set(INT8_PASSES)
+_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d)
+
+
+def int8_passes(c: NodeCost) -> float:
+    """Passes an int8 model makes over a node's output beyond writing it (see INT8_PASSES)."""
+    if c.activations:  # a composite leaf; one that pools first applies them to the pooled vector: free
+        return 0.0 if c.pooled else sum(INT8_PASSES.get(a, 0.0) for a in c.activations)
+    return max(INT8_PASSES.get(c.target.lower(), 1.0) - 1.0, 0.0)  # a stand-alone one: its output is the first
+
+
+def _inner_activations(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[str, ...], bool]:
+    if node.op != "call_module":
+        return (), False
+    module = gm.get_submodule(node.target)
+    inner = [m for m in module.modules() if m is not module]
+    names = tuple(type(m).__name__.lower() for m in inner if type(m).__name__.lower() in _ACTIVATIONS)
+    return names, any(isinstance(m, _POOLS) for m in inner)
 
 
 def _extra_passes(gm: fx.GraphModule, node: fx.Node) -> float:

@@ -239,6 +239,7 @@ class CostModel:
     rows: int
     target: str = ""
     fitted_on: list[str] = field(default_factory=list)  # models
+    basis: str = "float-1"  # what the features meant when it was fitted (netcut.features.basis)
 
     def predict_median(self, features: np.ndarray) -> float:
         return float(np.dot(self.weights, features))
@@ -276,7 +277,7 @@ class CalibrationPoint:
     ratios: dict[str, float] = field(default_factory=dict)  # p90/p95/p99 over median (whole models only)
 
 
-def fit_cost_model(points: list[CalibrationPoint], target: str = "") -> CostModel:
+def fit_cost_model(points: list[CalibrationPoint], target: str = "", basis: str = "float-1") -> CostModel:
     """Fit weights minimising relative error (each point weighted by 1/its time)."""
     points = [p for p in points if p.median_ms > 0]
     if len(points) < len(FEATURES):
@@ -296,7 +297,14 @@ def fit_cost_model(points: list[CalibrationPoint], target: str = "") -> CostMode
         values = [p.ratios[key] for p in points if key in p.ratios]
         ratios[key] = float(np.median(values)) if values else 1.0
     return CostModel(
-        list(FEATURES), [float(v) for v in w], ratios, residual, len(points), target, sorted({p.model for p in points})
+        list(FEATURES),
+        [float(v) for v in w],
+        ratios,
+        residual,
+        len(points),
+        target,
+        sorted({p.model for p in points}),
+        basis,
     )
 
 

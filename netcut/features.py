@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cost import CLIP_PASS, CLIPS, NodeCost
+from .cost import CLIP_PASS, CLIPS, NodeCost, int8_passes
 from .cuts import NetworkAnalysis
 from .trn import head_input_features
+from .vocabulary import FP32, INT8
 
 FEATURES = ("conv_gmacs", "dwconv_gmacs_as_3x3", "linear_gmacs", "act_mb", "param_mb", "ops", "runs")
 CLASSIFIER_SEGMENT = "classifier"  # the label of the segment after the last cut (see netcut.trn)
+
+
+def basis(precision: str) -> str:
+    """What the features mean for a precision's models: a cost model fitted on another basis is fitted again.
+    int8 counts activations by the kernels a QDQ model runs (netcut.cost.INT8_PASSES) and depthwise
+    convolutions by their multiply-adds: onnxruntime's int8 depthwise kernels took 1.8-2.1 times as long per
+    output for 5x5 as for 3x3 at the same channels (mnasnet1_0, 224 px), where float ones take about the same."""
+    return "int8-1" if precision == INT8 else "float-1"
 
 
 # Operations that inference runtimes fuse into the preceding convolution or elide: they move
@@ -43,30 +52,31 @@ FUSED = {
 }
 
 
-def _piece(costs: list[NodeCost]) -> np.ndarray:
+def _piece(costs: list[NodeCost], precision: str = FP32) -> np.ndarray:
     v = np.zeros(len(FEATURES))
+    int8 = precision == INT8
     for c in costs:
         if c.target in FUSED or c.target.startswith("<built-in"):
             continue
         if c.target in CLIP_TARGETS:
-            v[3] += c.output_bytes * CLIP_PASS / 1e6
+            v[3] += 0.0 if int8 else c.output_bytes * CLIP_PASS / 1e6
             continue
         if c.kind == "conv":
             v[0] += c.macs / 1e9
         elif c.kind == "dwconv":
-            # Depthwise convolutions are bound by memory, not arithmetic: a 5x5 one costs about what a 3x3
+            # Float depthwise convolutions are bound by memory, not arithmetic: a 5x5 one costs about what a 3x3
             # one on the same activation does, not 25/9 of it (mnasnet, efficientnet: LONO error 21 -> 16%).
-            v[1] += c.macs * 9 / max(c.kernel_area, 1) / 1e9
+            v[1] += c.macs * (1 if int8 else 9 / max(c.kernel_area, 1)) / 1e9
         elif c.kind == "linear":
             v[2] += c.macs / 1e9
-        v[3] += c.output_bytes * (1 + c.extra_passes) / 1e6
+        v[3] += c.output_bytes * (1 + (int8_passes(c) if int8 else c.extra_passes)) / 1e6
         v[4] += c.params * 4 / 1e6
         if c.op in ("call_module", "call_function", "call_method"):
             v[5] += 1
     return v
 
 
-def segment_features(a: NetworkAnalysis) -> dict[str, np.ndarray]:
+def segment_features(a: NetworkAnalysis, precision: str = FP32) -> dict[str, np.ndarray]:
     """Features per segment, keyed by the segment's block label (cut names, then 'classifier')."""
     nodes = a.traced.nodes
     position = {n: i for i, n in enumerate(nodes)}
@@ -74,7 +84,7 @@ def segment_features(a: NetworkAnalysis) -> dict[str, np.ndarray]:
     labels = [c.name for c in a.cuts] + [CLASSIFIER_SEGMENT]
     out, start = {}, 0
     for label, end in zip(labels, bounds):
-        out[label] = _piece(a.costs[start : end + 1] if label != CLASSIFIER_SEGMENT else a.costs[start:end])
+        out[label] = _piece(a.costs[start : end + 1] if label != CLASSIFIER_SEGMENT else a.costs[start:end], precision)
         start = end + 1
     return out
 
@@ -91,9 +101,9 @@ def head_features(output_shape: tuple[int, ...], classes: int) -> np.ndarray:
     return v
 
 
-def trn_features(a: NetworkAnalysis, cut: str | None, classes: int) -> np.ndarray:
+def trn_features(a: NetworkAnalysis, cut: str | None, classes: int, precision: str = FP32) -> np.ndarray:
     """A whole runnable model: its segments up to the cut, its head, and one run's overhead."""
-    segments = segment_features(a)
+    segments = segment_features(a, precision)
     labels = [c.name for c in a.cuts]
     if cut is None:
         v = sum(segments.values())

@@ -113,13 +113,13 @@ def test_macs_match_torchvision_published_figures(analysed):
     )  # their auxiliary heads hold parameters the eval graph never runs
 
 
-def _activation_traffic(*layers) -> float:
+def _activation_traffic(*layers, precision: str = "fp32") -> float:
     from netcut.cost import node_costs
     from netcut.features import FEATURES, _piece
     from netcut.graph import trace
 
     costs, _ = node_costs(trace(torch.nn.Sequential(*layers).eval()), (1, 3, 16, 16))
-    return float(_piece(costs)[FEATURES.index("act_mb")])
+    return float(_piece(costs, precision)[FEATURES.index("act_mb")])
 
 
 def test_activations_are_charged_by_the_pass_they_cost():
@@ -138,6 +138,43 @@ def test_activations_are_charged_by_the_pass_they_cost():
     assert alone[torch.nn.ReLU] == pytest.approx(alone[None])
     assert alone[torch.nn.ReLU6] - alone[None] == pytest.approx(out_mb * 0.4)
     assert alone[torch.nn.SiLU] - alone[None] == pytest.approx(out_mb)
+
+
+def test_int8_activations_are_charged_by_the_kernels_a_qdq_model_runs():
+    """int8: ReLU and clips are the quantization range (no pass); SiLU is QLinearSigmoid + QLinearMul (2),
+    Hardswish four kernels; a squeeze-excitation's activations act on its pooled vector (free); depthwise
+    convolutions count their multiply-adds, 5x5 as 25/9 of a 3x3."""
+    from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
+
+    from netcut.cost import node_costs
+    from netcut.features import FEATURES, _piece
+    from netcut.graph import trace
+
+    out_mb = 8 * 16 * 16 * 4 / 1e6
+    acts = (None, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU, torch.nn.Hardswish)
+    composite = {
+        act: _activation_traffic(Conv2dNormActivation(3, 8, activation_layer=act), precision="int8") for act in acts
+    }
+    assert composite[torch.nn.ReLU] == pytest.approx(composite[None])
+    assert composite[torch.nn.ReLU6] == pytest.approx(composite[None])
+    assert composite[torch.nn.SiLU] - composite[None] == pytest.approx(2 * out_mb)
+    assert composite[torch.nn.Hardswish] - composite[None] == pytest.approx(4 * out_mb)
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    alone = {act: _activation_traffic(conv, *([act()] if act else []), precision="int8") for act in acts}
+    assert alone[torch.nn.ReLU6] == pytest.approx(alone[None])
+    assert alone[torch.nn.SiLU] - alone[None] == pytest.approx(2 * out_mb)
+    # Float is unchanged by it: the same SiLU is one pass there.
+    assert _activation_traffic(conv, torch.nn.SiLU()) - _activation_traffic(conv) == pytest.approx(out_mb)
+    gated = _activation_traffic(conv, SqueezeExcitation(8, 4, scale_activation=torch.nn.Hardsigmoid), precision="int8")
+    assert gated - alone[None] == pytest.approx(out_mb)  # the gate's multiply writes the map once; nothing more
+
+    def dw_gmacs(kernel: int, precision: str) -> float:
+        layer = torch.nn.Conv2d(8, 8, kernel, padding=kernel // 2, groups=8)
+        costs, _ = node_costs(trace(torch.nn.Sequential(layer).eval()), (1, 8, 16, 16))
+        return float(_piece(costs, precision)[FEATURES.index("dwconv_gmacs_as_3x3")])
+
+    assert dw_gmacs(5, "fp32") == pytest.approx(dw_gmacs(3, "fp32"))
+    assert dw_gmacs(5, "int8") == pytest.approx(dw_gmacs(3, "int8") * 25 / 9)
 
 
 def test_layer_granularity_is_finer_and_still_ordered():

@@ -223,6 +223,11 @@ def test_the_stored_cost_model_is_read_back_until_its_rows_change(tmp_path):
         insert_row(db.conn, "resnet18", "full")
         with pytest.raises(Exception, match="needs at least"):  # a new row: fitted again (one row is too few)
             fit(db, "abc", key)
+        # int8 features mean other things (netcut.features.basis): a model stored before that is fitted again.
+        int8 = RowKey(input_size=32, precision="int8")
+        db.save_cost_model("abc", int8, stored.to_json(), db.fitted_rows("abc", int8))
+        with pytest.raises(Exception, match="needs at least"):
+            fit(db, "abc", int8)
 
 
 def test_the_hosts_timing_defaults_are_the_agents():
