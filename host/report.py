@@ -177,6 +177,13 @@ def write_markdown(path: Path, data: dict) -> None:
             f"| {feasible_words(c, data['deadline_ms'])} | {'yes' if c['retrained'] else ''} |"
         )
     lines += ["", "![latency vs accuracy](pareto.png)", ""]
+    evidence = [c for c in data["candidates"] if c.get("evidence")]
+    if evidence:
+        # What each estimate rests on: the rows it was read from, or the fit and the kernels that dominate it
+        # with how many measured kernels of their kind stand behind them.
+        lines += ["## What each estimate rests on", ""]
+        lines += [f"- {c['key']}: {c['evidence']}" for c in evidence]
+        lines.append("")
     path.write_text("\n".join(lines))
 
 

@@ -186,6 +186,8 @@ def test_no_candidate_meets_the_deadline_exits_3(builtin_run, tmp_path):
     assert "No candidate meets 0.0001 ms" in md and "| margin ms |" in md
     first = report["candidates"][0]
     assert f"no: {first['estimated_ms']:.3f} + {first['margin_ms']:.3f} margin > 0.0001" in md
+    # What each estimate rests on (the rows read, or the fit and its dominant kernels), one line a candidate.
+    assert "## What each estimate rests on" in md and f"- {first['key']}: {first['evidence']}" in md
     assert (tmp_path / "o" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 
