@@ -12,6 +12,10 @@ timing each job; the e2e measurements, taken alongside the profile, are the fres
 - the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%), also
   with each network's estimates divided by its own drift (its full network measured in both modes),
 - the analytical estimator leave-one-network-out (goal: median APE < 10%),
+- the per-kernel estimator leave-one-network-out (fitted on the other networks' per-node times; goal:
+  median < 5%, p95 < 15%), with how often the fresh measurement fell in its 90% interval (goal: 85-95%),
+- and, beside them, the baseline every user tries first: latency proportional to MACs at the other
+  networks' median ms per MAC (their full networks),
 and report each mode's profiling wall time against the pure inference time it contains. --precision int8
 measures and scores the int8 TRNs (netcut.quantize; their own rows, their own cost model): goal as float.
 """
@@ -20,13 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+from netcut.errors import NetcutError
 from netcut.estimate import EmpiricalEstimator
 from netcut_host.estimation import analytical, fit
 from netcut_host.choices import DEFAULT_MODELS
+from netcut_host.kernel_estimation import KernelSource
+from netcut_host.kernel_estimation import fit as fit_kernels
 from netcut_host.records import Timing
 from netcut_host.profiling import ModelFiles, analyses_for, anchor_cuts, plan, round_robin, run
 from netcut_host.tables import LatencyDB, RowKey, TableView, fresh_measurements
@@ -102,32 +110,56 @@ def main(argv=None) -> int:
             cost["layers_vs_e2e_wall"] = round(cost["layers"]["wall_s"] / cost["e2e"]["wall_s"], 3)
             out["profiling"][name] = cost
             print(json.dumps({name: cost}), file=sys.stderr)
+        source = KernelSource(Path(tmp) / "exports", key, dict(analyses))
+        # The MACs baseline's rate: each network's full network, as measured end to end in this run.
+        ms_per_mac = {name: fresh[(name, None)].median_ms / analyses[name].full_macs for name in names}
+        kernel_errors, baseline_errors, inside = [], [], []
         for name in names:
             a = analyses[name]
             estimator = EmpiricalEstimator(TableView(db, target.identity.key, key, exclude_mode="e2e"))
             cost_model = fit(db, target.identity.key, key, exclude=name, analyses=analyses)
+            try:  # from the other networks' per-node times (and kernel-suite rows, where the table has some)
+                kernel_model = fit_kernels(db, target.identity.key, key, source, exclude=name)
+            except NetcutError as exc:
+                print(f"no kernel model without {name}: {exc}", file=sys.stderr)
+                kernel_model = None
+            rate = statistics.median(v for m, v in ms_per_mac.items() if m != name)
             cuts = [c.name for c in a.cuts]
+            macs = {c.name: c.macs for c in a.cuts}
             anchors = set(anchor_cuts(cuts))
             for cut in cuts + [None]:
                 measured = fresh[(name, cut)].median_ms
                 emp = estimator.estimate(name, cuts, cut, "median").estimated_ms
                 ana = analytical(cost_model, a, key, "median", [cut])[0].estimated_ms
+                base = rate * (macs[cut] if cut else a.full_macs)
                 e_err = abs(emp - measured) / measured * 100
                 a_err = abs(ana - measured) / measured * 100
+                b_err = abs(base - measured) / measured * 100
                 empirical_errors.append(e_err)
                 analytical_errors.append(a_err)
-                out["per_cut"].append(
-                    {
-                        "model": name,
-                        "cut": cut,
-                        "anchor": cut in anchors,
-                        "measured_ms": round(measured, 4),
-                        "empirical_ms": round(emp, 4),
-                        "analytical_lono_ms": round(ana, 4),
-                        "empirical_ape_pct": round(e_err, 2),
-                        "analytical_ape_pct": round(a_err, 2),
-                    }
-                )
+                baseline_errors.append(b_err)
+                row = {
+                    "model": name,
+                    "cut": cut,
+                    "anchor": cut in anchors,
+                    "measured_ms": round(measured, 4),
+                    "empirical_ms": round(emp, 4),
+                    "analytical_lono_ms": round(ana, 4),
+                    "macs_baseline_ms": round(base, 4),
+                    "empirical_ape_pct": round(e_err, 2),
+                    "analytical_ape_pct": round(a_err, 2),
+                    "macs_baseline_ape_pct": round(b_err, 2),
+                }
+                if kernel_model is not None:
+                    k = kernel_model.estimate(source.trn(a, cut, key.classes))
+                    kernel_errors.append(abs(k.ms - measured) / measured * 100)
+                    inside.append(k.low_ms <= measured <= k.high_ms)
+                    row.update(
+                        kernels_lono_ms=round(k.ms, 4),
+                        kernels_interval_ms=[round(k.low_ms, 4), round(k.high_ms, 4)],
+                        kernels_ape_pct=round(kernel_errors[-1], 2),
+                    )
+                out["per_cut"].append(row)
         out["empirical"] = {**summary(empirical_errors), "goal": "median < 3%, p95 < 8%"}
         # Cuts whose estimate is not simply their own anchor row.
         out["empirical_non_anchor_cuts"] = summary(
@@ -146,6 +178,20 @@ def main(argv=None) -> int:
         out["machine_drift_between_phases"] = {m: round(v, 4) for m, v in drift.items()}
         out["empirical_drift_normalised"] = summary(normalised)
         out["analytical_leave_one_network_out"] = {**summary(analytical_errors), "goal": "median < 10%"}
+        out["kernels_leave_one_network_out"] = {**summary(kernel_errors), "goal": "median <= 5%, p95 <= 15%"}
+        out["kernels_interval_90_coverage"] = {
+            "inside": round(sum(inside) / len(inside), 3) if inside else None,
+            "goal": "0.85-0.95",
+        }
+        out["macs_baseline_leave_one_network_out"] = summary(baseline_errors)
+        out["per_network_median_ape_pct"] = {
+            name: {
+                est: round(statistics.median(r[f"{est}_ape_pct"] for r in out["per_cut"] if r["model"] == name), 2)
+                for est in ("empirical", "analytical", "kernels", "macs_baseline")
+                if any(f"{est}_ape_pct" in r for r in out["per_cut"] if r["model"] == name)
+            }
+            for name in names
+        }
     print(json.dumps(out, indent=1))
     return 0
 

@@ -1,6 +1,7 @@
 """int8 against fp32 on the built-in backbones and the built-in digits, on the local target. Prints JSON.
 
     python bench/precision.py [--deadlines p10,p20,p30,p40,p50] [--epochs 30] [--rounds 3] [--models LIST]
+                              [--input-size 32]
 
 1. latency: per network, each candidate's int8/fp32 median ratio, measured end to end on the local agent,
    the two precisions of a cut one right after the other, in --rounds passes (every other pass in reverse,
@@ -45,11 +46,11 @@ GOAL_EXTRA_EXPLORATION = 0.20
 TIMING = Timing(warmup_seconds=0.2, min_seconds=0.4)
 
 
-def latency_ratios(target, names: list[str], cache: Path, rounds: int) -> dict:
+def latency_ratios(target, names: list[str], cache: Path, rounds: int, size: int) -> dict:
     """Per network and cut: median int8/fp32 latency, measured interleaved."""
-    key32 = RowKey(input_size=32, classes=10)
-    keys = {FP32: key32, INT8: dataclasses.replace(key32, precision=INT8)}
-    analyses = analyses_for(names, key32)
+    key = RowKey(input_size=size, classes=10)
+    keys = {FP32: key, INT8: dataclasses.replace(key, precision=INT8)}
+    analyses = analyses_for(names, key)
     files = {p: ModelFiles(cache, k, analyses) for p, k in keys.items()}
     jobs = [Job(m, c, "e2e") for m, a in analyses.items() for c in interleave(candidate_cuts(a))]
     medians: dict[tuple, dict[str, list[float]]] = {}
@@ -127,9 +128,12 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved passes for the latency ratios")
     parser.add_argument("--models", default="shipped", help="shipped (the package's backbones) or a list")
+    parser.add_argument(
+        "--input-size", type=int, default=32, help="the digits upsampled to this size (the demo's is 32)"
+    )
     args = parser.parse_args(argv)
     names = models.builtin_models() if args.models == "shipped" else args.models.split(",")
-    out: dict = {"models": names, "epochs": args.epochs}
+    out: dict = {"models": names, "epochs": args.epochs, "input_size": args.input_size}
     with (
         tempfile.TemporaryDirectory() as tmp,
         LatencyDB(Path(tmp) / "t.sqlite") as db,
@@ -137,9 +141,11 @@ def main(argv=None) -> int:
     ):
         cache = Path(tmp) / "exports"
         started = time.monotonic()
-        out["latency"] = latency_ratios(target, names, cache, args.rounds)
+        out["latency"] = latency_ratios(target, names, cache, args.rounds, args.input_size)
         out["latency_s"] = round(time.monotonic() - started, 1)
-        base = SearchConfig(models=tuple(names), epochs=args.epochs, timing=TIMING, out=Path(tmp) / "warm")
+        base = SearchConfig(
+            models=tuple(names), epochs=args.epochs, timing=TIMING, input_size=args.input_size, out=Path(tmp) / "warm"
+        )
         # Fill both precisions' tables once, with every cut trained (exhaustive) for the accuracy changes.
         warm = Search(
             dataclasses.replace(base, policy=Policy("exhaustive"), precisions=(FP32, INT8)), target, db, cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from netcut.kernels import (
     head_kernels,
     kernel_times,
     kernels_of,
+    network_spreads,
     with_correction,
 )
 from netcut.vocabulary import parse_cut_label
@@ -95,22 +97,19 @@ class KernelSource:
 
 
 def training_data(
-    db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | None = None
+    db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | list | None = None
 ) -> tuple[list[tuple[Kernel, float]], list[tuple[list[Kernel], float]], dict[str, list[float]], list[str], int]:
     """(kernel, ms) samples, whole models (kernels, median ms), tail ratios, networks, suite kernels."""
     samples, wholes, ratios, networks, suite = [], [], {"p90": [], "p95": [], "p99": []}, [], 0
     names = [*db.archs(identity, key), *db.archs(identity, key, suite=True)]
+    left_out = {exclude} if isinstance(exclude, str) or exclude is None else set(exclude)
     for name in names:
-        if name == exclude:
+        if name in left_out:
             continue
-        rows = [r for r in db.rows(identity=identity, arch=name, key=key) if r["mode"] in MEASURED_WHOLE]
-        if not rows:
+        rows = _rows_of(db, identity, key, source, name)
+        if rows is None:
             continue
-        try:
-            kernels = source.of(name)
-        except Exception as exc:  # noqa: BLE001 - a network this host cannot build (a custom one): left out
-            log.info("no kernels for %s: %s", name, exc)
-            continue
+        kernels, rows = rows
         is_suite = spec_of(name) is not None
         for r in rows:
             if r["median_ms"] > 0:
@@ -140,6 +139,60 @@ def training_data(
     return samples, wholes, tails, networks, suite
 
 
+def _rows_of(
+    db: LatencyDB, identity: str, key: RowKey, source: KernelSource, name: str
+) -> tuple[list[Kernel], list] | None:
+    """A network's (or suite model's) kernels and its rows that time something whole; None without either."""
+    rows = [r for r in db.rows(identity=identity, arch=name, key=key) if r["mode"] in MEASURED_WHOLE]
+    if not rows:
+        return None
+    try:
+        return source.of(name), rows
+    except Exception as exc:  # noqa: BLE001 - a network this host cannot build (a custom one): left out
+        log.info("no kernels for %s: %s", name, exc)
+        return None
+
+
+def whole_models(
+    db: LatencyDB, identity: str, key: RowKey, source: KernelSource, name: str
+) -> list[tuple[list[Kernel], float]]:
+    """A network's whole models measured on the target: (its kernels, median ms) for the full network of a
+    layers profile and each TRN measured end to end."""
+    found = _rows_of(db, identity, key, source, name)
+    if found is None:
+        return []
+    kernels, rows = found
+    a, out = source.analysis(name), []
+    for r in rows:
+        cut = parse_cut_label(r["cut"])
+        if r["median_ms"] <= 0 or (cut is not None and cut not in [c.name for c in a.cuts]):
+            continue
+        out.append((kernels if r["mode"] == "layers" else source.trn(a, cut, key.classes), r["median_ms"]))
+    return out
+
+
+def with_spreads(
+    model: KernelModel, db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | None
+) -> KernelModel:
+    """The model's interval from networks left out: each network it was fitted on is left out in turn, the
+    model fitted again without it, and that network's whole models estimated (netcut.kernels.network_spreads).
+    One fit per network: a few seconds, once per change of the rows (the result is stored)."""
+    log_ratios: dict[str, list[float]] = {}
+    for name in model.networks:
+        try:
+            without = fit_from(training_data(db, identity, key, source, exclude=[exclude, name]), identity)
+        except NetcutError as exc:  # too few kernels without it
+            log.info("no interval from leaving %s out: %s", name, exc)
+            continue
+        log_ratios[name] = [
+            math.log(ms / max(without.estimate(ks).ms, 1e-12))
+            for ks, ms in whole_models(db, identity, key, source, name)
+        ]
+    model.unseen_log_sd, model.within_log_sd = network_spreads(log_ratios)
+    model.spread_networks = sum(1 for v in log_ratios.values() if v)
+    return model
+
+
 def fit(db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | None = None) -> KernelModel:
     """The target's kernel model (read back while its rows are unchanged; `exclude`: leave a network out,
     not stored)."""
@@ -148,10 +201,15 @@ def fit(db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude
         stored = db.cost_model(identity, key, fitted_rows, ESTIMATOR)
         if stored is not None:
             try:
-                return KernelModel.from_json(stored)
+                model = KernelModel.from_json(stored)
+                if model.spread_networks or len(model.networks) < 2 or model.reference:
+                    return model
+                log.info("stored kernel model not used: it has no interval from networks left out")
             except NetcutError as exc:  # written by another version: fitted again
                 log.info("stored kernel model not used: %s", exc)
-    model = fit_from(training_data(db, identity, key, source, exclude), identity)
+    model = with_spreads(
+        fit_from(training_data(db, identity, key, source, exclude), identity), db, identity, key, source, exclude
+    )
     if exclude is None:
         db.save_cost_model(identity, key, model.to_json(), fitted_rows, ESTIMATOR)
     return model
@@ -175,15 +233,16 @@ def stored(db: LatencyDB, identity: str, key: RowKey) -> KernelModel | None:
 
 def network_ratio(
     db: LatencyDB, identity: str, key: RowKey, model: KernelModel, source: KernelSource, a: NetworkAnalysis
-) -> float:
-    """Where TRNs of this network were measured on the target: the median measured/estimated over them."""
+) -> float | None:
+    """Where TRNs of this network were measured on the target: the median measured/estimated over them;
+    None where none was."""
     ratios = []
     for r in db.rows(identity=identity, arch=a.model_name, key=key):
         if r["mode"] in ("e2e", "anchor") and r["median_ms"] > 0:
             cut = parse_cut_label(r["cut"])
             if cut is None or cut in [c.name for c in a.cuts]:
                 ratios.append(r["median_ms"] / model.estimate(source.trn(a, cut, key.classes)).ms)
-    return float(np.median(ratios)) if ratios else 1.0
+    return float(np.median(ratios)) if ratios else None
 
 
 def estimates(
@@ -193,12 +252,14 @@ def estimates(
     source: KernelSource,
     quantile: str,
     only: list[str | None] | None = None,
-    ratio: float = 1.0,
+    ratio: float | None = None,
 ) -> list[Estimate]:
+    """Each candidate's estimate; `ratio`: the network's own measured TRNs' correction (network_ratio)."""
     tail = tail_ratio(model, quantile)
+    corrected, ratio = ratio is not None, 1.0 if ratio is None else ratio
     out = []
     for cut in only if only is not None else candidate_cuts(a):
-        e = model.estimate(source.trn(a, cut, key.classes))
+        e = model.estimate(source.trn(a, cut, key.classes), corrected)
         value = e.ms * ratio * tail
         above = (e.high_ms - e.ms) * ratio * tail  # the margin a deadline needs: the interval's upper side
         behind = "; ".join(e.dominant())
@@ -207,7 +268,7 @@ def estimates(
             if model.reference
             else f"fitted on {model.kernels} kernels ({model.suite} from the suite) of {len(model.networks)} networks"
         )
-        correction = f", corrected x{ratio:.3f} by this network's measured TRNs" if ratio != 1.0 else ""
+        correction = f", corrected x{ratio:.3f} by this network's measured TRNs" if corrected else ""
         out.append(
             Estimate(
                 cut,

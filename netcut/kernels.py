@@ -30,6 +30,7 @@ from .vocabulary import BLOCK_KEY
 
 MIN_KERNELS = 6  # measured kernels a kind needs to be fitted on its own (else its parent kind answers)
 INTERVAL = 0.90  # the estimates' interval: the central 90% of a kind's measured/predicted ratios
+Z90 = 1.6449  # a normal's 95th percentile: the 90% interval's half-width in standard deviations
 GLOBAL = "*"
 
 # Nodes that move no data of their own in onnxruntime (views, shape arithmetic, no-ops).
@@ -436,6 +437,13 @@ class KernelModel:
     network_scale: float = 1.0
     overhead_ms: float = 0.0
     quantile_ratios: dict[str, float] = field(default_factory=lambda: {"median": 1.0})  # p90.. over median
+    # How far a whole model's time strays from the estimate, as the standard deviation of log(measured /
+    # estimated), from leave-one-network-out fits (see network_spreads): for a network the model never saw
+    # measured on the target (`unseen`), and for one whose own TRNs correct it (`within`). 0: not known
+    # (fewer than two networks behind the model), the per-kind interval stands alone.
+    unseen_log_sd: float = 0.0
+    within_log_sd: float = 0.0
+    spread_networks: int = 0
 
     def kind_for(self, k: Kernel) -> str:
         return next(kind for kind in k.kinds() if kind in self.kinds)
@@ -443,9 +451,12 @@ class KernelModel:
     def predict(self, k: Kernel) -> float:
         return self.kinds[self.kind_for(k)].predict(*k.features())
 
-    def estimate(self, kernels: list[Kernel]) -> KernelEstimate:
-        """The sum of the kernels, with an interval: a kind's error is shared by all its kernels (it is the
-        kind's coefficients that are off), kinds' errors are independent of each other."""
+    def estimate(self, kernels: list[Kernel], corrected: bool = False) -> KernelEstimate:
+        """The sum of the kernels, with a 90% interval: the wider of two. The kinds' own: a kind's error is
+        shared by all its kernels (it is the kind's coefficients that are off), kinds' errors are independent
+        of each other; fitted on the kernels it predicts, it is too narrow for a network it never saw. And the
+        networks': how far whole models of networks left out of the fit strayed (`corrected`: the network's
+        own measured TRNs have corrected the estimate, so only the spread within a network remains)."""
         by_kind: dict[str, list[float]] = {}
         for k in kernels:
             by_kind.setdefault(self.kind_for(k), []).append(self.predict(k))
@@ -457,11 +468,12 @@ class KernelModel:
             low += (s * (1 - fit.ratio_low)) ** 2
             high += (s * (fit.ratio_high - 1)) ** 2
         ms = c * total + self.overhead_ms
+        low_ms, high_ms = max(0.0, ms - math.sqrt(low)), ms + math.sqrt(high)
+        sd = self.within_log_sd if corrected else math.hypot(self.unseen_log_sd, self.within_log_sd)
+        if sd > 0:
+            low_ms, high_ms = min(low_ms, ms * math.exp(-Z90 * sd)), max(high_ms, ms * math.exp(Z90 * sd))
         return KernelEstimate(
-            ms,
-            max(0.0, ms - math.sqrt(low)),
-            ms + math.sqrt(high),
-            {kind: (c * sum(v), len(v), self.kinds[kind].n) for kind, v in by_kind.items()},
+            ms, low_ms, high_ms, {kind: (c * sum(v), len(v), self.kinds[kind].n) for kind, v in by_kind.items()}
         )
 
     def to_json(self) -> str:
@@ -559,6 +571,23 @@ def with_correction(model: KernelModel, wholes: list[tuple[list[Kernel], float]]
     return model
 
 
+def network_spreads(log_ratios: dict[str, list[float]]) -> tuple[float, float]:
+    """(unseen, within): from each network's log(measured / estimated) over its whole models, each estimated
+    by a model fitted without that network. A network's errors move together (its kernels share kinds and
+    shapes), so the networks are the samples: `unseen` is the root mean square of their median log ratios
+    (bias included), widened by sqrt(1 + 1/n) for predicting a new network from n; `within` the pooled spread
+    of each network's ratios around its own median, what is left once its measured TRNs correct it."""
+    medians = {n: float(np.median(v)) for n, v in log_ratios.items() if v}
+    n = len(medians)
+    if n < 2:
+        return 0.0, 0.0
+    unseen = math.sqrt(float(np.mean([m * m for m in medians.values()])) * (1 + 1 / n))
+    deviations = [x - medians[name] for name, v in log_ratios.items() if v for x in v]
+    dof = max(1, len(deviations) - n)
+    within = math.sqrt(float(np.sum(np.square(deviations))) / dof)
+    return unseen, within
+
+
 def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], target: str) -> KernelModel:
     """The reference board's model on a new board: one scale factor per kind from a few measurements of
     whole models (each a list of kernels and its measured time), by non-negative least squares on relative
@@ -585,7 +614,7 @@ def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], 
     for kind, fit in reference.kinds.items():
         factor = factors.get(kind, common)
         out[kind] = KindFit(**{**asdict(fit), "scale": fit.scale * (factor if factor > 0 else common)})
-    return KernelModel(
+    model = KernelModel(
         target,
         out,
         reference.kernels,
@@ -597,3 +626,11 @@ def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], 
         overhead_ms=r * float(solution[-1]),
         quantile_ratios=dict(reference.quantile_ratios),
     )
+    # The new board's interval: the reference's spreads and what the rescaled model still misses on the
+    # measurements it was refitted on (in-sample, so a floor; the reference's part covers networks unseen).
+    residual = [math.log(ms / max(model.estimate(ks).ms, 1e-12)) for ks, ms in samples if ms > 0]
+    rms = math.sqrt(float(np.mean(np.square(residual)))) if residual else 0.0
+    model.unseen_log_sd = reference.unseen_log_sd
+    model.within_log_sd = math.hypot(reference.within_log_sd, rms)
+    model.spread_networks = reference.spread_networks
+    return model

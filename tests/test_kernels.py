@@ -114,6 +114,49 @@ def test_the_kernel_model_fits_a_roofline_and_round_trips_json():
         fit_kernel_model(samples[:3])
 
 
+def test_the_interval_comes_from_networks_left_out_and_narrows_for_a_measured_one():
+    from netcut.kernels import Z90, network_spreads
+
+    # Two networks, one estimated 10% high and one 10% low when left out: a new one may be off by either.
+    unseen, within = network_spreads({"a": [0.1, 0.12, 0.08], "b": [-0.1, -0.12, -0.08]})
+    assert unseen == pytest.approx(0.1 * np.sqrt(1.5)) and within == pytest.approx(np.sqrt(4 * 0.02**2 / 4))
+    assert network_spreads({"a": [0.3]}) == (0.0, 0.0)  # one network says nothing about another
+    conv = Kernel("c", ("c",), "conv.pw.s1", 1e7, 1e4, 0.0)
+    model = fit_kernel_model(
+        [(Kernel(f"c{i}", (f"c{i}",), "conv.pw.s1", i * 1e7, 1e4, 0.0), 0.02 * i) for i in range(1, 9)]
+    )
+    narrow = model.estimate([conv])
+    model.unseen_log_sd, model.within_log_sd = unseen, within
+    new, seen = model.estimate([conv]), model.estimate([conv], corrected=True)
+    assert new.ms == narrow.ms == seen.ms
+    assert new.high_ms == pytest.approx(new.ms * np.exp(Z90 * np.hypot(unseen, within)))
+    assert new.low_ms < seen.low_ms <= seen.ms <= seen.high_ms < new.high_ms
+    assert KernelModel.from_json(model.to_json()).estimate([conv]) == new
+
+
+def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path):
+    from netcut_host.kernel_estimation import KernelSource, fit, whole_models
+    from netcut_host.tables import LatencyDB, RowKey
+
+    db = tmp_path / "t.sqlite"
+    argv = ["profile", "--models", "resnet18,mobilenet_v3_small", *SMALL, "--mode", "layers", *FAST, "--db", str(db)]
+    result = run_cli("netcut-host", *argv)
+    assert result.returncode == 0, result.stderr
+    key = RowKey(input_size=32)
+    with LatencyDB(db) as table:
+        identity = table.targets()[0]["identity"]
+        source = KernelSource(tmp_path / "exports", key, {})
+        model = fit(table, identity, key, source)
+        assert model.networks == ["mobilenet_v3_small", "resnet18"] and model.spread_networks == 2
+        assert model.unseen_log_sd > 0 and model.within_log_sd > 0
+        assert fit(table, identity, key, source) == model  # stored with it, read back while the rows stand
+        # Each network's whole models, estimated by the model fitted without it, are what the spread is of.
+        without = fit(table, identity, key, source, exclude="resnet18")
+        assert without.networks == ["mobilenet_v3_small"] and without.spread_networks == 0  # one left: no spread
+        wholes = whole_models(table, identity, key, source, "resnet18")
+        assert len(wholes) >= 2 and all(ms > 0 and kernels for kernels, ms in wholes)
+
+
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     db = tmp_path_factory.mktemp("kernels") / "t.sqlite"
