@@ -193,6 +193,10 @@ def test_profile_int8_rows_are_kept_apart_from_float_rows(tmp_path):
             used = [int(n) for ids in re.findall(r"rows? ([\d, ]+)", e["evidence"]) for n in re.findall(r"\d+", ids)]
             assert used and {precision_of[n] for n in used} == {precision}, e["evidence"]
     assert est["int8"]["layer4.0"]["estimated_ms"] != est["fp32"]["layer4.0"]["estimated_ms"]
+    # The per-kernel model answers on int8 rows too, and says it is not validated there.
+    out = run_cli("netcut-host", "estimate", *common[: -len(FAST)], "--precision", "int8", "--estimator", "kernels")
+    assert out.returncode == 0, out.stderr
+    assert "note: the per-kernel model is not validated on int8 models" in out.stderr and "90% interval" in out.stdout
 
 
 @pytest.fixture(scope="module")
