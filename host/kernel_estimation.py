@@ -22,7 +22,9 @@ from netcut.errors import NetcutError
 from netcut.estimate import STAT_OF, Estimate, quantile_level
 from netcut.kernel_suite import KERNEL_BLOCK, build, spec_of
 from netcut.kernels import (
+    VERSION,
     Kernel,
+    KernelEstimate,
     KernelModel,
     fit_kernel_model,
     head_kernels,
@@ -184,10 +186,10 @@ def with_spreads(
         except NetcutError as exc:  # too few kernels without it
             log.info("no interval from leaving %s out: %s", name, exc)
             continue
-        log_ratios[name] = [
-            math.log(ms / max(without.estimate(ks).ms, 1e-12))
-            for ks, ms in whole_models(db, identity, key, source, name)
-        ]
+        estimated = [(without.estimate(ks), ms) for ks, ms in whole_models(db, identity, key, source, name)]
+        # Not the estimates that rest on kernels beyond every fit (said as guesses wherever they are made):
+        # one such network would set every other network's interval.
+        log_ratios[name] = [math.log(ms / max(e.ms, 1e-12)) for e, ms in estimated if not guessed(e)]
     model.unseen_log_sd, model.within_log_sd = network_spreads(log_ratios)
     model.spread_networks = sum(1 for v in log_ratios.values() if v)
     return model
@@ -202,9 +204,9 @@ def fit(db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude
         if stored is not None:
             try:
                 model = KernelModel.from_json(stored)
-                if model.spread_networks or len(model.networks) < 2 or model.reference:
+                if model.version == VERSION:
                     return model
-                log.info("stored kernel model not used: it has no interval from networks left out")
+                log.info("stored kernel model not used: written by another version (%d)", model.version)
             except NetcutError as exc:  # written by another version: fitted again
                 log.info("stored kernel model not used: %s", exc)
     model = with_spreads(
@@ -219,6 +221,13 @@ def fit_from(data: tuple, identity: str) -> KernelModel:
     """The kernel model of training_data's answer (not stored)."""
     samples, wholes, tails, networks, suite = data
     return with_correction(fit_kernel_model(samples, identity, networks, suite), wholes, tails)
+
+
+GUESS_SHARE = 0.1  # an estimate more than this much of which comes from kernels beyond every fit is a guess
+
+
+def guessed(e: KernelEstimate) -> bool:
+    return sum(s for _, s in e.beyond.values()) > GUESS_SHARE * e.ms
 
 
 def tail_ratio(model: KernelModel, quantile: str) -> float:
@@ -269,6 +278,13 @@ def estimates(
             else f"fitted on {model.kernels} kernels ({model.suite} from the suite) of {len(model.networks)} networks"
         )
         correction = f", corrected x{ratio:.3f} by this network's measured TRNs" if corrected else ""
+        if guessed(e):  # say which kernels, and how to measure such ones
+            unreached = sum(s for _, s in e.beyond.values())
+            kinds = ", ".join(f"{kind} x{n}" for kind, (n, _) in sorted(e.beyond.items(), key=lambda kv: -kv[1][1]))
+            correction += (
+                f"; {unreached / e.ms:.0%} of it from kernels larger than any of their kind measured here ({kinds}): "
+                f"a guess until netcut-host calibrate --models {a.model_name} measures such kernels"
+            )
         out.append(
             Estimate(
                 cut,

@@ -31,6 +31,8 @@ from .vocabulary import BLOCK_KEY
 MIN_KERNELS = 6  # measured kernels a kind needs to be fitted on its own (else its parent kind answers)
 INTERVAL = 0.90  # the estimates' interval: the central 90% of a kind's measured/predicted ratios
 Z90 = 1.6449  # a normal's 95th percentile: the 90% interval's half-width in standard deviations
+REACH = 4.0  # a kind answers for kernels up to this many times the largest of each feature it was fitted on
+VERSION = 2  # 2: kinds know their reach, models their spread over networks left out
 GLOBAL = "*"
 
 # Nodes that move no data of their own in onnxruntime (views, shape arithmetic, no-ops).
@@ -400,6 +402,10 @@ class KindFit:
     ratio_high: float
     median_ape_pct: float
     scale: float = 1.0  # refitted on a new board (rescaled)
+    reach: list[float] = field(default_factory=list)  # the largest MACs, bytes, act, weight bytes it was fitted on
+
+    def covers(self, k: Kernel) -> bool:
+        return not self.reach or all(f <= REACH * m for f, m in zip(k.features(), self.reach))
 
     def predict(self, macs: float, nbytes: float, act: float, weight_bytes: float = 0.0) -> float:
         compute = self.ms_per_gmac * macs / 1e9
@@ -414,6 +420,7 @@ class KernelEstimate:
     low_ms: float
     high_ms: float
     by_kind: dict[str, tuple[float, int, int]]  # kind used -> (ms, kernels of the TRN, measured kernels behind)
+    beyond: dict[str, tuple[int, float]] = field(default_factory=dict)  # kind -> (kernels, ms) no fit reaches
 
     def dominant(self, limit: int = 3) -> list[str]:
         total = self.ms or 1.0
@@ -444,9 +451,15 @@ class KernelModel:
     unseen_log_sd: float = 0.0
     within_log_sd: float = 0.0
     spread_networks: int = 0
+    version: int = 1  # of what a fit writes (VERSION): a stored model of another is fitted again
 
     def kind_for(self, k: Kernel) -> str:
-        return next(kind for kind in k.kinds() if kind in self.kinds)
+        """The most specific kind whose data reach this kernel (no feature beyond REACH times the largest it
+        was fitted on); where none does, the most specific fitted kind. A slope fitted on small kernels only is
+        not a slope: efficientnet_b0's SiLU activations at 224 px, priced by an activation kind fitted on
+        squeeze-excite gates of at most 576 elements, came out at 12 times the whole network."""
+        fitted = [kind for kind in k.kinds() if kind in self.kinds]
+        return next((kind for kind in fitted if self.kinds[kind].covers(k)), fitted[0])
 
     def predict(self, k: Kernel) -> float:
         return self.kinds[self.kind_for(k)].predict(*k.features())
@@ -458,8 +471,14 @@ class KernelModel:
         networks': how far whole models of networks left out of the fit strayed (`corrected`: the network's
         own measured TRNs have corrected the estimate, so only the spread within a network remains)."""
         by_kind: dict[str, list[float]] = {}
+        beyond: dict[str, tuple[int, float]] = {}
         for k in kernels:
-            by_kind.setdefault(self.kind_for(k), []).append(self.predict(k))
+            kind = self.kind_for(k)
+            ms = self.predict(k)
+            by_kind.setdefault(kind, []).append(ms)
+            if not self.kinds[kind].covers(k):  # extrapolated beyond every kind it could be priced by
+                n, s = beyond.get(k.kind, (0, 0.0))
+                beyond[k.kind] = (n + 1, s + ms * self.network_scale)
         c = self.network_scale
         total = sum(sum(v) for v in by_kind.values())
         low = high = 0.0
@@ -473,7 +492,11 @@ class KernelModel:
         if sd > 0:
             low_ms, high_ms = min(low_ms, ms * math.exp(-Z90 * sd)), max(high_ms, ms * math.exp(Z90 * sd))
         return KernelEstimate(
-            ms, low_ms, high_ms, {kind: (c * sum(v), len(v), self.kinds[kind].n) for kind, v in by_kind.items()}
+            ms,
+            low_ms,
+            high_ms,
+            {kind: (c * sum(v), len(v), self.kinds[kind].n) for kind, v in by_kind.items()},
+            beyond,
         )
 
     def to_json(self) -> str:
@@ -520,6 +543,7 @@ def _fit_kind(x: np.ndarray, y: np.ndarray) -> KindFit:
         float(np.quantile(ratios, tail)),
         float(np.quantile(ratios, 1 - tail)),
         float(np.median(np.abs(ratios - 1)) * 100),
+        reach=[float(v) for v in x.max(axis=0)],
     )
 
 
@@ -553,7 +577,7 @@ def fit_kernel_model(
             x = np.array([k.features() for k, _ in items], dtype=float)
             y = np.array([ms for _, ms in items], dtype=float)
             kinds[kind] = _fit_kind(x, y)
-    return KernelModel(target, kinds, len(samples), sorted(networks or []), suite)
+    return KernelModel(target, kinds, len(samples), sorted(networks or []), suite, version=VERSION)
 
 
 def with_correction(model: KernelModel, wholes: list[tuple[list[Kernel], float]], ratios: dict) -> KernelModel:
@@ -625,6 +649,7 @@ def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], 
         network_scale=c,
         overhead_ms=r * float(solution[-1]),
         quantile_ratios=dict(reference.quantile_ratios),
+        version=reference.version,
     )
     # The new board's interval: the reference's spreads and what the rescaled model still misses on the
     # measurements it was refitted on (in-sample, so a floor; the reference's part covers networks unseen).

@@ -108,10 +108,28 @@ def test_the_kernel_model_fits_a_roofline_and_round_trips_json():
     assert again == model and again.predict(big) == model.predict(big)
     estimate = model.estimate([big, samples[1][0]])
     assert estimate.low_ms <= estimate.ms <= estimate.high_ms and set(estimate.by_kind) == {"conv.pw.s1", "pool.global"}
+    # Ten times the largest conv is beyond every kind's reach: still priced by the most specific, and said so.
+    assert estimate.beyond == {"conv.pw.s1": (1, pytest.approx(model.predict(big)))}
     with pytest.raises(NetcutError, match="not a kernel model"):
         KernelModel.from_json('{"kinds": 3}')
     with pytest.raises(NetcutError, match="at least 6 measured kernels"):
         fit_kernel_model(samples[:3])
+
+
+def test_a_kind_answers_only_as_far_as_its_data_reach():
+    # Small pointwise convs, and large depthwise ones: a large pointwise conv is the parent kind's (conv).
+    small = [
+        (Kernel(f"p{i}", (f"p{i}",), "conv.pw.s1", i * 1e6, 1e4, 0.0), 0.01 + 5 * i * 1e6 / 1e9) for i in range(1, 9)
+    ]
+    large = [
+        (Kernel(f"d{i}", (f"d{i}",), "conv.dw.k3s1", i * 1e8, 1e6, 0.0), 0.01 + 2 * i * 1e8 / 1e9) for i in range(1, 9)
+    ]
+    model = fit_kernel_model(small + large)
+    near = Kernel("n", ("n",), "conv.pw.s1", 3e7, 1e4, 0.0)  # 3.75 times the largest pointwise one: still its
+    far = Kernel("f", ("f",), "conv.pw.s1", 4e8, 1e4, 0.0)
+    assert model.kind_for(near) == "conv.pw.s1" and model.kind_for(far) == "conv"
+    assert model.estimate([far]).beyond == {} and model.estimate([near]).beyond == {}
+    assert KernelModel.from_json(model.to_json()).kind_for(far) == "conv"  # the reach is stored with the fit
 
 
 def test_the_interval_comes_from_networks_left_out_and_narrows_for_a_measured_one():
@@ -135,11 +153,11 @@ def test_the_interval_comes_from_networks_left_out_and_narrows_for_a_measured_on
 
 
 def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path):
-    from netcut_host.kernel_estimation import KernelSource, fit, whole_models
+    from netcut_host.kernel_estimation import KernelSource, estimates, fit, whole_models
     from netcut_host.tables import LatencyDB, RowKey
 
     db = tmp_path / "t.sqlite"
-    argv = ["profile", "--models", "resnet18,mobilenet_v3_small", *SMALL, "--mode", "layers", *FAST, "--db", str(db)]
+    argv = ["profile", "--models", "resnet18,resnet34", *SMALL, "--mode", "layers", *FAST, "--db", str(db)]
     result = run_cli("netcut-host", *argv)
     assert result.returncode == 0, result.stderr
     key = RowKey(input_size=32)
@@ -147,14 +165,17 @@ def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path):
         identity = table.targets()[0]["identity"]
         source = KernelSource(tmp_path / "exports", key, {})
         model = fit(table, identity, key, source)
-        assert model.networks == ["mobilenet_v3_small", "resnet18"] and model.spread_networks == 2
+        assert model.networks == ["resnet18", "resnet34"] and model.spread_networks == 2
         assert model.unseen_log_sd > 0 and model.within_log_sd > 0
         assert fit(table, identity, key, source) == model  # stored with it, read back while the rows stand
         # Each network's whole models, estimated by the model fitted without it, are what the spread is of.
         without = fit(table, identity, key, source, exclude="resnet18")
-        assert without.networks == ["mobilenet_v3_small"] and without.spread_networks == 0  # one left: no spread
+        assert without.networks == ["resnet34"] and without.spread_networks == 0  # one left: no spread
         wholes = whole_models(table, identity, key, source, "resnet18")
         assert len(wholes) >= 2 and all(ms > 0 and kernels for kernels, ms in wholes)
+        # A family whose kernels no fit reaches (SiLU, sigmoid gates: ResNets have none) is a guess, said so.
+        (e,) = estimates(model, source.analysis("efficientnet_b0"), key, source, "median", [None])
+        assert "a guess until netcut-host calibrate --models efficientnet_b0" in e.evidence and "act.silu" in e.evidence
 
 
 @pytest.fixture(scope="module")
