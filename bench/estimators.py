@@ -1,7 +1,7 @@
 """Estimator accuracy and profiling cost on --target local. Prints JSON.
 
     python bench/estimators.py [--models LIST] [--input-size 224] [--min-seconds 5] [--rounds 3] [--db F]
-                               [--precision fp32|int8]
+                               [--precision fp32|int8] [--suite-budget 60] [--rescore]
 
 --models defaults to the networks a search profiles by default (netcut_host.choices.DEFAULT_MODELS)
 plus mnasnet1_0: leave-one-network-out is only fair when a held-out network has relatives.
@@ -12,8 +12,11 @@ timing each job; the e2e measurements, taken alongside the profile, are the fres
 - the empirical estimator from the per-layer profile only (goal: median APE < 3%, p95 < 8%), also
   with each network's estimates divided by its own drift (its full network measured in both modes),
 - the analytical estimator leave-one-network-out (goal: median APE < 10%),
-- the per-kernel estimator leave-one-network-out (fitted on the other networks' per-node times; goal:
-  median < 5%, p95 < 15%), with how often the fresh measurement fell in its 90% interval (goal: 85-95%),
+- the per-kernel estimator leave-one-network-out (fitted on the other networks' per-node times and on
+  the kernel suite, --suite-budget single-kernel models drawn from every network's kernels as
+  `calibrate --models` draws them: the held-out network's graph is known, its kernels are measured alone,
+  it is never run; goal: median < 5%, p95 < 15%), with how often the fresh measurement fell in its 90%
+  interval (goal: 85-95%); the suite's board time is reported against one layers-mode profile,
 - and, beside them, the baseline every user tries first: latency proportional to MACs at the other
   networks' median ms per MAC (their full networks),
 and report each mode's profiling wall time against the pure inference time it contains. --precision int8
@@ -31,6 +34,8 @@ from pathlib import Path
 
 from netcut.errors import NetcutError
 from netcut.estimate import EmpiricalEstimator
+from netcut_host.calibration import Board, run_suite
+from netcut_host.calibration import summary as calibration_summary
 from netcut_host.estimation import analytical, fit
 from netcut_host.choices import DEFAULT_MODELS
 from netcut_host.kernel_estimation import KernelSource, guessed
@@ -55,6 +60,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="the TRNs' precision")
     parser.add_argument("--db", type=Path, help="keep the measurements in this table (default: a temporary one)")
+    parser.add_argument(
+        "--suite-budget",
+        type=int,
+        default=60,
+        help="kernel-suite models to measure after the profiles (netcut-host calibrate --budget); 0: none",
+    )
     parser.add_argument(
         "--rescore",
         action="store_true",
@@ -110,6 +121,16 @@ def main(argv=None) -> int:
             cost["layers_vs_e2e_wall"] = round(cost["layers"]["wall_s"] / cost["e2e"]["wall_s"], 3)
             out["profiling"][name] = cost
             print(json.dumps({name: cost}), file=sys.stderr)
+        if args.suite_budget > 0 and not args.rescore and args.precision == "fp32":
+            board = Board(db, target, key, dict(analyses), Path(tmp) / "exports", Timing(min_seconds=1.0))
+            suite = run_suite(board, args.suite_budget)
+            layers = {n: c["layers"]["wall_s"] for n, c in out["profiling"].items()}
+            out["kernel_suite"] = {
+                **{k: v for k, v in calibration_summary(suite).items() if k in ("measured", "failed", "families")},
+                "board_wall_s": round(suite.seconds, 1),
+                "vs_one_layers_profile": {n: round(suite.seconds / max(w, 1e-9), 2) for n, w in layers.items()},
+            }
+            print(json.dumps({"kernel_suite": out["kernel_suite"]}), file=sys.stderr)
         source = KernelSource(Path(tmp) / "exports", key, dict(analyses))
         # The MACs baseline's rate: each network's full network, as measured end to end in this run.
         ms_per_mac = {name: fresh[(name, None)].median_ms / analyses[name].full_macs for name in names}

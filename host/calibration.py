@@ -71,6 +71,12 @@ def run_suite(board: Board, budget: int, remeasure: int = 1) -> CalibrationRepor
             "the kernel suite runs ONNX models on onnxruntime; calibrate a LiteRT target from an onnxruntime "
             "one instead: netcut-host calibrate --target T --runtime litert --from REFERENCE --budget 10"
         )
+    if key.precision != "fp32":  # its models are float32 graphs: their rows would be stored as the wrong kernels
+        raise NetcutError(
+            f"the kernel suite builds float32 kernels, not {key.precision} ones; the {key.precision} per-kernel "
+            f"model is fitted on {key.precision} layers-mode profiles: netcut-host profile --precision "
+            f"{key.precision} --mode layers (or start this board from another: calibrate --from REFERENCE)"
+        )
     started, report = time.monotonic(), CalibrationReport()
     identity = target.identity.key
     db.add_target(target.identity)

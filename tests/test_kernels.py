@@ -240,3 +240,8 @@ def test_calibrate_refuses_what_it_cannot_do(calibrated, tmp_path):
     litert = run_cli("netcut-host", "calibrate", "--models", "resnet18", *SMALL, "--runtime", "litert",
                      "--db", str(tmp_path / "t.sqlite"))  # fmt: skip
     assert litert.returncode != 0 and "--from" in litert.stderr and "Traceback" not in litert.stderr
+    int8 = run_cli("netcut-host", "calibrate", "--models", "resnet18", *SMALL, "--precision", "int8",
+                   "--db", str(db))  # fmt: skip
+    assert int8.returncode == 2 and "float32 kernels" in int8.stderr and "--precision int8 --mode layers" in int8.stderr
+    with sqlite3.connect(db) as conn:  # nothing stored under int8
+        assert conn.execute("SELECT COUNT(*) FROM measurements WHERE precision='int8'").fetchone()[0] == 0
