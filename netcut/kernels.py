@@ -8,11 +8,11 @@ groups an exported graph so; a layers-mode profile's per-node times (already map
 by the agent) sum per kernel with `kernel_times`.
 
 Each kernel kind has a roofline: time = fixed + max(compute coefficient x MACs, memory coefficient x
-bytes, weight coefficient x weight bytes) + activation coefficient x elements through a transcendental
-activation, all non-negative, fitted on relative error with `scipy.optimize.least_squares`. Kinds are
-nested (conv > conv.dw > conv.dw.k3s2): a kernel is predicted at the most specific kind with enough
-measured kernels behind it. The model is plain JSON; `rescaled` adapts it to a new board with one scale
-factor per kind from a few measurements.
+bytes, weight coefficient x weight bytes) + activation coefficient x elements through an activation pass
+(a transcendental one, or a Clip applied after the kernel), all non-negative, fitted on relative error
+with `scipy.optimize.least_squares`. Kinds are nested (conv > conv.dw > conv.dw.k3s2): a kernel is
+predicted at the most specific kind with enough measured kernels behind it. The model is plain JSON;
+`rescaled` adapts it to a new board with one scale factor per kind from a few measurements.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from .vocabulary import BLOCK_KEY
 MIN_KERNELS = 6  # measured kernels a kind needs to be fitted on its own (else its parent kind answers)
 INTERVAL = 0.90  # the estimates' interval: the central 90% of a kind's measured/predicted ratios
 Z90 = 1.6449  # a normal's 95th percentile: the 90% interval's half-width in standard deviations
+GUESS_SHARE = 0.1  # an estimate more than this much of which comes from kernels beyond every fit is a guess
 REACH = 4.0  # a kind answers for kernels up to this many times the largest of each feature it was fitted on
-VERSION = 2  # 2: kinds know their reach, models their spread over networks left out
+VERSION = 3  # 2: kinds know their reach, models their spread over networks left out; 3: a Clip's pass counted
 GLOBAL = "*"
 
 # Nodes that move no data of their own in onnxruntime (views, shape arithmetic, no-ops).
@@ -68,6 +69,11 @@ FOLLOWERS = {
     "DequantizeLinear",
 }
 TRANSCENDENTAL = {"Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu", "Erf", "Softmax", "Exp"}
+# A clamp a runtime fuses into the convolution but applies as a pass over its output (onnxruntime's MLAS: a
+# ReLU is folded into the kernel's stores, a Clip is not; mobilenet_v2's ReLU6 1x1 convolutions ran 1.1-1.8x
+# as long as their MACs and bytes predicted from ReLU networks). Counted with the activations' elements in
+# float graphs; an int8 graph folds it into the quantization range.
+OUTPUT_PASS = {"Clip"}
 # A compute kernel's activation that a runtime may run as a kernel of its own (onnxruntime on x86 runs a
 # SiLU as QuickGelu, plus a layout reorder, after the NCHWc convolution: at 96 px as long as the 1x1
 # convolution itself). It is modelled as a kernel of its own, ACT_SUFFIX after the compute kernel's name:
@@ -101,7 +107,7 @@ class Kernel:
     kind: str  # most specific kind, e.g. conv.dw.k3s2 (see kinds())
     macs: float
     bytes: float  # activations in and out, at the precision's element size
-    act: float  # elements through a transcendental activation (SiLU, HardSwish, sigmoid gates)
+    act: float  # elements through an activation pass: transcendental (SiLU, HardSwish, sigmoid gates), a Clip
     block: str = ""
     # Weights, apart: a convolution on a 3x3 map (or a squeeze-excite one on 1x1) streams its weights and
     # uses each only a few times (efficientnet_b0's 1152->192 1x1 conv at 96 px ran at ~26 GB/s of weights).
@@ -222,7 +228,7 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
             g["outputs"] = set(node.output)
             if op == "Add":  # a residual sum: the other operand is read too
                 g["bytes"] += bytes_of([i for i in inputs if owner.get(i) != joins])
-            if op in TRANSCENDENTAL:
+            if op in TRANSCENDENTAL or (op in OUTPUT_PASS and precision != "int8"):
                 g["act"] += _numel(shapes.get(node.output[0]))
             if op in SEPARABLE_ACTS or (op == "Mul" and "Sigmoid" in g["ops"]):
                 g["act_nodes"].append(node.name)
@@ -395,7 +401,7 @@ class KindFit:
     fixed_ms: float
     ms_per_gmac: float
     ms_per_mb: float
-    ms_per_mact: float  # per million elements through a transcendental activation
+    ms_per_mact: float  # per million elements through an activation pass
     ms_per_weight_mb: float  # streaming the weights
     n: int  # measured kernels behind it
     ratio_low: float  # measured/predicted: the interval's ends on the kernels it was fitted on
@@ -420,7 +426,8 @@ class KernelEstimate:
     low_ms: float
     high_ms: float
     by_kind: dict[str, tuple[float, int, int]]  # kind used -> (ms, kernels of the TRN, measured kernels behind)
-    beyond: dict[str, tuple[int, float]] = field(default_factory=dict)  # kind -> (kernels, ms) no fit reaches
+    # kind -> (kernels, ms) that no fit reaches, or of a family never measured (KernelModel.unmeasured)
+    beyond: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def dominant(self, limit: int = 3) -> list[str]:
         total = self.ms or 1.0
@@ -464,19 +471,28 @@ class KernelModel:
     def predict(self, k: Kernel) -> float:
         return self.kinds[self.kind_for(k)].predict(*k.features())
 
+    def unmeasured(self, k: Kernel) -> bool:
+        """Whether the kernel's family (conv.pw, act.hardswish: its kind's first two levels) has no fit of its
+        own here, so that a broader kind prices it: without a network or suite kernel of mobilenet_v3_small's
+        Hardswish (fused, free on this CPU), the activations' fit priced it at 19% of the network."""
+        depth = min(2, len(k.kind.split(".")))
+        return not any(kind in self.kinds for kind in k.kinds() if kind != GLOBAL and len(kind.split(".")) >= depth)
+
     def estimate(self, kernels: list[Kernel], corrected: bool = False) -> KernelEstimate:
-        """The sum of the kernels, with a 90% interval: the wider of two. The kinds' own: a kind's error is
-        shared by all its kernels (it is the kind's coefficients that are off), kinds' errors are independent
-        of each other; fitted on the kernels it predicts, it is too narrow for a network it never saw. And the
-        networks': how far whole models of networks left out of the fit strayed (`corrected`: the network's
-        own measured TRNs have corrected the estimate, so only the spread within a network remains)."""
+        """The sum of the kernels, with a 90% interval. Where the model knows it, the networks': how far whole
+        models of networks left out of the fit strayed (`corrected`: the network's own measured TRNs have
+        corrected the estimate, so only the spread within a network remains). Else, and for a guess (more
+        than GUESS_SHARE of it from kernels beyond what was measured) the wider of that and the kinds' own: a
+        kind's error shared by all its kernels, kinds independent of each other. That one is of single
+        kernels' ratios, as if every kernel of a kind erred as its worst: with both, 98% of fresh
+        measurements fell inside the 90% interval at 224 px (the networks' alone: 94%)."""
         by_kind: dict[str, list[float]] = {}
         beyond: dict[str, tuple[int, float]] = {}
         for k in kernels:
             kind = self.kind_for(k)
             ms = self.predict(k)
             by_kind.setdefault(kind, []).append(ms)
-            if not self.kinds[kind].covers(k):  # extrapolated beyond every kind it could be priced by
+            if not self.kinds[kind].covers(k) or self.unmeasured(k):  # beyond what was measured here
                 n, s = beyond.get(k.kind, (0, 0.0))
                 beyond[k.kind] = (n + 1, s + ms * self.network_scale)
         c = self.network_scale
@@ -489,7 +505,10 @@ class KernelModel:
         ms = c * total + self.overhead_ms
         low_ms, high_ms = max(0.0, ms - math.sqrt(low)), ms + math.sqrt(high)
         sd = self.within_log_sd if corrected else math.hypot(self.unseen_log_sd, self.within_log_sd)
-        if sd > 0:
+        guess = sum(s for _, s in beyond.values()) > GUESS_SHARE * ms
+        if sd > 0 and not guess:  # the networks' spread is what a whole model's error is
+            low_ms, high_ms = ms * math.exp(-Z90 * sd), ms * math.exp(Z90 * sd)
+        elif sd > 0:  # a guess: its error is not the measured networks'; the wider of both
             low_ms, high_ms = min(low_ms, ms * math.exp(-Z90 * sd)), max(high_ms, ms * math.exp(Z90 * sd))
         return KernelEstimate(
             ms,
@@ -513,7 +532,7 @@ class KernelModel:
 
 
 def _fit_kind(x: np.ndarray, y: np.ndarray) -> KindFit:
-    """x: (n, 4) MACs, activation bytes, transcendental elements, weight bytes; y: measured ms. Least
+    """x: (n, 4) MACs, activation bytes, activation-pass elements, weight bytes; y: measured ms. Least
     relative error with a robust loss; each rate starts where it bounds most kernels from below."""
     from scipy.optimize import least_squares
 

@@ -132,6 +132,22 @@ def test_a_kind_answers_only_as_far_as_its_data_reach():
     assert KernelModel.from_json(model.to_json()).kind_for(far) == "conv"  # the reach is stored with the fit
 
 
+def test_a_family_never_measured_is_priced_by_a_broader_kind_and_said_so():
+    gates = [
+        (Kernel(f"g{i}", (f"g{i}",), "act.hardsigmoid", 0.0, 8e3 * i, 1e3 * i), 0.002 + 1e-6 * i) for i in range(8)
+    ]
+    pointwise = [
+        (Kernel(f"p{i}", (f"p{i}",), "conv.pw.s1", i * 1e6, 1e4, 0.0), 0.01 + 5 * i * 1e6 / 1e9) for i in range(1, 9)
+    ]
+    model = fit_kernel_model(gates + pointwise)
+    swish = Kernel("s", ("s",), "act.hardswish", 0.0, 8e3, 1e3)  # within the gates' reach, but never measured
+    assert model.kind_for(swish) == "act" and model.unmeasured(swish)
+    assert set(model.estimate([swish, pointwise[0][0]]).beyond) == {"act.hardswish"}
+    assert not model.unmeasured(gates[0][0]) and not model.unmeasured(pointwise[0][0])
+    dw = Kernel("d", ("d",), "conv.dw.k3s1", 1e6, 1e4, 0.0)  # only the convs' parent kind prices it
+    assert model.kind_for(dw) == "conv" and model.unmeasured(dw)
+
+
 def test_the_interval_comes_from_networks_left_out_and_narrows_for_a_measured_one():
     from netcut.kernels import Z90, network_spreads
 
