@@ -175,7 +175,7 @@ def whole_models(
 
 
 def with_spreads(
-    model: KernelModel, db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | None
+    model: KernelModel, db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | list | None
 ) -> KernelModel:
     """The model's interval from networks left out: each network it was fitted on is left out in turn, the
     model fitted again without it, and that network's whole models estimated (netcut.kernels.network_spreads).
@@ -183,7 +183,8 @@ def with_spreads(
     log_ratios: dict[str, list[float]] = {}
     for name in model.networks:
         try:
-            without = fit_from(training_data(db, identity, key, source, exclude=[exclude, name]), identity)
+            left_out = [*exclude, name] if isinstance(exclude, list) else [exclude, name]
+            without = fit_from(training_data(db, identity, key, source, exclude=left_out), identity)
         except NetcutError as exc:  # too few kernels without it
             log.info("no interval from leaving %s out: %s", name, exc)
             continue
@@ -196,8 +197,10 @@ def with_spreads(
     return model
 
 
-def fit(db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | None = None) -> KernelModel:
-    """The target's kernel model (read back while its rows are unchanged; `exclude`: leave a network out,
+def fit(
+    db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | list | None = None
+) -> KernelModel:
+    """The target's kernel model (read back while its rows are unchanged; `exclude`: leave networks out,
     not stored)."""
     fitted_rows = db.fitted_rows(identity, key)
     if exclude is None:
