@@ -22,6 +22,7 @@ from netcut.errors import NetcutError
 from netcut.estimate import STAT_OF, Estimate, quantile_level
 from netcut.kernel_suite import KERNEL_BLOCK, build, spec_of
 from netcut.kernels import (
+    ACT_SUFFIX,
     GUESS_SHARE,
     VERSION,
     Kernel,
@@ -269,7 +270,8 @@ def estimates(
     corrected, ratio = ratio is not None, 1.0 if ratio is None else ratio
     out = []
     for cut in only if only is not None else candidate_cuts(a):
-        e = model.estimate(source.trn(a, cut, key.classes), corrected)
+        kernels = source.trn(a, cut, key.classes)
+        e = model.estimate(kernels, corrected)
         value = e.ms * ratio * tail
         above = (e.high_ms - e.ms) * ratio * tail  # the margin a deadline needs: the interval's upper side
         behind = "; ".join(e.dominant())
@@ -282,10 +284,19 @@ def estimates(
         if guessed(e):  # say which kernels, and how to measure such ones
             unreached = sum(s for _, s in e.beyond.values())
             kinds = ", ".join(f"{kind} x{n}" for kind, (n, _) in sorted(e.beyond.items(), key=lambda kv: -kv[1][1]))
+            # The suite builds convolutions, products, pooling and element-wise kernels; other kinds (a channel
+            # shuffle's transpose, concatenation) are measured inside a network's layers-mode profile.
+            spec = {k.name: k.spec for k in kernels}  # an activation kernel is built with its convolution
+            buildable = all(spec.get(k.name.removesuffix(ACT_SUFFIX)) for k in kernels if k.kind in e.beyond)
+            how = (
+                f"netcut-host calibrate --models {a.model_name} measures such kernels"
+                if buildable
+                else f"a layers-mode profile of a network with such kernels measures them (the kernel suite cannot "
+                f"build them): netcut-host profile --models {a.model_name} --mode layers"
+            )
             correction += (
                 f"; {unreached / e.ms:.0%} of it from kernels of a kind never measured here or larger than any of it "
-                f"({kinds}): "
-                f"a guess until netcut-host calibrate --models {a.model_name} measures such kernels"
+                f"({kinds}): a guess until {how}"
             )
         out.append(
             Estimate(

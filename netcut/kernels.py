@@ -432,7 +432,10 @@ class KernelEstimate:
     def dominant(self, limit: int = 3) -> list[str]:
         total = self.ms or 1.0
         ranked = sorted(self.by_kind.items(), key=lambda kv: -kv[1][0])[:limit]
-        return [f"{kind} {ms / total:.0%} ({count} kernels; fitted on {n})" for kind, (ms, count, n) in ranked]
+        return [
+            f"{'any kind' if kind == GLOBAL else kind} {ms / total:.0%} ({count} kernels; fitted on {n})"
+            for kind, (ms, count, n) in ranked
+        ]
 
 
 @dataclass

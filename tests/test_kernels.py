@@ -192,6 +192,10 @@ def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path):
         # A family whose kernels no fit reaches (SiLU, sigmoid gates: ResNets have none) is a guess, said so.
         (e,) = estimates(model, source.analysis("efficientnet_b0"), key, source, "median", [None])
         assert "a guess until netcut-host calibrate --models efficientnet_b0" in e.evidence and "act.silu" in e.evidence
+        # Kinds the suite cannot build (a channel shuffle's transpose, concatenation): measured in a profile.
+        (e,) = estimates(model, source.analysis("shufflenet_v2_x0_5"), key, source, "median", [None])
+        assert "memory.transpose" in e.evidence and "the kernel suite cannot build them" in e.evidence
+        assert "netcut-host profile --models shufflenet_v2_x0_5 --mode layers" in e.evidence
 
 
 @pytest.fixture(scope="module")
