@@ -23,7 +23,6 @@ from netcut.estimate import STAT_OF, Estimate, quantile_level
 from netcut.kernel_suite import KERNEL_BLOCK, build, spec_of
 from netcut.kernels import (
     ACT_SUFFIX,
-    GUESS_SHARE,
     VERSION,
     Kernel,
     KernelEstimate,
@@ -229,7 +228,7 @@ def fit_from(data: tuple, identity: str) -> KernelModel:
 
 
 def guessed(e: KernelEstimate) -> bool:
-    return sum(s for _, s in e.beyond.values()) > GUESS_SHARE * e.ms
+    return e.guessed
 
 
 def tail_ratio(model: KernelModel, quantile: str) -> float:
@@ -282,7 +281,6 @@ def estimates(
         )
         correction = f", corrected x{ratio:.3f} by this network's measured TRNs" if corrected else ""
         if guessed(e):  # say which kernels, and how to measure such ones
-            unreached = sum(s for _, s in e.beyond.values())
             kinds = ", ".join(f"{kind} x{n}" for kind, (n, _) in sorted(e.beyond.items(), key=lambda kv: -kv[1][1]))
             # The suite builds convolutions, products, pooling and element-wise kernels; other kinds (a channel
             # shuffle's transpose, concatenation) are measured inside a network's layers-mode profile.
@@ -295,7 +293,7 @@ def estimates(
                 f"build them): netcut-host profile --models {a.model_name} --mode layers"
             )
             correction += (
-                f"; {unreached / e.ms:.0%} of it from kernels of a kind never measured here or larger than any of it "
+                f"; {e.beyond_ms / e.ms:.0%} of it from kernels of a kind never measured here or larger than any of it "
                 f"({kinds}): a guess until {how}"
             )
         out.append(

@@ -429,6 +429,15 @@ class KernelEstimate:
     # kind -> (kernels, ms) that no fit reaches, or of a family never measured (KernelModel.unmeasured)
     beyond: dict[str, tuple[int, float]] = field(default_factory=dict)
 
+    @property
+    def beyond_ms(self) -> float:
+        return sum(ms for _, ms in self.beyond.values())
+
+    @property
+    def guessed(self) -> bool:
+        """More than GUESS_SHARE of it from kernels beyond what was measured here."""
+        return self.beyond_ms > GUESS_SHARE * self.ms
+
     def dominant(self, limit: int = 3) -> list[str]:
         total = self.ms or 1.0
         ranked = sorted(self.by_kind.items(), key=lambda kv: -kv[1][0])[:limit]
@@ -508,18 +517,18 @@ class KernelModel:
         ms = c * total + self.overhead_ms
         low_ms, high_ms = max(0.0, ms - math.sqrt(low)), ms + math.sqrt(high)
         sd = self.within_log_sd if corrected else math.hypot(self.unseen_log_sd, self.within_log_sd)
-        guess = sum(s for _, s in beyond.values()) > GUESS_SHARE * ms
-        if sd > 0 and not guess:  # the networks' spread is what a whole model's error is
-            low_ms, high_ms = ms * math.exp(-Z90 * sd), ms * math.exp(Z90 * sd)
-        elif sd > 0:  # a guess: its error is not the measured networks'; the wider of both
-            low_ms, high_ms = min(low_ms, ms * math.exp(-Z90 * sd)), max(high_ms, ms * math.exp(Z90 * sd))
-        return KernelEstimate(
+        out = KernelEstimate(
             ms,
             low_ms,
             high_ms,
             {kind: (c * sum(v), len(v), self.kinds[kind].n) for kind, v in by_kind.items()},
             beyond,
         )
+        if sd > 0 and not out.guessed:  # the networks' spread is what a whole model's error is
+            out.low_ms, out.high_ms = ms * math.exp(-Z90 * sd), ms * math.exp(Z90 * sd)
+        elif sd > 0:  # a guess: its error is not the measured networks'; the wider of both
+            out.low_ms, out.high_ms = min(low_ms, ms * math.exp(-Z90 * sd)), max(high_ms, ms * math.exp(Z90 * sd))
+        return out
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
