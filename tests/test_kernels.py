@@ -265,3 +265,58 @@ def test_calibrate_refuses_what_it_cannot_do(calibrated, tmp_path):
     assert int8.returncode == 2 and "float32 kernels" in int8.stderr and "--precision int8 --mode layers" in int8.stderr
     with sqlite3.connect(db) as conn:  # nothing stored under int8
         assert conn.execute("SELECT COUNT(*) FROM measurements WHERE precision='int8'").fetchone()[0] == 0
+
+
+def test_the_profilers_per_node_cost_is_taken_off_before_node_times_are_scaled_to_the_run():
+    from netcut.kernels import kernel_times, per_node_overhead
+
+    # Profiles of 3..200 nodes: raw = true + 2 us per node; the unprofiled run = true + 10 us of its own.
+    rng = np.random.default_rng(0)
+    profiles = []
+    for n in (3, 5, 25, 60, 200):
+        true = rng.uniform(0.001, 0.05, n)
+        profiles.append((n, float(true.sum() + n * 0.002), float(true.sum() + 0.01)))
+    assert per_node_overhead(profiles) == pytest.approx(0.002, rel=0.01)
+    assert per_node_overhead(profiles[:2]) == 0.0  # too few to tell
+    assert per_node_overhead([(5, 1.0, 0.9)] * 4) == 0.0  # one node count: overhead and run cost not apart
+    # A small kernel and a large one, each profiled at 2 us too much, in a run of 0.105 ms.
+    small, large = (Kernel(n, (n,), "conv.pw.s1", 1.0, 1.0, 0.0) for n in ("s", "l"))
+    layers = [["s", "Conv", "", 0.0, 0.007], ["l", "Conv", "", 0.0, 0.102]]
+    layers = [[*e[:3], e[4] * 0.105 / 0.109, e[4]] for e in layers]  # the agent's proportional scaling
+    proportional = kernel_times([small, large], layers)
+    corrected = kernel_times([small, large], layers, per_node_ms=0.002)
+    assert proportional["s"] == pytest.approx(0.00674, rel=0.01)  # 35% too much for a 5 us kernel
+    assert corrected["s"] == pytest.approx(0.005, rel=0.01) and corrected["l"] == pytest.approx(0.100, rel=0.01)
+    assert sum(corrected.values()) == pytest.approx(0.105)  # still the run's time
+    # Rows written before raw times were kept: left as the agent scaled them.
+    assert kernel_times([small], [["s", "Conv", "", 0.004]], per_node_ms=0.002) == {"s": 0.004}
+    assert kernel_times([small, large], layers, skip_ops=("Conv",)) == {}
+
+
+def test_a_fixed_cost_the_sizes_cannot_tell_apart_is_not_invented():
+    # Three kernels of the same MACs (resnet50's downsampling convolutions): the fit may put any part of their
+    # time in the fixed cost; a kernel of a sixteenth of the MACs must not be priced at their time.
+    # Their activations and weights differ as resnet50's do (halved, quadrupled at each stage).
+    same = [
+        (
+            Kernel(f"d{i}", (f"d{i}",), "conv.pw.s2", 1e8, 6.4e6 / 2 ** (i % 3), 0.0, weight_bytes=5e5 * 4 ** (i % 3)),
+            1.40 + 0.02 * (i % 3) + 0.01 * i,
+        )
+        for i in range(6)
+    ]
+    model = fit_kernel_model(same)
+    small = Kernel("s", ("s",), "conv.pw.s2", 1e8 / 16, 1.6e6, 0.0, weight_bytes=3e4)
+    assert model.kinds["conv.pw.s2"].fixed_ms < 0.01  # unpulled: 0.22 ms
+    assert model.predict(small) == pytest.approx(1.4 / 16, rel=0.25)  # unpulled: 0.30 ms
+
+
+def test_a_suite_convolution_is_not_charged_the_reorder_a_network_would_not_run():
+    from netcut.kernel_suite import suite_name
+    from netcut_host.kernel_estimation import isolation_reorders
+
+    relu6 = suite_name("op=conv,act=relu6,cin=144,cout=144,g=144,h=56,k=3,s=1,w=56")
+    silu = suite_name("op=conv,act=silu,cin=32,cout=32,g=32,h=112,k=3,s=1,w=112")
+    assert isolation_reorders(relu6) == ("ReorderOutput",)
+    assert isolation_reorders(suite_name("op=conv,add=1,cin=8,cout=8,g=1,h=8,k=1,s=1,w=8")) == ("ReorderOutput",)
+    assert isolation_reorders(silu) == ()  # its activation runs apart on NCHW in a network too
+    assert isolation_reorders(suite_name("op=gap,cin=8,h=7,w=7")) == ()
