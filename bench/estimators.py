@@ -38,7 +38,7 @@ from netcut_host.calibration import Board, run_suite
 from netcut_host.calibration import summary as calibration_summary
 from netcut_host.estimation import analytical, fit
 from netcut_host.choices import DEFAULT_MODELS
-from netcut_host.kernel_estimation import KernelSource, guessed
+from netcut_host.kernel_estimation import KernelSource
 from netcut_host.kernel_estimation import fit as fit_kernels
 from netcut_host.records import Timing
 from netcut_host.profiling import ModelFiles, analyses_for, anchor_cuts, plan, round_robin, run
@@ -183,12 +183,12 @@ def main(argv=None) -> int:
                 if kernel_model is not None:
                     k = kernel_model.estimate(source.trn(a, cut, key.classes))
                     kernel_errors.append(abs(k.ms - measured) / measured * 100)
-                    inside.append((k.low_ms <= measured <= k.high_ms, guessed(k)))
+                    inside.append((k.low_ms <= measured <= k.high_ms, k.guessed))
                     row.update(
                         kernels_lono_ms=round(k.ms, 4),
                         kernels_interval_ms=[round(k.low_ms, 4), round(k.high_ms, 4)],
                         kernels_ape_pct=round(kernel_errors[-1], 2),
-                        kernels_guess=guessed(k),  # mostly kernels beyond every fit: said so where it is made
+                        kernels_guess=k.guessed,  # mostly kernels beyond every fit: said so where it is made
                     )
                 out["per_cut"].append(row)
         out["empirical"] = {**summary(empirical_errors), "goal": "median < 3%, p95 < 8%"}
@@ -248,7 +248,7 @@ def family_split(db, identity, key, source, analyses, fresh, ms_per_mac, fit_on,
             measured = fresh[(name, cut)].median_ms
             k = model.estimate(source.trn(a, cut, key.classes))
             base = rate * (a.cut(cut).macs if cut else a.full_macs)
-            rows.append((abs(k.ms - measured) / measured * 100, abs(base - measured) / measured * 100, guessed(k),
+            rows.append((abs(k.ms - measured) / measured * 100, abs(base - measured) / measured * 100, k.guessed,
                          k.low_ms <= measured <= k.high_ms))  # fmt: skip
         errors += [r[0] for r in rows]
         per[name] = {

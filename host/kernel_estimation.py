@@ -25,7 +25,6 @@ from netcut.kernels import (
     ACT_SUFFIX,
     VERSION,
     Kernel,
-    KernelEstimate,
     KernelModel,
     fit_kernel_model,
     head_kernels,
@@ -109,21 +108,23 @@ def training_data(
     names = [*db.archs(identity, key), *db.archs(identity, key, suite=True)]
     left_out = {exclude} if isinstance(exclude, str) or exclude is None else set(exclude)
     found = [(name, _rows_of(db, identity, key, source, name)) for name in names if name not in left_out]
-    found = [(name, *rows) for name, rows in found if rows is not None]
+    # Each row with its per-node times, read once (a layers-mode row's; None for the others).
+    found = [
+        (name, kernels, [(r, json.loads(r["layers"] or "[]") if r["mode"] == "layers" else None) for r in rows])
+        for name, (kernels, rows) in ((n, f) for n, f in found if f is not None)
+    ]
     overhead = per_node_overhead(
         [
             (len(layers), sum(float(e[4]) for e in layers), r["median_ms"])
             for _, _, rows in found
-            for r in rows
-            if r["mode"] == "layers"
-            and (layers := json.loads(r["layers"] or "[]"))
-            and all(len(e) >= 5 for e in layers)
+            for r, layers in rows
+            if layers and all(len(e) >= 5 for e in layers)
         ]
     )
     for name, kernels, rows in found:
         is_suite = spec_of(name) is not None
-        skip = isolation_reorders(name) if is_suite else ()
-        for r in rows:
+        skip = isolation_reorders(name)
+        for r, layers in rows:
             if r["median_ms"] > 0:
                 for q in ratios:
                     ratios[q].append(r[f"{q}_ms"] / r["median_ms"])
@@ -131,7 +132,7 @@ def training_data(
                 # A suite model's times as a network's: normalised to its whole run, the profiler's per-node
                 # cost taken off first (kernel_times): its raw times' sum exceeded the unprofiled median for
                 # 95% of 60 suite models at 224 px, by up to 2.9x on the smallest.
-                times = kernel_times(kernels, json.loads(r["layers"]), overhead, skip)
+                times = kernel_times(kernels, layers, overhead, skip)
                 samples += [
                     (k, times.get(k.name, 0.0))
                     for k in kernels
@@ -151,13 +152,15 @@ def training_data(
 
 
 def isolation_reorders(name: str) -> tuple[str, ...]:
-    """Runtime nodes a suite model charges to its kernel that the same kernel in a network does not run: a
+    """Runtime nodes a suite model charges to its kernel that the same kernel in a network does not run (none
+    for a network's own rows): a
     convolution whose activation fuses into it (none, ReLU, ReLU6) feeds another NCHWc convolution in a
     network, but a suite model's graph output, so onnxruntime reorders its output back to NCHW (at 224 px,
     mobilenet_v2's 56x56x144 depthwise: 0.17 ms of convolution, 0.13 ms of reorder). A SiLU or hard-swish
     convolution keeps its reorder: in a network too its activation runs apart, on NCHW."""
-    spec = parse_spec(spec_of(name) or "op=?")
-    return ("ReorderOutput",) if spec["op"] == "conv" and spec.get("act", "") in ("", "relu", "relu6") else ()
+    text = spec_of(name)
+    spec = parse_spec(text) if text is not None else {}
+    return ("ReorderOutput",) if spec.get("op") == "conv" and spec.get("act", "") in ("", "relu", "relu6") else ()
 
 
 def _rows_of(
@@ -209,7 +212,7 @@ def with_spreads(
         estimated = [(without.estimate(ks), ms) for ks, ms in whole_models(db, identity, key, source, name)]
         # Not the estimates that rest on kernels beyond every fit (said as guesses wherever they are made):
         # one such network would set every other network's interval.
-        log_ratios[name] = [math.log(ms / max(e.ms, 1e-12)) for e, ms in estimated if not guessed(e)]
+        log_ratios[name] = [math.log(ms / max(e.ms, 1e-12)) for e, ms in estimated if not e.guessed]
     model.unseen_log_sd, model.within_log_sd = network_spreads(log_ratios)
     model.spread_networks = sum(1 for v in log_ratios.values() if v)
     return model
@@ -243,10 +246,6 @@ def fit_from(data: tuple, identity: str) -> KernelModel:
     """The kernel model of training_data's answer (not stored)."""
     samples, wholes, tails, networks, suite = data
     return with_correction(fit_kernel_model(samples, identity, networks, suite), wholes, tails)
-
-
-def guessed(e: KernelEstimate) -> bool:
-    return e.guessed
 
 
 def tail_ratio(model: KernelModel, quantile: str) -> float:
@@ -298,7 +297,7 @@ def estimates(
             else f"fitted on {model.kernels} kernels ({model.suite} from the suite) of {len(model.networks)} networks"
         )
         correction = f", corrected x{ratio:.3f} by this network's measured TRNs" if corrected else ""
-        if guessed(e):  # say which kernels, and how to measure such ones
+        if e.guessed:  # say which kernels, and how to measure such ones
             kinds = ", ".join(f"{kind} x{n}" for kind, (n, _) in sorted(e.beyond.items(), key=lambda kv: -kv[1][1]))
             # The suite builds convolutions, products, pooling and element-wise kernels; other kinds (a channel
             # shuffle's transpose, concatenation) are measured inside a network's layers-mode profile.

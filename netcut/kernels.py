@@ -400,7 +400,7 @@ def per_node_overhead(profiles: list[tuple[int, float, float]]) -> float:
     """What the profiler adds to each node's time on a target, in ms, from its layers-mode profiles (nodes
     timed, the sum of their raw times, the unprofiled run's median): raw sum - median = nodes x overhead -
     the run's own fixed cost, fitted over profiles of different node counts (a suite model's 2-6 nodes, a
-    network's 25-220). 2.1 us per node at 224 px, 2.5 at 96 on this project's x86 machine. 0 where the
+    network's 25-220). 1.9 us per node at 224 px, 2.3 at 96 on this project's x86 machine. 0 where the
     profiles do not tell (too few, one node count, or no raw times)."""
     rows = [(n, raw - median, median) for n, raw, median in profiles if n > 0 and raw > 0 and median > 0]
     if len(rows) < 3 or len({n for n, _, _ in rows}) < 2:
