@@ -20,6 +20,7 @@ from pathlib import Path
 from . import gpu_state
 
 CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+CPU0_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 # vcgencmd get_throttled bits that mean "limited right now" (0-3); 16-19 are "since boot".
 THROTTLE_NOW_MASK = 0xF
 
@@ -35,6 +36,8 @@ class BoardDescription:
     hostname: str = ""
     os: str = ""
     memory_bytes: int = 0
+    l2_cache_bytes: int = 0
+    l3_cache_bytes: int = 0
 
 
 @dataclass
@@ -89,6 +92,22 @@ def _os_name() -> str:
     return platform.platform()
 
 
+def cache_bytes(level: int, root: Path = CPU0_CACHE) -> int:
+    """cpu0's data (or unified) cache of that level, in bytes, from sysfs ("2048K"); 0 where not said. The
+    host's per-kernel model uses the L2's size: a model whose weights and activations fit it runs faster
+    per kernel than one that streams them (netcut.kernels.warmth)."""
+    for index in sorted(root.glob("index*")):
+        if _read(index / "level") != str(level) or _read(index / "type") not in ("Data", "Unified"):
+            continue
+        size = _read(index / "size").upper()
+        units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+        try:
+            return int(size[:-1]) * units[size[-1]] if size[-1:] in units else int(size)
+        except ValueError:
+            return 0
+    return 0
+
+
 def describe() -> BoardDescription:
     return BoardDescription(
         cpu_model=_cpu_model(),
@@ -100,6 +119,8 @@ def describe() -> BoardDescription:
         hostname=socket.gethostname(),
         os=_os_name(),
         memory_bytes=_meminfo("MemTotal"),
+        l2_cache_bytes=cache_bytes(2),
+        l3_cache_bytes=cache_bytes(3),
     )
 
 

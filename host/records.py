@@ -76,6 +76,8 @@ class BoardDescription:
     hostname: str = ""
     os: str = ""
     memory_bytes: int = 0
+    l2_cache_bytes: int = 0  # 0: unknown (an agent before 2026-12, or a board whose sysfs does not say)
+    l3_cache_bytes: int = 0
 
 
 @dataclass(frozen=True)

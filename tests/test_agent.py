@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from conftest import fast_timing, run_cli
+from netcut_agent import board
 from netcut_host.client import AgentCallError, AgentClient, Credentials, sha256_file
 from netcut_protos.agent.v1 import agent_pb2 as pb
 from netcut_protos.agent.v1 import agent_pb2_grpc as pb_grpc
@@ -105,6 +106,7 @@ def test_onnxruntime_benchmark_reports_statistics_samples_and_board_state(client
     assert list(result.inputs[0].shape) == [1, 3, 16, 16]
     assert result.state_start.timestamp_unix <= result.state_end.timestamp_unix
     assert result.board.cpu_cores > 0
+    assert result.board.l2_cache_bytes == board.cache_bytes(2)  # what the per-kernel model's warmth needs
     kinds = [e.WhichOneof("event") for e in events]
     assert "warming_up" in kinds and "measuring" in kinds
     assert kinds.index("warming_up") < kinds.index("measuring")
@@ -551,3 +553,19 @@ def test_agent_bench_runs_locally_without_grpc(tiny_onnx, tiny_tflite):
         assert out.returncode == 0, out.stderr
         data = json.loads(out.stdout)
         assert data["stats"]["n"] >= 5 and data["model_id"] == sha256_file(path)
+
+
+def test_the_cache_sizes_are_read_from_sysfs_and_unknown_ones_are_zero(tmp_path):
+    caches = [(1, "Data", "48K"), (1, "Instruction", "64K"), (2, "Unified", "2048K")]
+    for index, (level, kind, size) in enumerate(caches):
+        d = tmp_path / f"index{index}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    assert board.cache_bytes(1, tmp_path) == 48 * 1024  # the data cache, not the instruction one
+    assert board.cache_bytes(2, tmp_path) == 2 * 1024 * 1024
+    assert board.cache_bytes(3, tmp_path) == 0  # no L3 said
+    assert board.cache_bytes(2, tmp_path / "missing") == 0
+    (tmp_path / "index2" / "size").write_text("lots\n")
+    assert board.cache_bytes(2, tmp_path) == 0

@@ -76,7 +76,7 @@ class RuntimeInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., version: _Optional[str] = ..., execution_providers: _Optional[_Iterable[str]] = ..., unavailable_reason: _Optional[str] = ..., layer_profile: _Optional[bool] = ..., package: _Optional[str] = ...) -> None: ...
 
 class BoardDescription(_message.Message):
-    __slots__ = ("cpu_model", "cpu_cores", "board_model", "kernel", "machine", "python_version", "hostname", "os", "memory_bytes")
+    __slots__ = ("cpu_model", "cpu_cores", "board_model", "kernel", "machine", "python_version", "hostname", "os", "memory_bytes", "l2_cache_bytes", "l3_cache_bytes")
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     CPU_CORES_FIELD_NUMBER: _ClassVar[int]
     BOARD_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,8 @@ class BoardDescription(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    L2_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    L3_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     cpu_model: str
     cpu_cores: int
     board_model: str
@@ -95,7 +97,9 @@ class BoardDescription(_message.Message):
     hostname: str
     os: str
     memory_bytes: int
-    def __init__(self, cpu_model: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., board_model: _Optional[str] = ..., kernel: _Optional[str] = ..., machine: _Optional[str] = ..., python_version: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+    l2_cache_bytes: int
+    l3_cache_bytes: int
+    def __init__(self, cpu_model: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., board_model: _Optional[str] = ..., kernel: _Optional[str] = ..., machine: _Optional[str] = ..., python_version: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., l2_cache_bytes: _Optional[int] = ..., l3_cache_bytes: _Optional[int] = ...) -> None: ...
 
 class ThermalReading(_message.Message):
     __slots__ = ("zone", "celsius")
