@@ -22,7 +22,7 @@ import numpy as np
 from netcut.cuts import NetworkAnalysis, candidate_cuts
 from netcut.errors import NetcutError
 from netcut.kernel_suite import family, select, spec_of, suite_name
-from netcut.kernels import KernelModel, rescaled
+from netcut.kernels import KernelModel, rescaled, warmth
 
 from . import kernel_estimation as ke
 from .profiling import Job, ModelFiles, ProfileReport, run
@@ -93,8 +93,9 @@ def run_suite(board: Board, budget: int, remeasure: int = 1) -> CalibrationRepor
         data = ke.training_data(db, identity, key, source)
         model, samples = ke.fit_from(data, identity), data[0]
         per: dict[str, list[float]] = {}
-        for k, ms in (s for s in samples if s[1] > 0):  # a fused activation's zero is no error to chase
-            per.setdefault(family(k), []).append(abs(model.predict(k) * model.network_scale / ms - 1))
+        for k, ms, run in (s for s in samples if s[1] > 0):  # a fused activation's zero is no error to chase
+            predicted = model.predict(k) * model.network_scale * warmth(run, model.cache_bytes, model.warm_share)
+            per.setdefault(family(k), []).append(abs(predicted / ms - 1))
         errors = {f: float(np.median(v)) for f, v in per.items()}
     except NetcutError:
         pass

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -23,16 +24,21 @@ from netcut.estimate import STAT_OF, Estimate, quantile_level
 from netcut.kernel_suite import KERNEL_BLOCK, build, spec_of
 from netcut.kernels import (
     ACT_SUFFIX,
+    SKIPPED,
     VERSION,
+    WARM_SHARE,
     Kernel,
     KernelModel,
     fit_kernel_model,
+    footprint,
     head_kernels,
     kernel_times,
     kernels_of,
     network_spreads,
     parse_spec,
     per_node_overhead,
+    reorder_kernel,
+    warmth,
     with_correction,
 )
 from netcut.vocabulary import parse_cut_label
@@ -97,14 +103,25 @@ class KernelSource:
         keep = set(labels[: labels.index(cut) + 1])
         shape = a.cut(cut).output_shape
         spatial = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-        return [k for k in kernels if k.block in keep] + head_kernels(shape[1], spatial, classes, self.key.precision)
+        kept = [k for k in kernels if k.block in keep]
+        return kept + head_kernels(shape[1], spatial, classes, self.key.precision, kept[-1] if kept else None)
+
+
+class TrainingData(NamedTuple):
+    samples: list[tuple[Kernel, float, float]]  # (kernel, ms, footprint of the model run it was measured in)
+    wholes: list[tuple[list[Kernel], float]]  # whole models: (kernels, median ms)
+    tails: dict[str, float]  # p90.. over the median
+    networks: list[str]
+    suite: int  # kernels from the kernel suite
+    cache_bytes: float  # the board's L2, as its agent reported it with the profiles (0: not said)
 
 
 def training_data(
     db: LatencyDB, identity: str, key: RowKey, source: KernelSource, exclude: str | list | None = None
-) -> tuple[list[tuple[Kernel, float]], list[tuple[list[Kernel], float]], dict[str, list[float]], list[str], int]:
-    """(kernel, ms) samples, whole models (kernels, median ms), tail ratios, networks, suite kernels."""
+) -> TrainingData:
+    """The per-kernel model's data from the target's rows, less the networks in `exclude`."""
     samples, wholes, ratios, networks, suite = [], [], {"p90": [], "p95": [], "p99": []}, [], 0
+    caches: list[int] = []
     names = [*db.archs(identity, key), *db.archs(identity, key, suite=True)]
     left_out = {exclude} if isinstance(exclude, str) or exclude is None else set(exclude)
     found = [(name, _rows_of(db, identity, key, source, name)) for name in names if name not in left_out]
@@ -133,11 +150,15 @@ def training_data(
                 # cost taken off first (kernel_times): its raw times' sum exceeded the unprofiled median for
                 # 95% of 60 suite models at 224 px, by up to 2.9x on the smallest.
                 times = kernel_times(kernels, layers, overhead, skip)
+                run = footprint(kernels)
                 samples += [
-                    (k, times.get(k.name, 0.0))
+                    (k, times.get(k.name, 0.0), run)
                     for k in kernels
                     if times.get(k.name, 0) > 0 or k.kind.startswith("act.")  # an activation fused: zero
                 ]
+                if times.get(SKIPPED, 0) > 0:  # the suite's output reorder: what a TRN's head pays (REORDER)
+                    samples.append((reorder_kernel(name, output_bytes(name), KERNEL_BLOCK), times[SKIPPED], run))
+                caches += [c for c in [_l2_of(r)] if c > 0]
                 suite += sum(1 for k in kernels if is_suite and k.block == KERNEL_BLOCK and times.get(k.name, 0) > 0)
                 wholes.append((kernels, r["median_ms"]))
             elif not is_suite:
@@ -148,7 +169,22 @@ def training_data(
         if not is_suite:
             networks.append(name)
     tails = {q: float(np.median(v)) for q, v in ratios.items() if v}
-    return samples, wholes, tails, networks, suite
+    return TrainingData(samples, wholes, tails, networks, suite, float(np.median(caches)) if caches else 0.0)
+
+
+def _l2_of(row) -> int:  # noqa: ANN001 - a measurements row
+    """The L2 size the agent reported with a row (0 for an agent that does not, or a board whose sysfs does not
+    say: its model then has no warmth)."""
+    try:
+        return int(json.loads(row["board"] or "{}").get("board", {}).get("l2_cache_bytes", 0) or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+def output_bytes(name: str) -> float:
+    """A suite convolution's output, in bytes (float32; padded to keep the size at stride 1)."""
+    spec = parse_spec(spec_of(name) or "")
+    return 4.0 * spec["cout"] * -(-spec["h"] // spec["s"]) * -(-spec["w"] // spec["s"])
 
 
 def isolation_reorders(name: str) -> tuple[str, ...]:
@@ -242,10 +278,14 @@ def fit(
     return model
 
 
-def fit_from(data: tuple, identity: str) -> KernelModel:
-    """The kernel model of training_data's answer (not stored)."""
-    samples, wholes, tails, networks, suite = data
-    return with_correction(fit_kernel_model(samples, identity, networks, suite), wholes, tails)
+def fit_from(data: TrainingData, identity: str) -> KernelModel:
+    """The kernel model of training_data's answer (not stored): each kernel's time as if run cold (divided by
+    its model run's warmth), where the board said its L2's size."""
+    share = WARM_SHARE if data.cache_bytes > 0 else 0.0
+    cold = [(k, ms / warmth(run, data.cache_bytes, share)) for k, ms, run in data.samples]
+    model = fit_kernel_model(cold, identity, data.networks, data.suite)
+    model.cache_bytes, model.warm_share = data.cache_bytes, share
+    return with_correction(model, data.wholes, data.tails)
 
 
 def tail_ratio(model: KernelModel, quantile: str) -> float:

@@ -35,10 +35,21 @@ GUESS_SHARE = 0.1  # an estimate more than this much of which comes from kernels
 REACH = 4.0  # a kind answers for kernels up to this many times the largest of each feature it was fitted on
 # 2: kinds know their reach, models their spread over networks left out; 3: a Clip's pass counted; 4: the
 # profiler's per-node cost taken off node times, a suite kernel's output reorder not charged to it, a kind's
-# fixed cost pulled towards zero
-VERSION = 4
+# fixed cost pulled towards zero; 5: a model run's warmth (its footprint against the board's L2), a TRN head's
+# layout reorder
+VERSION = 5
 GLOBAL = "*"
 FIXED_PULL = 0.1  # a kind's fixed cost as a residual of this weight, relative to its fastest kernel (_fit_kind)
+# The share of a kernel's time a model run saves when its whole footprint fits the board's L2 (warmth). Chosen
+# on this project's x86 tables (of 0, 0.1, 0.15, 0.2, 0.25: leave-one-network-out medians on four tables at
+# 224 and 96 px, 0.1 best on three); see the README's per-kernel section.
+WARM_SHARE = 0.1
+# A blocked-layout runtime's reorder back to the plain layout (onnxruntime's NCHWc ReorderOutput on x86): where a
+# TRN's cut output leaves a convolution or pooling in the blocked layout, its head (a ReduceMean) reads the plain
+# one. Fitted on the kernel suite's own output reorders (~0.07 ms/MB at 224 px here); where a board shows none
+# (ARM's onnxruntime, LiteRT), nothing is fitted and such a kernel costs nothing.
+REORDER = "layout.reorder"
+SKIPPED = "#skipped"  # kernel_times: the time of the runtime nodes it was told to leave out
 
 # Nodes that move no data of their own in onnxruntime (views, shape arithmetic, no-ops).
 FREE = {
@@ -377,7 +388,7 @@ def kernel_times(
     (shufflenet_v2_x0_5 at 96 px: 0.82 ms of raw node times for a 0.36 ms run, every kernel scaled by
     0.44). With `per_node_ms`, that much is taken off each raw time first (never more than 80% of it),
     and the rest scaled to the same total. `skip_ops`: runtime nodes left out (a suite model's layout
-    reorders, see host.kernel_estimation)."""
+    reorders, see host.kernel_estimation), their time summed under SKIPPED."""
     of_node = {n: k.name for k in kernels for n in k.nodes}
     out: dict[str, float] = {}
     if per_node_ms > 0 and layers and all(len(e) >= 5 for e in layers):
@@ -387,6 +398,7 @@ def kernel_times(
         layers = [[*e[:3], a * scale] for e, a in zip(layers, adjusted)]
     for entry in layers:
         if entry[1] in skip_ops:
+            out[SKIPPED] = out.get(SKIPPED, 0.0) + float(entry[3])
             continue
         name = of_node.get(entry[0])
         if name is not None and name.endswith(ACT_SUFFIX) and entry[1] in COMPUTE_KERNEL_OPS:
@@ -412,10 +424,22 @@ def per_node_overhead(profiles: list[tuple[int, float, float]]) -> float:
     return max(0.0, float(overhead))
 
 
-def head_kernels(channels: int, spatial: int, classes: int, precision: str = "fp32") -> list[Kernel]:
-    """The head NetCut puts on a cut: global average pooling, then a linear layer."""
+def blocked_output(k: Kernel) -> bool:
+    """Whether a blocked-layout runtime leaves this kernel's output in its layout (a convolution with its fused
+    activation, a max or average pooling; a SiLU's or hard-swish's separate activation runs on the plain one)."""
+    return k.kind.startswith(("conv.", "pool.max", "pool.avg"))
+
+
+def head_kernels(
+    channels: int, spatial: int, classes: int, precision: str = "fp32", after: Kernel | None = None
+) -> list[Kernel]:
+    """The head NetCut puts on a cut: global average pooling (a ReduceMean), then a linear layer; first, where
+    the cut's last kernel (`after`) leaves its output in a blocked layout, the reorder back (REORDER): at 224 px
+    mobilenet_v2's first block's TRN spent 0.12 ms of 0.52 in it."""
     e = ELEMENT_BYTES.get(precision, 4)
-    return [
+    blocked = after is not None and blocked_output(after)
+    reorder = [reorder_kernel("head.reorder", channels * spatial * e, "head")] if blocked else []
+    return reorder + [
         Kernel("head.pool", ("head.pool",), "pool.global", 0.0, (channels * spatial + channels) * e, 0.0, "head"),
         Kernel(
             "head.fc",
@@ -428,6 +452,11 @@ def head_kernels(channels: int, spatial: int, classes: int, precision: str = "fp
             weight_bytes=float((channels * classes + classes) * e),
         ),
     ]
+
+
+def reorder_kernel(name: str, output_bytes: float, block: str) -> Kernel:
+    """A layout reorder of a tensor of that many bytes (read once, written once)."""
+    return Kernel(name, (), REORDER, 0.0, 2.0 * output_bytes, 0.0, block)
 
 
 # ------------------------------------------------------------------ the model
@@ -499,6 +528,10 @@ class KernelModel:
     # (one run's fixed cost, which a profile spreads over the kernels and a suite model charges to its own).
     network_scale: float = 1.0
     overhead_ms: float = 0.0
+    # How much faster kernels run when the whole model fits the board's cache (`warmth`): the cache's size
+    # as the board reports it, and the share of a kernel's time saved (fitted; 0: no such effect).
+    cache_bytes: float = 0.0
+    warm_share: float = 0.0
     quantile_ratios: dict[str, float] = field(default_factory=lambda: {"median": 1.0})  # p90.. over median
     # How far a whole model's time strays from the estimate, as the standard deviation of log(measured /
     # estimated), from leave-one-network-out fits (see network_spreads): for a network the model never saw
@@ -518,7 +551,13 @@ class KernelModel:
         return next((kind for kind in fitted if self.kinds[kind].covers(k)), fitted[0])
 
     def predict(self, k: Kernel) -> float:
+        if not self.runs(k):
+            return 0.0
         return self.kinds[self.kind_for(k)].predict(*k.features())
+
+    def runs(self, k: Kernel) -> bool:
+        """False for a layout reorder on a board where none was ever measured (REORDER)."""
+        return k.kind != REORDER or REORDER in self.kinds
 
     def unmeasured(self, k: Kernel) -> bool:
         """Whether the kernel's family (conv.pw, act.hardswish: its kind's first two levels) has no fit of its
@@ -537,14 +576,16 @@ class KernelModel:
         measurements fell inside the 90% interval at 224 px (the networks' alone: 94%)."""
         by_kind: dict[str, list[float]] = {}
         beyond: dict[str, tuple[int, float]] = {}
+        c = self.network_scale * self.warmth(kernels)
         for k in kernels:
+            if not self.runs(k):  # the board showed no such reorder: none
+                continue
             kind = self.kind_for(k)
             ms = self.predict(k)
             by_kind.setdefault(kind, []).append(ms)
             if not self.kinds[kind].covers(k) or self.unmeasured(k):  # beyond what was measured here
                 n, s = beyond.get(k.kind, (0, 0.0))
-                beyond[k.kind] = (n + 1, s + ms * self.network_scale)
-        c = self.network_scale
+                beyond[k.kind] = (n + 1, s + ms * c)
         total = sum(sum(v) for v in by_kind.values())
         low = high = 0.0
         for kind, values in by_kind.items():
@@ -567,6 +608,10 @@ class KernelModel:
             out.low_ms, out.high_ms = min(low_ms, ms * math.exp(-Z90 * sd)), max(high_ms, ms * math.exp(Z90 * sd))
         return out
 
+    def warmth(self, kernels: list[Kernel]) -> float:
+        """What the model run of these kernels costs relative to its kernels run cold (see `warmth`)."""
+        return warmth(footprint(kernels), self.cache_bytes, self.warm_share)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
@@ -578,6 +623,22 @@ class KernelModel:
             return cls(**data)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise NetcutError(f"not a kernel model ({exc}); fit it again with netcut-host calibrate") from None
+
+
+def footprint(kernels: list[Kernel]) -> float:
+    """The bytes one run of a model moves: its weights and every kernel's activations in and out."""
+    return sum(k.bytes + k.weight_bytes for k in kernels)
+
+
+def warmth(footprint_bytes: float, cache_bytes: float, share: float) -> float:
+    """A model run's kernel times relative to the same kernels run cold: 1 - share x the part of the run's
+    footprint the cache holds. A small model (a short TRN, a suite kernel) finds its weights and activations
+    in the cache at every run; a large one streams them from memory. At 96 px on this project's x86 machine
+    (2 MB of L2 per core) mobilenet_v3_small's TRNs of under 1.1 MB of weights ran at 0.77-0.87 of the sum
+    of the same kernels' times inside the whole network, from 2.3 MB at 0.97-1.0."""
+    if cache_bytes <= 0 or share <= 0 or footprint_bytes <= 0:
+        return 1.0
+    return 1.0 - share * min(1.0, cache_bytes / footprint_bytes)
 
 
 def _fit_kind(x: np.ndarray, y: np.ndarray) -> KindFit:
@@ -659,7 +720,7 @@ def with_correction(model: KernelModel, wholes: list[tuple[list[Kernel], float]]
     least relative error, both terms non-negative; and the tails' ratios to the median."""
     from scipy.optimize import nnls
 
-    points = [(sum(model.predict(k) for k in ks), ms) for ks, ms in wholes if ms > 0]
+    points = [(sum(model.predict(k) for k in ks) * model.warmth(ks), ms) for ks, ms in wholes if ms > 0]
     if len(points) >= 2:
         a = np.array([[s / ms, 1 / ms] for s, ms in points])
         scale, overhead = nnls(a, np.ones(len(points)))[0]
@@ -698,8 +759,9 @@ def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], 
     c, r = reference.network_scale, reference.overhead_ms
     a = np.zeros((len(samples), len(kinds) + 1))  # a factor per kind, and one for the run's fixed cost
     for i, (ks, ms) in enumerate(samples):
+        w = reference.warmth(ks)
         for k in ks:
-            a[i, kinds.index(reference.kind_for(k))] += c * reference.predict(k) / ms
+            a[i, kinds.index(reference.kind_for(k))] += c * w * reference.predict(k) / ms
         a[i, -1] = r / ms
     # Shrink toward one common factor: with 10 measurements and a dozen kinds the system is underdetermined.
     common = float(np.median([ms / max(reference.estimate(ks).ms, 1e-12) for ks, ms in samples]))
@@ -722,6 +784,8 @@ def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], 
         measurements_used=len(samples),
         network_scale=c,
         overhead_ms=r * float(solution[-1]),
+        cache_bytes=reference.cache_bytes,  # the reference board's: the factors absorb a new board's difference
+        warm_share=reference.warm_share,
         quantile_ratios=dict(reference.quantile_ratios),
         version=reference.version,
     )

@@ -15,7 +15,17 @@ from torch import nn
 from conftest import run_cli
 from netcut.errors import NetcutError
 from netcut.kernel_suite import build, select
-from netcut.kernels import Kernel, KernelModel, fit_kernel_model, kernels_of
+from netcut.kernels import (
+    REORDER,
+    SKIPPED,
+    WARM_SHARE,
+    Kernel,
+    KernelModel,
+    fit_kernel_model,
+    head_kernels,
+    kernels_of,
+    warmth,
+)
 from netcut.vocabulary import KERNEL_SUITE_PREFIX
 
 FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
@@ -218,6 +228,17 @@ def test_the_suite_measures_and_stores_kernel_rows(calibrated):
         entries = json.loads(layers)
         assert any(e[2] == "kernel" and e[3] > 0 and e[4] > 0 for e in entries)
     assert out["model"]["suite_kernels"] == 8 and out["model"]["networks"] == []
+    # The board's L2 travels with every row, and the model is fitted for it (warmth).
+    from netcut_agent.board import cache_bytes
+
+    with sqlite3.connect(db) as conn:
+        boards = [json.loads(b)["board"] for (b,) in conn.execute("SELECT board FROM measurements")]
+    assert {b["l2_cache_bytes"] for b in boards} == {cache_bytes(2)}
+    with sqlite3.connect(db) as conn:
+        models = [json.loads(m) for (m,) in conn.execute("SELECT model FROM cost_models")]
+    (kernel_model,) = [m for m in models if "kinds" in m]
+    assert kernel_model["cache_bytes"] == cache_bytes(2)
+    assert kernel_model["warm_share"] == (WARM_SHARE if cache_bytes(2) else 0.0)
 
 
 def test_a_network_in_no_table_is_estimated_from_kernel_rows_alone(calibrated):
@@ -290,7 +311,40 @@ def test_the_profilers_per_node_cost_is_taken_off_before_node_times_are_scaled_t
     assert sum(corrected.values()) == pytest.approx(0.105)  # still the run's time
     # Rows written before raw times were kept: left as the agent scaled them.
     assert kernel_times([small], [["s", "Conv", "", 0.004]], per_node_ms=0.002) == {"s": 0.004}
-    assert kernel_times([small, large], layers, skip_ops=("Conv",)) == {}
+    skipped = kernel_times([small, large], layers, skip_ops=("Conv",))
+    assert list(skipped) == [SKIPPED] and skipped[SKIPPED] == pytest.approx(0.105)  # said apart, not charged
+
+
+def test_a_run_that_fits_the_cache_is_estimated_warmer_and_the_model_keeps_the_cache_it_was_fitted_for():
+    assert warmth(1e6, 2e6, 0.1) == pytest.approx(0.9)  # all of it in the L2
+    assert warmth(8e6, 2e6, 0.1) == pytest.approx(1 - 0.1 * 0.25)
+    assert warmth(8e6, 0.0, 0.1) == warmth(8e6, 2e6, 0.0) == 1.0  # the board did not say, or no effect
+    pw = [Kernel(f"k{i}", (f"k{i}",), "conv.pw.s1", i * 1e7, i * 1e5, 0.0) for i in range(1, 9)]
+    model = fit_kernel_model([(k, 0.01 + 2 * k.macs / 1e9) for k in pw], "t")
+    cold = model.estimate(pw[:1]).ms
+    model.cache_bytes, model.warm_share = 2e6, 0.1
+    assert model.estimate(pw[:1]).ms == pytest.approx(0.9 * cold)  # 0.1 MB: warm
+    back = KernelModel.from_json(model.to_json())
+    assert (back.cache_bytes, back.warm_share) == (2e6, 0.1) and back.estimate(pw[:1]).ms == pytest.approx(0.9 * cold)
+
+
+def test_a_trn_head_pays_the_layout_reorder_only_after_a_blocked_kernel_and_only_where_the_board_showed_one():
+    conv = Kernel("c", ("c",), "conv.pw.s1", 1e7, 1e5, 0.0)
+    silu = Kernel("c#act", ("s",), "act.silu", 0.0, 1e5, 1e4)
+    shuffle = Kernel("t", ("t",), "memory.transpose", 0.0, 1e5, 0.0)
+    after_conv = head_kernels(32, 56 * 56, 10, "fp32", conv)
+    assert after_conv[0].kind == REORDER and after_conv[0].bytes == 2 * 32 * 56 * 56 * 4
+    for plain_layout in (silu, shuffle, None):
+        assert all(k.kind != REORDER for k in head_kernels(32, 49, 10, "fp32", plain_layout))
+    # A board with no reorder measured (ARM, LiteRT): none priced, and no guess for it.
+    plain = fit_kernel_model([(k, 0.01 + 2 * k.macs / 1e9) for k in [conv] * 6] + [(after_conv[1], 0.02)] * 6, "t")
+    e = plain.estimate(after_conv)
+    assert e.ms == pytest.approx(plain.estimate(after_conv[1:]).ms) and not e.guessed
+    # One that showed the suite's reorders at ~0.07 ms/MB: the head is charged that.
+    reorders = [(Kernel(f"r{i}", (), REORDER, 0.0, 2 * i * 4e5, 0.0), 0.001 + 0.07 * i * 0.4) for i in range(1, 9)]
+    blocked = fit_kernel_model([(k, 0.01 + 2 * k.macs / 1e9) for k in [conv] * 6] + reorders, "t")
+    extra = blocked.estimate(after_conv).ms - blocked.estimate(after_conv[1:]).ms
+    assert extra == pytest.approx(0.001 + 0.07 * 32 * 56 * 56 * 4 / 1e6, rel=0.1)
 
 
 def test_a_fixed_cost_the_sizes_cannot_tell_apart_is_not_invented():
