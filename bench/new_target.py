@@ -1,7 +1,7 @@
 """A new target identity from a reference's kernel model and ten measurements (calibrate --from). Prints JSON.
 
     python bench/new_target.py --db TABLE [--models LIST] [--input-size 96] [--threads 2] [--budget 10]
-                               [--min-seconds 1]
+                               [--min-seconds 1] [--keep DIR]
 
 TABLE holds the reference: layers-mode profiles (and the kernel suite) of --models on --target local at
 1 thread, as `bench/estimators.py --db` leaves them; it is copied, never written. The reference's kernel
@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="the new target identity's thread count")
     p.add_argument("--budget", type=int, default=10)
     p.add_argument("--min-seconds", type=float, default=1.0)
+    p.add_argument("--keep", type=Path, help="copy the new target's table and the truth's into this folder")
     args = p.parse_args(argv)
     if not args.db.is_file():
         p.error(f"--db {args.db}: no such table; make one with bench/estimators.py --db")
@@ -96,6 +97,10 @@ def main(argv=None) -> int:
                 ("macs_baseline", rate * (a.cut(cut).macs if cut else a.full_macs)),
             ):
                 errors[label].append(abs(value - ms) / ms * 100)
+        if args.keep:  # to score other models on the same measurements later
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(db_path, args.keep / "new_target.sqlite")
+            shutil.copy(truth_path, args.keep / "truth.sqlite")
     n = len(errors["rescaled"])
     out = {
         "input_size": args.input_size,

@@ -197,5 +197,8 @@ def summary(report: CalibrationReport) -> dict:
             "measurements_used": m.measurements_used,
             "network_scale": round(m.network_scale, 4),
             "overhead_ms": round(m.overhead_ms, 5),
+            "per_kernel_ms": round(m.per_kernel_ms, 6),
+            "l2_cache_bytes": int(m.cache_bytes),
+            "warm_share": m.warm_share,
         },
     }

@@ -337,6 +337,11 @@ def estimates(
             else f"fitted on {model.kernels} kernels ({model.suite} from the suite) of {len(model.networks)} networks"
         )
         correction = f", corrected x{ratio:.3f} by this network's measured TRNs" if corrected else ""
+        if model.warm_share > 0:  # what the board's cache is worth to a run of this size
+            correction += (
+                f"; its weights and activations ({footprint(kernels) / 1e6:.1f} MB) against the board's "
+                f"{model.cache_bytes / 1e6:.1f} MB L2: kernels x{model.warmth(kernels):.2f}"
+            )
         if e.guessed:  # say which kernels, and how to measure such ones
             kinds = ", ".join(f"{kind} x{n}" for kind, (n, _) in sorted(e.beyond.items(), key=lambda kv: -kv[1][1]))
             # The suite builds convolutions, products, pooling and element-wise kernels; other kinds (a channel

@@ -24,6 +24,7 @@ from netcut.kernels import (
     fit_kernel_model,
     head_kernels,
     kernels_of,
+    rescaled,
     warmth,
 )
 from netcut.vocabulary import KERNEL_SUITE_PREFIX
@@ -269,6 +270,27 @@ def test_a_new_target_from_a_reference_takes_exactly_the_budget(calibrated):
     )  # fmt: skip
     assert estimate.returncode == 0, estimate.stderr
     assert all("rescaled from" in e["evidence"] for e in json.loads(estimate.stdout)["estimates"])
+
+
+def test_a_new_board_that_adds_the_same_to_every_kernel_is_rescaled_with_a_cost_per_kernel():
+    # The reference: pointwise convolutions at 2 ms/GMAC. The new board runs them 1.5x slower and adds 5 us to
+    # each kernel (a thread pool's hand-off): a factor alone cannot price a network of many small kernels and
+    # one of few large ones at once.
+    def conv(i: int, macs: float) -> Kernel:
+        return Kernel(f"k{i}", (f"k{i}",), "conv.pw.s1", macs, macs / 100, 0.0)
+
+    reference = fit_kernel_model([(conv(i, i * 1e7), 2 * i * 1e7 / 1e9) for i in range(1, 9)], "ref")
+    many_small = [[conv(j, 2e5) for j in range(n)] for n in (20, 40, 60, 80, 100)]
+    few_large = [[conv(j, 5e7) for j in range(n)] for n in (2, 3, 4, 5, 6)]
+
+    def new_board(kernels: list[Kernel]) -> float:
+        return sum(1.5 * reference.predict(k) + 0.005 for k in kernels)
+
+    model = rescaled(reference, [(ks, new_board(ks)) for ks in many_small + few_large], "new")
+    assert model.per_kernel_ms == pytest.approx(0.005, rel=0.05)
+    unseen = [conv(j, 2e5) for j in range(50)] + [conv(99, 5e7)]  # mixed: neither kind of network measured
+    assert model.estimate(unseen).ms == pytest.approx(new_board(unseen), rel=0.03)
+    assert KernelModel.from_json(model.to_json()).per_kernel_ms == model.per_kernel_ms
 
 
 def test_calibrate_refuses_what_it_cannot_do(calibrated, tmp_path):

@@ -68,6 +68,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 f"  kernel model: {len(m.kinds)} kinds, fitted on {m.kernels} kernels ({m.suite} from the suite) "
                 f"of {len(m.networks)} networks; whole model = {m.network_scale:.3f} x kernels + "
                 f"{m.overhead_ms * 1000:.1f} us"
+                + (f" + {m.per_kernel_ms * 1000:.1f} us per kernel" if m.per_kernel_ms > 0 else "")
+                + (f"; warmth against a {m.cache_bytes / 1e6:.1f} MB L2" if m.warm_share > 0 else "")
             )
         for line in report.failed:
             print(f"  failed: {line}")
