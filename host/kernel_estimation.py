@@ -169,7 +169,18 @@ def training_data(
         if not is_suite:
             networks.append(name)
     tails = {q: float(np.median(v)) for q, v in ratios.items() if v}
-    return TrainingData(samples, wholes, tails, networks, suite, float(np.median(caches)) if caches else 0.0)
+    cache = float(np.median(caches)) if caches and not _off_cpu(db, identity) else 0.0
+    return TrainingData(samples, wholes, tails, networks, suite, cache)
+
+
+def _off_cpu(db: LatencyDB, identity: str) -> bool:
+    """Whether the target runs its models on another device than the CPU (an execution provider other than the
+    CPU's): the CPU's cache is then not where the kernels run."""
+    for row in db.targets():
+        if row["identity"] == identity:
+            chosen = json.loads(row["description"] or "{}").get("execution_providers") or []
+            return any(p.get("name") != "CPUExecutionProvider" for p in chosen)
+    return False
 
 
 def _l2_of(row) -> int:  # noqa: ANN001 - a measurements row
