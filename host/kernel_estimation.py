@@ -204,7 +204,8 @@ def isolation_reorders(name: str) -> tuple[str, ...]:
     convolution whose activation fuses into it (none, ReLU, ReLU6) feeds another NCHWc convolution in a
     network, but a suite model's graph output, so onnxruntime reorders its output back to NCHW (at 224 px,
     mobilenet_v2's 56x56x144 depthwise: 0.17 ms of convolution, 0.13 ms of reorder). A SiLU or hard-swish
-    convolution keeps its reorder: in a network too its activation runs apart, on NCHW."""
+    convolution keeps its reorder: in a network too its activation runs apart, on NCHW. The reorders left out
+    are not lost: they are the samples of what a TRN's head pays for its own (netcut.kernels.REORDER)."""
     text = spec_of(name)
     spec = parse_spec(text) if text is not None else {}
     return ("ReorderOutput",) if spec.get("op") == "conv" and spec.get("act", "") in ("", "relu", "relu6") else ()
