@@ -1,7 +1,7 @@
 """A new target identity from a reference's kernel model and ten measurements (calibrate --from). Prints JSON.
 
     python bench/new_target.py --db TABLE [--models LIST] [--input-size 96] [--threads 2] [--budget 10]
-                               [--min-seconds 1] [--keep DIR]
+                               [--min-seconds 1] [--keep DIR] [--draws 20]
 
 TABLE holds the reference: layers-mode profiles (and the kernel suite) of --models on --target local at
 1 thread, as `bench/estimators.py --db` leaves them; it is copied, never written. The reference's kernel
@@ -10,12 +10,15 @@ from B TRNs measured at N threads, and every TRN of --models is measured end to 
 table of its own (the truth). Scored on the TRNs calibrate did not measure: the rescaled model, the
 reference's model as it is (what the B measurements bought), and the MACs baseline at the B
 measurements' median ms per MAC; with how often the truth fell inside the rescaled model's 90% interval.
+And, without more board time, --draws random picks of B TRNs of the truth in place of calibrate's, each
+scored on the rest, with and without the rescaled model's per-kernel cost: how much the picks matter.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -23,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from netcut.kernels import rescaled
 from netcut_host import kernel_estimation as ke
 from netcut_host.choices import DEFAULT_MODELS
 from netcut_host.profiling import analyses_for
@@ -49,6 +53,13 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=10)
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--keep", type=Path, help="copy the new target's table and the truth's into this folder")
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=20,
+        help="also rescale from this many random picks of --budget TRNs of the truth (no board time), with and "
+        "without the per-kernel cost, scored on the rest: how much the picks matter",
+    )
     args = p.parse_args(argv)
     if not args.db.is_file():
         p.error(f"--db {args.db}: no such table; make one with bench/estimators.py --db")
@@ -101,6 +112,7 @@ def main(argv=None) -> int:
             args.keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(db_path, args.keep / "new_target.sqlite")
             shutil.copy(truth_path, args.keep / "truth.sqlite")
+        draws = random_draws(reference, source, analyses, truth, key, args.budget, args.draws)
     n = len(errors["rescaled"])
     out = {
         "input_size": args.input_size,
@@ -112,10 +124,36 @@ def main(argv=None) -> int:
         "scored_trns": n,
         **{f"{label}_ape": summary(v) for label, v in errors.items()},
         "rescaled_interval_90_coverage": round(inside / n, 3) if n else None,
+        "random_draws": draws,
         "goal": "rescaled median <= 10%",
     }
     print(json.dumps(out, indent=1))
     return 0
+
+
+def random_draws(reference, source, analyses, truth, key, budget: int, draws: int) -> dict:  # noqa: ANN001
+    """The reference rescaled from `draws` random picks of `budget` measured TRNs, each scored on the others:
+    the median error's median and range over the draws, with and without the per-kernel cost."""
+    items = [(source.trn(analyses[n], c, key.classes), row.median_ms) for (n, c), row in truth.items() if n in analyses]
+    if draws <= 0 or len(items) <= budget:
+        return {}
+    out = {"draws": draws, "budget": budget}
+    for label, per_kernel in (("with_per_kernel_cost", True), ("factors_only", False)):
+        medians, p95s, costs = [], [], []
+        for seed in range(draws):
+            picked = set(random.Random(seed).sample(range(len(items)), budget))
+            model = rescaled(reference, [items[i] for i in sorted(picked)], "draw", per_kernel)
+            errors = [abs(model.estimate(ks).ms - ms) / ms * 100 for i, (ks, ms) in enumerate(items) if i not in picked]
+            medians.append(statistics.median(errors))
+            p95s.append(summary(errors)["p95_ape_pct"])
+            costs.append(model.per_kernel_ms * 1000)
+        out[label] = {
+            "median_ape_pct": round(statistics.median(medians), 2),
+            "median_range": [round(min(medians), 2), round(max(medians), 2)],
+            "p95_ape_pct": round(statistics.median(p95s), 2),
+            "per_kernel_us": round(statistics.median(costs), 2),
+        }
+    return out
 
 
 if __name__ == "__main__":

@@ -751,13 +751,16 @@ def network_spreads(log_ratios: dict[str, list[float]]) -> tuple[float, float]:
     return unseen, within
 
 
-def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], target: str) -> KernelModel:
+def rescaled(
+    reference: KernelModel, samples: list[tuple[list[Kernel], float]], target: str, per_kernel: bool = True
+) -> KernelModel:
     """The reference board's model on a new board: one scale factor per kind from a few measurements of
     whole models (each a list of kernels and its measured time), by non-negative least squares on relative
     error; a kind none of them exercises takes the median factor of the others. Plus a cost per kernel that
     runs: a factor scales a kernel's time, but a second thread (or a slower core's dispatch) adds about the
     same to every kernel, which the factors alone spread over the large ones (at 96 px, 1 to 2 threads, from
-    10 random TRNs: median error 9.4% without it, 5.7% with it, over 20 draws)."""
+    10 random TRNs: median error 9.4% without it, 5.7% with it, over 20 draws; `per_kernel=False` leaves it
+    out, for bench/new_target.py's comparison)."""
     from scipy.optimize import nnls
 
     if not samples:
@@ -771,7 +774,7 @@ def rescaled(reference: KernelModel, samples: list[tuple[list[Kernel], float]], 
         for k in ks:
             a[i, kinds.index(reference.kind_for(k))] += c * w * reference.predict(k) / ms
         a[i, len(kinds)] = r / ms
-        a[i, -1] = sum(1 for k in ks if reference.predict(k) > 0) / ms
+        a[i, -1] = sum(1 for k in ks if reference.predict(k) > 0) / ms if per_kernel else 0.0
     # Shrink toward one common factor: with 10 measurements and a dozen kinds the system is underdetermined.
     # That factor is the measurements' median over the reference's estimates, less the per-kernel cost once
     # it is known (a second pass), or it would carry that cost into every kind's factor.
