@@ -21,6 +21,7 @@ from . import gpu_state
 
 CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
 CPU0_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
+SIZE_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3}  # sysfs cache sizes: "48K", "2048K"
 # vcgencmd get_throttled bits that mean "limited right now" (0-3); 16-19 are "since boot".
 THROTTLE_NOW_MASK = 0xF
 
@@ -100,9 +101,8 @@ def cache_bytes(level: int, root: Path = CPU0_CACHE) -> int:
         if _read(index / "level") != str(level) or _read(index / "type") not in ("Data", "Unified"):
             continue
         size = _read(index / "size").upper()
-        units = {"K": 1024, "M": 1024**2, "G": 1024**3}
         try:
-            return int(size[:-1]) * units[size[-1]] if size[-1:] in units else int(size)
+            return int(size[:-1]) * SIZE_UNITS[size[-1]] if size[-1:] in SIZE_UNITS else int(size)
         except ValueError:
             return 0
     return 0

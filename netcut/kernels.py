@@ -584,7 +584,7 @@ class KernelModel:
             if not self.runs(k):  # the board showed no such reorder: none
                 continue
             kind = self.kind_for(k)
-            ms = self.predict(k)
+            ms = self.kinds[kind].predict(*k.features())
             by_kind.setdefault(kind, []).append(ms)
             if not self.kinds[kind].covers(k) or self.unmeasured(k):  # beyond what was measured here
                 n, s = beyond.get(k.kind, (0, 0.0))
@@ -771,20 +771,21 @@ def rescaled(
     a = np.zeros((len(samples), len(kinds) + 2))
     for i, (ks, ms) in enumerate(samples):
         w = reference.warmth(ks)
-        for k in ks:
-            a[i, kinds.index(reference.kind_for(k))] += c * w * reference.predict(k) / ms
+        predicted = [(k, reference.predict(k)) for k in ks]
+        for k, p in predicted:
+            a[i, kinds.index(reference.kind_for(k))] += c * w * p / ms
         a[i, len(kinds)] = r / ms
-        a[i, -1] = sum(1 for k in ks if reference.predict(k) > 0) / ms if per_kernel else 0.0
+        a[i, -1] = sum(1 for _, p in predicted if p > 0) / ms if per_kernel else 0.0
     # Shrink toward one common factor: with 10 measurements and a dozen kinds the system is underdetermined.
     # That factor is the measurements' median over the reference's estimates, less the per-kernel cost once
     # it is known (a second pass), or it would carry that cost into every kind's factor.
-    ridge, per_kernel = 0.3, 0.0
+    ridge, cost = 0.3, 0.0
+    a_aug = np.vstack([a, ridge * np.eye(len(kinds) + 2)])
     for _ in range(2):
-        common = float(np.median([(1 - per_kernel * row[-1]) / max(row[:-1].sum(), 1e-12) for row in a]))
-        a_aug = np.vstack([a, ridge * np.eye(len(kinds) + 2)])
+        common = float(np.median([(1 - cost * row[-1]) / max(row[:-1].sum(), 1e-12) for row in a]))
         b_aug = np.concatenate([np.ones(len(samples)), ridge * common * np.ones(len(kinds) + 1), [0.0]])
         solution = nnls(a_aug, b_aug)[0]
-        per_kernel = float(solution[-1])
+        cost = float(solution[-1])
     factors = dict(zip(kinds, solution[: len(kinds)]))
     out = {}
     for kind, fit in reference.kinds.items():
@@ -800,7 +801,7 @@ def rescaled(
         measurements_used=len(samples),
         network_scale=c,
         overhead_ms=r * float(solution[len(kinds)]),
-        per_kernel_ms=float(solution[-1]),
+        per_kernel_ms=cost,
         cache_bytes=reference.cache_bytes,  # the reference board's: the factors absorb a new board's difference
         warm_share=reference.warm_share,
         quantile_ratios=dict(reference.quantile_ratios),
