@@ -200,5 +200,6 @@ def summary(report: CalibrationReport) -> dict:
             "per_kernel_ms": round(m.per_kernel_ms, 6),
             "l2_cache_bytes": int(m.cache_bytes),
             "warm_share": m.warm_share,
+            "peak_gmac_per_s": round(1000 / m.peak_ms_per_gmac, 1) if m.peak_ms_per_gmac > 0 else None,
         },
     }

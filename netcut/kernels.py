@@ -36,10 +36,15 @@ REACH = 4.0  # a kind answers for kernels up to this many times the largest of e
 # 2: kinds know their reach, models their spread over networks left out; 3: a Clip's pass counted; 4: the
 # profiler's per-node cost taken off node times, a suite kernel's output reorder not charged to it, a kind's
 # fixed cost pulled towards zero; 5: a model run's warmth (its footprint against the board's L2), a TRN head's
-# layout reorder
-VERSION = 5
+# layout reorder; 6: no convolution computes faster than the board's fastest kernels (peak_ms_per_gmac)
+VERSION = 6
 GLOBAL = "*"
 FIXED_PULL = 0.1  # a kind's fixed cost as a residual of this weight, relative to its fastest kernel (_fit_kind)
+PEAK_QUANTILE = 0.01  # the board's compute peak: this quantile of ms per GMAC over kernels of PEAK_MIN_MACS or more
+PEAK_MIN_MACS = 1e6  # (a smaller kernel's time is mostly its fixed cost and the profiler's noise)
+PEAK_FIXED_SHARE = 0.1  # nor a kernel whose kind's fixed cost is more than this share of its time
+PEAK_SLACK = 2.0  # a compute kind fitted this many times faster than the peak is fitted again, floored at it
+COMPUTE_KINDS = ("conv", "gemm")  # the kinds whose work is their MACs: their compute rate has that floor
 # The share of a kernel's time a model run saves when its whole footprint fits the board's L2 (warmth). Chosen
 # on this project's x86 tables (of 0, 0.1, 0.15, 0.2, 0.25: leave-one-network-out medians on four tables at
 # 224 and 96 px, 0.1 best on three); see the README's per-kernel section.
@@ -544,6 +549,7 @@ class KernelModel:
     within_log_sd: float = 0.0
     spread_networks: int = 0
     version: int = 1  # of what a fit writes (VERSION): a stored model of another is fitted again
+    peak_ms_per_gmac: float = 0.0  # the board's compute peak, the floor of every compute kind's rate
 
     def kind_for(self, k: Kernel) -> str:
         """The most specific kind whose data reach this kernel (no feature beyond REACH times the largest it
@@ -645,9 +651,13 @@ def warmth(footprint_bytes: float, cache_bytes: float, share: float) -> float:
     return 1.0 - share * min(1.0, cache_bytes / footprint_bytes)
 
 
-def _fit_kind(x: np.ndarray, y: np.ndarray) -> KindFit:
+def _fit_kind(x: np.ndarray, y: np.ndarray, min_ms_per_gmac: float = 0.0, near: KindFit | None = None) -> KindFit:
     """x: (n, 4) MACs, activation bytes, activation-pass elements, weight bytes; y: measured ms. Least
-    relative error with a robust loss; each rate starts where it bounds most kernels from below."""
+    relative error with a robust loss; each rate starts where it bounds most kernels from below. The compute
+    rate is never below `min_ms_per_gmac` (the board's peak): a kind whose kernels are all bound by memory
+    (the networks' stems, 3 input channels) says nothing of its compute rate, and the fit then left it near
+    zero, so that the kind priced a large kernel by its bytes alone. `near`: a fit to start from (its other
+    rates kept where the data allow)."""
     from scipy.optimize import least_squares
 
     f = x / np.array([1e9, 1e6, 1e6, 1e6])
@@ -668,7 +678,11 @@ def _fit_kind(x: np.ndarray, y: np.ndarray) -> KindFit:
     def residuals(p: np.ndarray) -> np.ndarray:
         return np.append((predict(p) - y) / y, FIXED_PULL * p[0] / floor)
 
-    result = least_squares(residuals, np.maximum(guess, 0.0), bounds=(0.0, np.inf), loss="soft_l1", f_scale=0.1)
+    low = np.array([0.0, min_ms_per_gmac, 0.0, 0.0, 0.0])
+    if near is not None:
+        guess = [near.fixed_ms, near.ms_per_gmac, near.ms_per_mb, near.ms_per_mact, near.ms_per_weight_mb]
+    start = np.maximum(guess, low * (1 + 1e-6))  # strictly inside the bounds
+    result = least_squares(residuals, start, bounds=(low, np.inf), loss="soft_l1", f_scale=0.1)
     p = result.x
     ratios = y / np.maximum(predict(p), 1e-9)
     tail = (1 - INTERVAL) / 2
@@ -716,7 +730,30 @@ def fit_kernel_model(
             x = np.array([k.features() for k, _ in items], dtype=float)
             y = np.array([ms for _, ms in items], dtype=float)
             kinds[kind] = _fit_kind(x, y)
-    return KernelModel(target, kinds, len(samples), sorted(networks or []), suite, version=VERSION)
+    # Then again, with the board's peak as the floor, every compute kind that came out more than PEAK_SLACK
+    # times faster (a quantile is not the peak: a kind a little faster is the fit's own variation).
+    peak = peak_ms_per_gmac(samples, kinds)
+    for kind, fit in kinds.items():
+        if kind.startswith(COMPUTE_KINDS) and fit.n >= MIN_KERNELS and fit.ms_per_gmac * PEAK_SLACK < peak:
+            x = np.array([k.features() for k, _ in by_kind[kind]], dtype=float)
+            kinds[kind] = _fit_kind(x, np.array([ms for _, ms in by_kind[kind]], dtype=float), peak, fit)
+    model = KernelModel(target, kinds, len(samples), sorted(networks or []), suite, version=VERSION)
+    model.peak_ms_per_gmac = peak
+    return model
+
+
+def peak_ms_per_gmac(samples: list[tuple[Kernel, float]], kinds: dict[str, "KindFit"]) -> float:
+    """The board's compute peak, in ms per GMAC: what its fastest measured kernels took (PEAK_QUANTILE over
+    kernels of PEAK_MIN_MACS or more), less their kinds' fixed cost (where it is at most PEAK_FIXED_SHARE of
+    their time: a GEMM's at 96 px, taken off, left 0.2 ms per GMAC); 0 with none. No convolution is priced
+    faster. Fitted without both resnets, the dense 3x3 convolutions' kind had only the stems and three suite
+    kernels behind it, and priced resnet18's TRNs at 1/4.8 of their time (224 px); with this floor, 5.8% off."""
+    rates = []
+    for k, ms in samples:
+        fit = next((kinds[kind] for kind in k.kinds() if kind in kinds), None)
+        if k.macs >= PEAK_MIN_MACS and fit is not None and fit.fixed_ms <= PEAK_FIXED_SHARE * ms:
+            rates.append((ms - fit.fixed_ms) / (k.macs / 1e9))
+    return float(np.quantile(rates, PEAK_QUANTILE)) if rates else 0.0
 
 
 def with_correction(model: KernelModel, wholes: list[tuple[list[Kernel], float]], ratios: dict) -> KernelModel:
