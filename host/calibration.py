@@ -201,5 +201,6 @@ def summary(report: CalibrationReport) -> dict:
             "l2_cache_bytes": int(m.cache_bytes),
             "warm_share": m.warm_share,
             "peak_gmac_per_s": round(1000 / m.peak_ms_per_gmac, 1) if m.peak_ms_per_gmac > 0 else None,
+            "channel_block": m.channel_block,
         },
     }

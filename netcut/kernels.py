@@ -36,14 +36,19 @@ REACH = 4.0  # a kind answers for kernels up to this many times the largest of e
 # 2: kinds know their reach, models their spread over networks left out; 3: a Clip's pass counted; 4: the
 # profiler's per-node cost taken off node times, a suite kernel's output reorder not charged to it, a kind's
 # fixed cost pulled towards zero; 5: a model run's warmth (its footprint against the board's L2), a TRN head's
-# layout reorder; 6: no convolution computes faster than the board's fastest kernels (peak_ms_per_gmac)
-VERSION = 6
+# layout reorder; 6: no convolution computes faster than the board's fastest kernels (peak_ms_per_gmac); 7:
+# convolutions' MACs in the board's channel blocks (channel_block)
+VERSION = 7
 GLOBAL = "*"
 FIXED_PULL = 0.1  # a kind's fixed cost as a residual of this weight, relative to its fastest kernel (_fit_kind)
 PEAK_QUANTILE = 0.01  # the board's compute peak: this quantile of ms per GMAC over kernels of PEAK_MIN_MACS or more
 PEAK_MIN_MACS = 1e6  # (a smaller kernel's time is mostly its fixed cost and the profiler's noise)
 PEAK_FIXED_SHARE = 0.1  # nor a kernel whose kind's fixed cost is more than this share of its time
 PEAK_SLACK = 2.0  # a compute kind fitted this many times faster than the peak is fitted again, floored at it
+# The channel blocks a runtime may compute convolutions in (Kernel.macs_at): onnxruntime's NCHWc layout on x86
+# uses 8 with AVX2 and 16 with AVX-512; 1, none (its ARM builds, LiteRT). Each target's fit chooses one
+# (host.kernel_estimation.fit_from).
+CHANNEL_BLOCKS = (1, 8, 16)
 COMPUTE_KINDS = ("conv", "gemm")  # the kinds whose work is their MACs: their compute rate has that floor
 # The share of a kernel's time a model run saves when its whole footprint fits the board's L2 (warmth). Chosen
 # on this project's x86 tables (of 0, 0.1, 0.15, 0.2, 0.25: leave-one-network-out medians on four tables at
@@ -133,14 +138,30 @@ class Kernel:
     # uses each only a few times (efficientnet_b0's 1152->192 1x1 conv at 96 px ran at ~26 GB/s of weights).
     weight_bytes: float = 0.0
     spec: str = ""  # what the kernel suite builds to measure this kernel alone ("" when it cannot)
+    # A convolution's output channels and input channels per output (weight.shape[1]), and its group count: a
+    # runtime that computes channels in blocks (onnxruntime's NCHWc on x86) pads them to the block (macs_at).
+    channels: tuple[int, int, int] = (0, 0, 1)
 
     def kinds(self) -> list[str]:
         """From the most specific kind to the least: conv.dw.k3s2, conv.dw, conv, *."""
         parts = self.kind.split(".")
         return [".".join(parts[:i]) for i in range(len(parts), 0, -1)] + [GLOBAL]
 
-    def features(self) -> tuple[float, float, float, float]:
-        return self.macs, self.bytes, self.act, self.weight_bytes
+    def features(self, block: int = 1) -> tuple[float, float, float, float]:
+        return self.macs_at(block), self.bytes, self.act, self.weight_bytes
+
+    def macs_at(self, block: int) -> float:
+        """The MACs a runtime computing channels in blocks of `block` does: output channels padded to the block,
+        and a plain convolution's input channels where it has a block or more (a stem's 3 channels are read as
+        they are). On this project's x86 machine (AVX-512: blocks of 16) mnasnet1_0's 24- and 40-channel layers
+        and mobilenet_v2's 24-channel expansions did a third more than their MACs."""
+        cout, cin, group = self.channels
+        if block <= 1 or cout <= 0:
+            return self.macs
+        scale = -(-cout // block) * block / cout
+        if group == 1 and cin >= block:
+            scale *= -(-cin // block) * block / cin
+        return self.macs * scale
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -267,7 +288,7 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 owner[o] = joins
             continue
         out = shapes.get(node.output[0]) if node.output else None
-        macs, weights, kind, fuses, spec = 0.0, 0.0, "", False, {}
+        macs, weights, kind, fuses, spec, channels = 0.0, 0.0, "", False, {}, (0, 0, 1)
         x = shapes.get(inputs[0]) or ()
         if op in ("Conv", "ConvInteger", "QLinearConv", "ConvTranspose"):
             w_name = node.input[3] if op == "QLinearConv" else node.input[1]
@@ -279,6 +300,7 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 if op == "Conv" and len(weight) == 4 and len(x) == 4 and weight[2] == weight[3]:
                     spec = {"op": "conv", "cin": x[1], "cout": weight[0], "h": x[2], "w": x[3], "k": weight[2]}
                     spec.update({"s": max(_attr(node, "strides", [1]) or [1]), "g": int(_attr(node, "group", 1))})
+                channels = (int(weight[0]), int(weight[1]), int(_attr(node, "group", 1)))
             else:
                 kind = "conv.unknown"
             fuses = True
@@ -330,6 +352,7 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 "outputs": set(node.output),
                 "fuses": fuses,
                 "spec": spec,
+                "channels": channels,
                 "act_nodes": [],
             }
         )
@@ -349,6 +372,7 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 g["block"],
                 weight_bytes=g["weights"],
                 spec=spec_text(g["spec"]) if g["spec"] and g["spec"].get("act") != "?" else "",
+                channels=g["channels"],
             )
         )
         if acts:  # the activation, as the kernel a runtime may run apart
@@ -481,8 +505,8 @@ class KindFit:
     scale: float = 1.0  # refitted on a new board (rescaled)
     reach: list[float] = field(default_factory=list)  # the largest MACs, bytes, act, weight bytes it was fitted on
 
-    def covers(self, k: Kernel) -> bool:
-        return not self.reach or all(f <= REACH * m for f, m in zip(k.features(), self.reach))
+    def covers(self, k: Kernel, block: int = 1) -> bool:
+        return not self.reach or all(f <= REACH * m for f, m in zip(k.features(block), self.reach))
 
     def predict(self, macs: float, nbytes: float, act: float, weight_bytes: float = 0.0) -> float:
         compute = self.ms_per_gmac * macs / 1e9
@@ -550,6 +574,7 @@ class KernelModel:
     spread_networks: int = 0
     version: int = 1  # of what a fit writes (VERSION): a stored model of another is fitted again
     peak_ms_per_gmac: float = 0.0  # the board's compute peak, the floor of every compute kind's rate
+    channel_block: int = 1  # the channel block its runtime computes in (Kernel.macs_at; fit_from chooses it)
 
     def kind_for(self, k: Kernel) -> str:
         """The most specific kind whose data reach this kernel (no feature beyond REACH times the largest it
@@ -557,12 +582,12 @@ class KernelModel:
         not a slope: efficientnet_b0's SiLU activations at 224 px, priced by an activation kind fitted on
         squeeze-excite gates of at most 576 elements, came out at 12 times the whole network."""
         fitted = [kind for kind in k.kinds() if kind in self.kinds]
-        return next((kind for kind in fitted if self.kinds[kind].covers(k)), fitted[0])
+        return next((kind for kind in fitted if self.kinds[kind].covers(k, self.channel_block)), fitted[0])
 
     def predict(self, k: Kernel) -> float:
         if not self.runs(k):
             return 0.0
-        return self.kinds[self.kind_for(k)].predict(*k.features())
+        return self.kinds[self.kind_for(k)].predict(*k.features(self.channel_block))
 
     def runs(self, k: Kernel) -> bool:
         """False for a layout reorder on a board where none was ever measured (REORDER)."""
@@ -590,9 +615,11 @@ class KernelModel:
             if not self.runs(k):  # the board showed no such reorder: none
                 continue
             kind = self.kind_for(k)
-            ms = self.kinds[kind].predict(*k.features())
+            ms = self.kinds[kind].predict(*k.features(self.channel_block))
             by_kind.setdefault(kind, []).append(ms)
-            if not self.kinds[kind].covers(k) or self.unmeasured(k):  # beyond what was measured here
+            if not self.kinds[kind].covers(k, self.channel_block) or self.unmeasured(
+                k
+            ):  # beyond what was measured here
                 n, s = beyond.get(k.kind, (0, 0.0))
                 beyond[k.kind] = (n + 1, s + ms * c)
         total = sum(sum(v) for v in by_kind.values())
@@ -701,9 +728,14 @@ def _fit_kind(x: np.ndarray, y: np.ndarray, min_ms_per_gmac: float = 0.0, near: 
 
 
 def fit_kernel_model(
-    samples: list[tuple[Kernel, float]], target: str = "", networks: list[str] | None = None, suite: int = 0
+    samples: list[tuple[Kernel, float]],
+    target: str = "",
+    networks: list[str] | None = None,
+    suite: int = 0,
+    block: int = 1,
 ) -> KernelModel:
-    """Fit every kind (at each level of the hierarchy) with at least MIN_KERNELS measured kernels."""
+    """Fit every kind (at each level of the hierarchy) with at least MIN_KERNELS measured kernels, the
+    convolutions' MACs counted in channel blocks of `block` (Kernel.macs_at)."""
     zeros: dict[str, int] = {}  # activations the board fused: measured at nothing
     for k, ms in samples:
         if ms <= 0 and k.kind.startswith("act."):
@@ -727,22 +759,22 @@ def fit_kernel_model(
         if kind in kinds:
             continue
         if len(items) >= MIN_KERNELS or kind == GLOBAL:
-            x = np.array([k.features() for k, _ in items], dtype=float)
+            x = np.array([k.features(block) for k, _ in items], dtype=float)
             y = np.array([ms for _, ms in items], dtype=float)
             kinds[kind] = _fit_kind(x, y)
     # Then again, with the board's peak as the floor, every compute kind that came out more than PEAK_SLACK
     # times faster (a quantile is not the peak: a kind a little faster is the fit's own variation).
-    peak = peak_ms_per_gmac(samples, kinds)
+    peak = peak_ms_per_gmac(samples, kinds, block)
     for kind, fit in kinds.items():
         if kind.startswith(COMPUTE_KINDS) and fit.n >= MIN_KERNELS and fit.ms_per_gmac * PEAK_SLACK < peak:
-            x = np.array([k.features() for k, _ in by_kind[kind]], dtype=float)
+            x = np.array([k.features(block) for k, _ in by_kind[kind]], dtype=float)
             kinds[kind] = _fit_kind(x, np.array([ms for _, ms in by_kind[kind]], dtype=float), peak, fit)
     model = KernelModel(target, kinds, len(samples), sorted(networks or []), suite, version=VERSION)
-    model.peak_ms_per_gmac = peak
+    model.peak_ms_per_gmac, model.channel_block = peak, block
     return model
 
 
-def peak_ms_per_gmac(samples: list[tuple[Kernel, float]], kinds: dict[str, "KindFit"]) -> float:
+def peak_ms_per_gmac(samples: list[tuple[Kernel, float]], kinds: dict[str, "KindFit"], block: int = 1) -> float:
     """The board's compute peak, in ms per GMAC: what its fastest measured kernels took (PEAK_QUANTILE over
     kernels of PEAK_MIN_MACS or more), less their kinds' fixed cost (where it is at most PEAK_FIXED_SHARE of
     their time: a GEMM's at 96 px, taken off, left 0.2 ms per GMAC); 0 with none. No convolution is priced
@@ -751,8 +783,9 @@ def peak_ms_per_gmac(samples: list[tuple[Kernel, float]], kinds: dict[str, "Kind
     rates = []
     for k, ms in samples:
         fit = next((kinds[kind] for kind in k.kinds() if kind in kinds), None)
-        if k.macs >= PEAK_MIN_MACS and fit is not None and fit.fixed_ms <= PEAK_FIXED_SHARE * ms:
-            rates.append((ms - fit.fixed_ms) / (k.macs / 1e9))
+        macs = k.macs_at(block)
+        if macs >= PEAK_MIN_MACS and fit is not None and fit.fixed_ms <= PEAK_FIXED_SHARE * ms:
+            rates.append((ms - fit.fixed_ms) / (macs / 1e9))
     return float(np.quantile(rates, PEAK_QUANTILE)) if rates else 0.0
 
 
@@ -843,6 +876,8 @@ def rescaled(
         warm_share=reference.warm_share,
         quantile_ratios=dict(reference.quantile_ratios),
         version=reference.version,
+        peak_ms_per_gmac=reference.peak_ms_per_gmac,
+        channel_block=reference.channel_block,  # its kinds' rates are per MAC counted in those blocks
     )
     # The new board's interval: the reference's spreads and what the rescaled model still misses on the
     # measurements it was refitted on (in-sample, so a floor; the reference's part covers networks unseen).

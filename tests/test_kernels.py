@@ -86,6 +86,40 @@ def test_kernels_of_a_graph_follow_the_runtime_fusions(tmp_path):
     assert times == {dw.name: 0.02, silu.name: 0.01}
 
 
+def test_a_convolution_counts_its_macs_in_the_boards_channel_blocks(tmp_path):
+    import onnx
+
+    net = nn.Sequential(nn.Conv2d(3, 24, 3, stride=2), nn.Conv2d(24, 40, 1), nn.Conv2d(40, 40, 3, groups=40))
+    path = tmp_path / "blocks.onnx"
+    torch.onnx.export(net.eval(), torch.randn(1, 3, 33, 33), str(path), dynamo=False)
+    stem, pw, dw = kernels_of(onnx.load(path))
+    assert [k.channels for k in (stem, pw, dw)] == [(24, 3, 1), (40, 24, 1), (40, 1, 40)]
+    for k in (stem, pw, dw):  # no blocks, or blocks of 8 (every count here a multiple): the MACs as they are
+        assert k.macs_at(1) == k.macs_at(8) == k.macs
+    assert stem.macs_at(16) == pytest.approx(stem.macs * 32 / 24)  # a stem's 3 input channels are not padded
+    assert pw.macs_at(16) == pytest.approx(pw.macs * 48 / 40 * 32 / 24)
+    assert dw.macs_at(16) == pytest.approx(dw.macs * 48 / 40)
+
+
+def test_the_fit_chooses_the_channel_block_the_measurements_show():
+    from netcut_host.kernel_estimation import TrainingData, fit_from
+
+    def pw(i, cin, cout):
+        return Kernel(f"p{i}", (f"p{i}",), "conv.pw.s1", 56 * 56 * cin * cout, 1e4, 0.0, channels=(cout, cin, 1))
+
+    shapes = [(16, 32), (24, 40), (32, 64), (40, 80), (48, 96), (56, 112), (64, 128), (72, 144), (96, 24)] * 2
+    kernels = [pw(i, cin, cout) for i, (cin, cout) in enumerate(shapes)]
+    for block in (1, 16):  # a board computing 12.5 ms per GMAC of MACs counted in blocks of 1, then of 16
+        times = [12.5 * k.macs_at(block) / 1e9 for k in kernels]
+        wholes = [(kernels[i : i + 3], sum(times[i : i + 3])) for i in range(0, len(kernels), 3)]
+        data = TrainingData([(k, t, 0.0) for k, t in zip(kernels, times)], wholes, {}, [], 0, 0.0)
+        model = fit_from(data, "t")
+        assert model.channel_block == block
+        odd = pw(99, 40, 24)  # neither a multiple of 16
+        assert model.predict(odd) == pytest.approx(12.5 * odd.macs_at(block) / 1e9, rel=0.05)
+        assert KernelModel.from_json(model.to_json()).channel_block == block
+
+
 def test_a_suite_model_is_the_kernel_it_was_built_from_and_runs(tmp_path):
     kernels = kernels_of(exported(tmp_path))
     chosen = select(kernels, set(), 10)
@@ -242,6 +276,7 @@ def test_the_suite_measures_and_stores_kernel_rows(calibrated):
     assert kernel_model["warm_share"] == (WARM_SHARE if cache_bytes(2) else 0.0)
     peak = kernel_model["peak_ms_per_gmac"]  # the floor of its compute rates, reported as GMAC/s
     assert out["model"]["peak_gmac_per_s"] == (round(1000 / peak, 1) if peak > 0 else None)
+    assert out["model"]["channel_block"] == kernel_model["channel_block"] in (1, 8, 16)
 
 
 def test_a_network_in_no_table_is_estimated_from_kernel_rows_alone(calibrated):

@@ -71,6 +71,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 + (f" + {m.per_kernel_ms * 1000:.1f} us per kernel" if m.per_kernel_ms > 0 else "")
                 + (f"; warmth against a {m.cache_bytes / 1e6:.1f} MB L2" if m.warm_share > 0 else "")
                 + (f"; compute peak {1000 / m.peak_ms_per_gmac:.1f} GMAC/s" if m.peak_ms_per_gmac > 0 else "")
+                + (f"; channels in blocks of {m.channel_block}" if m.channel_block > 1 else "")
             )
         for line in report.failed:
             print(f"  failed: {line}")
