@@ -300,7 +300,8 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 if op == "Conv" and len(weight) == 4 and len(x) == 4 and weight[2] == weight[3]:
                     spec = {"op": "conv", "cin": x[1], "cout": weight[0], "h": x[2], "w": x[3], "k": weight[2]}
                     spec.update({"s": max(_attr(node, "strides", [1]) or [1]), "g": int(_attr(node, "group", 1))})
-                channels = (int(weight[0]), int(weight[1]), int(_attr(node, "group", 1)))
+                if op != "ConvTranspose":  # whose weight is (in, out per group, ...): left unpadded
+                    channels = (int(weight[0]), int(weight[1]), int(_attr(node, "group", 1)))
             else:
                 kind = "conv.unknown"
             fuses = True
