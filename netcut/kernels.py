@@ -618,9 +618,8 @@ class KernelModel:
             kind = self.kind_for(k)
             ms = self.kinds[kind].predict(*k.features(self.channel_block))
             by_kind.setdefault(kind, []).append(ms)
-            if not self.kinds[kind].covers(k, self.channel_block) or self.unmeasured(
-                k
-            ):  # beyond what was measured here
+            beyond_data = not self.kinds[kind].covers(k, self.channel_block) or self.unmeasured(k)
+            if beyond_data:  # beyond what was measured here
                 n, s = beyond.get(k.kind, (0, 0.0))
                 beyond[k.kind] = (n + 1, s + ms * c)
         total = sum(sum(v) for v in by_kind.values())
@@ -756,20 +755,22 @@ def fit_kernel_model(
         for kind, n in zeros.items()
         if n > len(by_kind.get(kind, []))  # fused more often than not on this board
     }
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # each fitted kind's features and times
     for kind, items in by_kind.items():
         if kind in kinds:
             continue
         if len(items) >= MIN_KERNELS or kind == GLOBAL:
-            x = np.array([k.features(block) for k, _ in items], dtype=float)
-            y = np.array([ms for _, ms in items], dtype=float)
-            kinds[kind] = _fit_kind(x, y)
+            arrays[kind] = (
+                np.array([k.features(block) for k, _ in items], dtype=float),
+                np.array([ms for _, ms in items], dtype=float),
+            )
+            kinds[kind] = _fit_kind(*arrays[kind])
     # Then again, with the board's peak as the floor, every compute kind that came out more than PEAK_SLACK
     # times faster (a quantile is not the peak: a kind a little faster is the fit's own variation).
     peak = peak_ms_per_gmac(samples, kinds, block)
     for kind, fit in kinds.items():
-        if kind.startswith(COMPUTE_KINDS) and fit.n >= MIN_KERNELS and fit.ms_per_gmac * PEAK_SLACK < peak:
-            x = np.array([k.features(block) for k, _ in by_kind[kind]], dtype=float)
-            kinds[kind] = _fit_kind(x, np.array([ms for _, ms in by_kind[kind]], dtype=float), peak, fit)
+        if kind in arrays and kind.startswith(COMPUTE_KINDS) and fit.ms_per_gmac * PEAK_SLACK < peak:
+            kinds[kind] = _fit_kind(*arrays[kind], peak, fit)
     model = KernelModel(target, kinds, len(samples), sorted(networks or []), suite, version=VERSION)
     model.peak_ms_per_gmac, model.channel_block = peak, block
     return model
