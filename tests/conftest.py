@@ -21,6 +21,10 @@ os.environ["XDG_DATA_HOME"] = os.path.join(_HOME, "data")
 os.environ["XDG_CACHE_HOME"] = os.path.join(_HOME, "cache")
 os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
 os.environ["NETCUT_OFFLINE"] = "1"  # nothing may download weights while tests run
+# CI runs two test files at once on two cores (-n 2). torch's OpenMP threads spin at barriers, and when the
+# other file's processes take their core they wait on each other: a search's training took twice as long
+# with two threads as with one beside two busy processes (15.0 s against 7.2). One thread each, then.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @dataclass

@@ -253,9 +253,21 @@ def test_sequential_cuts_are_addressed_by_name_and_indices_by_hash(tmp_path):
 FAST = ["--min-seconds", "0.05", "--warmup-seconds", "0", "--warmup-runs", "2", "--min-runs", "10"]
 
 
-def _search(models_: str, base) -> tuple:
+def _search(models_: str, base, *more: str) -> tuple:
     out, db = base / "out", base / "t.sqlite"
-    argv = ["search", "--models", models_, "--weights", "none", "--input-size", "32", "--deadline", "50ms", *FAST]
+    argv = [
+        "search",
+        "--models",
+        models_,
+        "--weights",
+        "none",
+        "--input-size",
+        "32",
+        "--deadline",
+        "50ms",
+        *FAST,
+        *more,
+    ]
     argv += ["--precision", "fp32"]  # timm's networks searched; int8 is tests/test_precision.py's
     result = run_cli(
         "netcut-host", *argv, "--out", str(out), "--db", str(db), env={**os.environ, "PYTHONPATH": str(DATA)}
@@ -277,7 +289,7 @@ def test_a_search_of_an_nn_sequential_and_a_timm_network_end_to_end(tmp_path):
 
 
 def test_a_timm_pick_carries_timms_preprocessing_in_model_json(tmp_path):
-    _, sidecar, _ = _search("timm/lcnet_050", tmp_path)
+    _, sidecar, _ = _search("timm/lcnet_050", tmp_path, "--policy", "deepest")  # the pick: full lcnet_050
     cfg = timm.models.get_pretrained_cfg("lcnet_050")
     assert sidecar["model"] == "timm/lcnet_050"
     assert sidecar["preprocessing"]["input_size"] == list(cfg.input_size)
