@@ -37,8 +37,8 @@ REACH = 4.0  # a kind answers for kernels up to this many times the largest of e
 # profiler's per-node cost taken off node times, a suite kernel's output reorder not charged to it, a kind's
 # fixed cost pulled towards zero; 5: a model run's warmth (its footprint against the board's L2), a TRN head's
 # layout reorder; 6: no convolution computes faster than the board's fastest kernels (peak_ms_per_gmac); 7:
-# convolutions' MACs in the board's channel blocks (channel_block)
-VERSION = 7
+# convolutions' MACs in the board's channel blocks (channel_block); 8: the measured families (families)
+VERSION = 8
 GLOBAL = "*"
 FIXED_PULL = 0.1  # a kind's fixed cost as a residual of this weight, relative to its fastest kernel (_fit_kind)
 PEAK_QUANTILE = 0.01  # the board's compute peak: this quantile of ms per GMAC over kernels of PEAK_MIN_MACS or more
@@ -597,6 +597,9 @@ class KernelModel:
     version: int = 1  # of what a fit writes (VERSION): a stored model of another is fitted again
     peak_ms_per_gmac: float = 0.0  # the board's compute peak, the floor of every compute kind's rate
     channel_block: int = 1  # the channel block its runtime computes in (Kernel.macs_at; fit_from chooses it)
+    # Measured kernels per family (a kind's first two levels: conv.pw, memory.concat), fitted kinds or not: the
+    # suite's 3 concatenations price shufflenet's through the memory kind, but they are measured here.
+    families: dict[str, int] = field(default_factory=dict)
 
     def kind_for(self, k: Kernel) -> str:
         """The most specific kind whose data reach this kernel (no feature beyond REACH times the largest it
@@ -618,8 +621,12 @@ class KernelModel:
     def unmeasured(self, k: Kernel) -> bool:
         """Whether the kernel's family (conv.pw, act.hardswish: its kind's first two levels) has no fit of its
         own here, so that a broader kind prices it: without a network or suite kernel of mobilenet_v3_small's
-        Hardswish (fused, free on this CPU), the activations' fit priced it at 19% of the network."""
-        depth = min(2, len(k.kind.split(".")))
+        Hardswish (fused, free on this CPU), the activations' fit priced it at 19% of the network. A family with
+        measured kernels is not, though too few for a kind of its own (the 3 concatenations of a 60-model suite:
+        flagged as never measured, estimate asked the user for the calibrate run that had measured them)."""
+        if self.families:  # a family measured too seldom for a kind of its own was still measured
+            return family(k.kind) not in self.families
+        depth = min(2, len(k.kind.split(".")))  # a model stored before families were: its fitted kinds
         return not any(kind in self.kinds for kind in k.kinds() if kind != GLOBAL and len(kind.split(".")) >= depth)
 
     def estimate(self, kernels: list[Kernel], corrected: bool = False) -> KernelEstimate:
@@ -681,6 +688,11 @@ class KernelModel:
             return cls(**data)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise NetcutError(f"not a kernel model ({exc}); fit it again with netcut-host calibrate") from None
+
+
+def family(kind: str) -> str:
+    """A kind's first two levels (conv.pw.s1 -> conv.pw): what `KernelModel.unmeasured` asks was measured."""
+    return ".".join(kind.split(".")[:2])
 
 
 def footprint(kernels: list[Kernel]) -> float:
@@ -761,6 +773,9 @@ def fit_kernel_model(
     for k, ms in samples:
         if ms <= 0 and k.kind.startswith("act."):
             zeros[k.kind] = zeros.get(k.kind, 0) + 1
+    families: dict[str, int] = {}  # fused activations included: measured, at nothing
+    for k, _ in samples:
+        families[family(k.kind)] = families.get(family(k.kind), 0) + 1
     samples = [(k, ms) for k, ms in samples if ms > 0]
     if len(samples) < MIN_KERNELS:
         raise NetcutError(
@@ -793,7 +808,7 @@ def fit_kernel_model(
         if kind in arrays and kind.startswith(COMPUTE_KINDS) and fit.ms_per_gmac * PEAK_SLACK < peak:
             kinds[kind] = _fit_kind(*arrays[kind], peak, fit)
     model = KernelModel(target, kinds, len(samples), sorted(networks or []), suite, version=VERSION)
-    model.peak_ms_per_gmac, model.channel_block = peak, block
+    model.peak_ms_per_gmac, model.channel_block, model.families = peak, block, dict(sorted(families.items()))
     return model
 
 
@@ -901,6 +916,7 @@ def rescaled(
         version=reference.version,
         peak_ms_per_gmac=reference.peak_ms_per_gmac,
         channel_block=reference.channel_block,  # its kinds' rates are per MAC counted in those blocks
+        families=dict(reference.families),
     )
     # The new board's interval: the reference's spreads and what the rescaled model still misses on the
     # measurements it was refitted on (in-sample, so a floor; the reference's part covers networks unseen).

@@ -229,6 +229,23 @@ def test_a_family_never_measured_is_priced_by_a_broader_kind_and_said_so():
     assert model.kind_for(dw) == "conv" and model.unmeasured(dw)
 
 
+def test_a_family_measured_too_seldom_for_a_kind_of_its_own_is_measured_all_the_same():
+    # Three concatenations (a 60-model suite's share) and nine slices: the memory kind prices both, and a
+    # concatenation is no guess; a transpose, of which none was measured, still is.
+    concats = [(Kernel(f"c{i}", (f"c{i}",), "memory.concat", 0.0, 1e5 * i, 0.0), 0.002 + 1e-5 * i) for i in range(1, 4)]
+    slices = [(Kernel(f"s{i}", (f"s{i}",), "memory.slice", 0.0, 1e5 * i, 0.0), 0.001 + 1e-5 * i) for i in range(1, 10)]
+    model = fit_kernel_model(concats + slices)
+    concat = Kernel("c", ("c",), "memory.concat", 0.0, 2e5, 0.0)
+    shuffle = Kernel("t", ("t",), "memory.transpose", 0.0, 2e5, 0.0)
+    assert model.kind_for(concat) == "memory" and "memory.concat" not in model.kinds
+    assert model.families == {"memory.concat": 3, "memory.slice": 9}
+    assert not model.unmeasured(concat) and model.unmeasured(shuffle)
+    estimate = model.estimate([concat, shuffle])
+    assert set(estimate.beyond) == {"memory.transpose"} and estimate.guessed
+    assert not model.estimate([concat]).guessed
+    assert KernelModel.from_json(model.to_json()).families == model.families
+
+
 def test_the_interval_comes_from_networks_left_out_and_narrows_for_a_measured_one():
     from netcut.kernels import Z90, network_spreads
 
@@ -279,7 +296,7 @@ def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path):
         assert "a guess until netcut-host calibrate --models shufflenet_v2_x0_5 measures such kernels" in e.evidence
         # Kinds the suite cannot build (a Resize): measured in a network's profile.
         (e,) = estimates(model, source.analysis("custom_models:upsampling"), key, source, "median", [None])
-        assert "memory.resize" in e.evidence and "the kernel suite cannot build them" in e.evidence
+        assert "memory.resize" in e.evidence and "the kernel suite cannot build them" in e.evidence, e.evidence
         assert "netcut-host profile --models custom_models:upsampling --mode layers" in e.evidence
 
 
