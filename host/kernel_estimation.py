@@ -375,8 +375,8 @@ def estimates(
             )
         if e.guessed:  # say which kernels, and how to measure such ones
             kinds = ", ".join(f"{kind} x{n}" for kind, (n, _) in sorted(e.beyond.items(), key=lambda kv: -kv[1][1]))
-            # The suite builds convolutions, products, pooling, element-wise kernels, concatenations, channel
-            # slices and shuffles; other kinds (a Resize, a Pad) are measured inside a network's layers-mode profile.
+            # The suite builds convolutions, products, pooling and element-wise kernels; other kinds (a channel
+            # shuffle's transpose, concatenation) are measured inside a network's layers-mode profile.
             spec = {k.name: k.spec for k in kernels}  # an activation kernel is built with its convolution
             buildable = all(spec.get(k.name.removesuffix(ACT_SUFFIX)) for k in kernels if k.kind in e.beyond)
             how = (

@@ -2,8 +2,7 @@
 
 Each suite model is a cheap stem (a Relu on the input, so the input's layout kernels are charged to it,
 not to the kernel) and one kernel exactly as a network contains it (kernel, stride, channels, spatial
-size, fused activation, residual sum; or the data movement of a concatenation, a channel slice or a
-channel shuffle). Its layers-mode profile times the kernel alone on the board.
+size, fused activation, residual sum). Its layers-mode profile times the kernel alone on the board.
 Which kernels: `select` covers the networks' kinds and shapes (farthest points in log MACs and bytes,
 kinds by how common they are), weighted towards kinds the model gets most wrong, as nn-Meter's
 adaptive sampler does.
@@ -48,10 +47,6 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(values.astype(np.float32), name))
         return name
 
-    def index(name: str, values: list[int]) -> str:  # an int64 operand (bounds, shapes)
-        inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
-        return name
-
     if op == "conv":
         cin, cout, h, w, k, s, g = (spec[x] for x in ("cin", "cout", "h", "w", "k", "s", "g"))
         if cin % g or cout % g:
@@ -90,12 +85,6 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
         tensor("x", [1, spec["cin"], spec["h"], spec["w"]])
         nodes.append(helper.make_node("GlobalAveragePool", ["x_s"], ["y0"], name=f"/{KERNEL_BLOCK}/{op}"))
         last, out_shape = "y0", [1, spec["cin"], 1, 1]
-    elif op == "mean":  # the same as a ReduceMean over the spatial axes, which runtimes run as a reduction
-        tensor("x", [1, spec["cin"], spec["h"], spec["w"]])
-        nodes.append(
-            helper.make_node("ReduceMean", ["x_s"], ["y0"], name=f"/{KERNEL_BLOCK}/{op}", axes=[2, 3], keepdims=0)
-        )
-        last, out_shape = "y0", [1, spec["cin"]]
     elif op in ("maxpool", "avepool"):
         c, h, w, k, s = (spec[x] for x in ("cin", "h", "w", "k", "s"))
         tensor("x", [1, c, h, w])
@@ -113,32 +102,6 @@ def build(spec_text: str, seed: int = 0) -> onnx.ModelProto:
         tensor("r", [1, c, 1, 1] if spec.get("gate") else [1, c, h, w])
         nodes.append(helper.make_node(op.capitalize(), ["x_s", "r_s"], ["y0"], name=f"/{KERNEL_BLOCK}/{op}"))
         last, out_shape = "y0", [1, c, h, w]
-    elif op == "concat":  # n branches of (near) equal channels joined
-        c, h, w, n = spec["cin"], spec["h"], spec["w"], spec["n"]
-        parts = [c // n + (i < c % n) for i in range(n)]
-        for i, part in enumerate(parts):
-            tensor(f"x{i}", [1, part, h, w])
-        nodes.append(
-            helper.make_node("Concat", [f"x{i}_s" for i in range(n)], ["y0"], name=f"/{KERNEL_BLOCK}/{op}", axis=1)
-        )
-        last, out_shape = "y0", [1, c, h, w]
-    elif op == "slice":  # the first cout channels
-        c, cout, h, w = spec["cin"], spec["cout"], spec["h"], spec["w"]
-        tensor("x", [1, c, h, w])
-        bounds = [index(f"{b}", [v]) for b, v in (("starts", 0), ("ends", cout), ("axes", 1))]
-        nodes.append(helper.make_node("Slice", ["x_s", *bounds], ["y0"], name=f"/{KERNEL_BLOCK}/{op}"))
-        last, out_shape = "y0", [1, cout, h, w]
-    elif op == "shuffle":  # a channel shuffle: (1, g, c/g, h, w), the group axes swapped, back to (1, c, h, w)
-        c, g, h, w = spec["cin"], spec["g"], spec["h"], spec["w"]
-        if c % g:
-            raise NetcutError(f"kernel spec {spec_text!r}: channels not divisible by the groups")
-        tensor("x", [1, c, h, w])
-        grouped = index("grouped", [1, g, c // g, h, w])
-        nodes.append(helper.make_node("Reshape", ["x_s", grouped], ["x_g"], name=f"/{KERNEL_BLOCK}/Reshape"))
-        nodes.append(helper.make_node("Transpose", ["x_g"], ["y0"], name=f"/{KERNEL_BLOCK}/{op}", perm=[0, 2, 1, 3, 4]))
-        flat = index("flat", [1, c, h, w])
-        nodes.append(helper.make_node("Reshape", ["y0", flat], ["y1"], name=f"/{KERNEL_BLOCK}/Reshape_1"))
-        last, out_shape = "y1", [1, c, h, w]
     else:
         raise NetcutError(f"the kernel suite cannot build {op!r} kernels (spec {spec_text!r})")
     graph = helper.make_graph(

@@ -318,8 +318,6 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
             kind = "pool.global"
             if op == "GlobalAveragePool" and len(x) == 4:
                 spec = {"op": "gap", "cin": x[1], "h": x[2], "w": x[3]}
-            elif op == "ReduceMean" and len(x) == 4 and [a % 4 for a in _attr(node, "axes", [])] == [2, 3]:
-                spec = {"op": "mean", "cin": x[1], "h": x[2], "w": x[3]}  # x.mean([2, 3]): shufflenet's pooling
         elif op in ("MaxPool", "AveragePool"):
             ks = _attr(node, "kernel_shape", [])
             s = max(_attr(node, "strides", [1]) or [1])
@@ -337,7 +335,6 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
             kind = f"act.{op.lower()}"
         elif op in ("Concat", "Split", "Slice", "Transpose", "Pad"):
             kind = f"memory.{op.lower()}"
-            spec = _memory_spec(node, [shapes.get(i) or () for i in inputs], out or ())
         elif op in ("Resize", "Upsample"):
             kind = "memory.resize"
         else:
@@ -387,24 +384,6 @@ def kernels_of(model: onnx.ModelProto, precision: str = "fp32") -> list[Kernel]:
                 Kernel(g["name"] + ACT_SUFFIX, tuple(acts), kind, 0.0, 2 * elements * element, elements, g["block"])
             )
     return out
-
-
-def _memory_spec(node: onnx.NodeProto, operands: list[tuple[int, ...]], out: tuple[int, ...]) -> dict:
-    """The suite spec of a data-movement kernel as the networks run them (else none): a concatenation or a
-    slice of 4-d tensors along the channels (shufflenet's and inception's branches joined, shufflenet's
-    chunk), and a channel shuffle's transpose (a (1, g, c/g, h, w) tensor, the group axes swapped)."""
-    op = node.op_type
-    if op == "Concat" and len(operands) >= 2 and all(len(o) == 4 and o[2:] == operands[0][2:] for o in operands):
-        if int(_attr(node, "axis", 0)) % 4 == 1:
-            n, h, w = len(operands), operands[0][2], operands[0][3]
-            return {"op": "concat", "cin": sum(o[1] for o in operands), "h": h, "w": w, "n": n}
-    if op == "Slice" and len(operands) == 1 and len(x := operands[0]) == 4 and len(out) == 4:
-        if out[1] < x[1] and (out[0], *out[2:]) == (x[0], *x[2:]):
-            return {"op": "slice", "cin": x[1], "cout": out[1], "h": x[2], "w": x[3]}
-    if op == "Transpose" and len(operands) == 1 and len(x := operands[0]) == 5 and x[0] == 1:
-        if list(_attr(node, "perm", [])) == [0, 2, 1, 3, 4]:
-            return {"op": "shuffle", "cin": x[1] * x[2], "g": x[1], "h": x[3], "w": x[4]}
-    return {}
 
 
 def spec_text(spec: dict) -> str:

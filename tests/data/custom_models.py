@@ -105,15 +105,3 @@ def bad_fuse() -> nn.Module:
 def nested_branchy() -> nn.Module:
     """The untraceable block deep inside: the error names it."""
     return nn.Sequential(nn.Identity(), nn.Sequential(Branchy()))
-
-
-def upsampling() -> nn.Module:
-    """A decoder's step (an upsampling, a Resize in ONNX): a kernel the kernel suite does not build."""
-    return nn.Sequential(  # the Resize is most of its time (a guess whatever the fit's noise)
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Upsample(scale_factor=8),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 10),
-    )
