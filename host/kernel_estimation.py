@@ -35,6 +35,7 @@ from netcut.kernels import (
     head_kernels,
     kernel_times,
     kernels_of,
+    network_quantiles,
     network_spreads,
     parse_spec,
     per_node_overhead,
@@ -271,6 +272,7 @@ def with_spreads(
         # one such network would set every other network's interval.
         log_ratios[name] = [math.log(ms / max(e.ms, 1e-12)) for e, ms in estimated if not e.guessed]
     model.unseen_log_sd, model.within_log_sd = network_spreads(log_ratios)
+    model.unseen_log_q = network_quantiles(log_ratios)
     model.spread_networks = sum(1 for v in log_ratios.values() if v)
     return model
 

@@ -230,6 +230,33 @@ def test_the_interval_comes_from_networks_left_out_and_narrows_for_a_measured_on
     assert KernelModel.from_json(model.to_json()).estimate([conv]) == new
 
 
+def test_a_network_never_measured_gets_the_quantiles_of_the_networks_errors():
+    from netcut.kernels import Z90, network_quantiles
+
+    # Each network weighs alike: one with 19 TRNs within 2% and one with a single TRN 40% high. A normal
+    # interval from their root mean square would be as wide below as above; the quantiles are not.
+    ratios = {"many": [0.01 * (i % 5 - 2) for i in range(19)], "one": [np.log(1.4)]}
+    low, high = network_quantiles(ratios)
+    assert low == pytest.approx(-0.02) and high == pytest.approx(np.log(1.4))
+    assert network_quantiles({"a": [0.1, 0.2]}) == (0.0, 0.0)  # one network says nothing about another
+    assert network_quantiles({"a": [0.1], "b": [0.2], "c": []}) == (0.1, 0.2)
+    conv = Kernel("c", ("c",), "conv.pw.s1", 1e7, 1e4, 0.0)
+    model = fit_kernel_model(
+        [(Kernel(f"c{i}", (f"c{i}",), "conv.pw.s1", i * 1e7, 1e4, 0.0), 0.02 * i) for i in range(1, 9)]
+    )
+    model.unseen_log_sd, model.within_log_sd, model.unseen_log_q = 0.1, 0.05, (low, high)
+    new, seen = model.estimate([conv]), model.estimate([conv], corrected=True)
+    assert new.low_ms == pytest.approx(new.ms * np.exp(-0.02)) and new.high_ms == pytest.approx(new.ms * 1.4)
+    assert seen.high_ms == pytest.approx(seen.ms * np.exp(Z90 * 0.05))  # its own TRNs corrected it: the within
+    model.unseen_log_q = (0.05, 0.2)  # every network measured above its estimate: the interval still holds it
+    assert model.estimate([conv]).low_ms == pytest.approx(new.ms)
+    model.unseen_log_q = (low, high)
+    assert (
+        KernelModel.from_json(model.to_json()) == model
+        and KernelModel.from_json(model.to_json()).estimate([conv]) == new
+    )
+
+
 def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path):
     from netcut_host.kernel_estimation import KernelSource, estimates, fit, whole_models
     from netcut_host.tables import LatencyDB, RowKey
