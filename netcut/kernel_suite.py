@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import NetcutError
-from .kernels import Kernel, parse_spec
+from .kernels import Kernel, family_of, parse_spec
 from .vocabulary import KERNEL_SUITE_PREFIX
 
 OPSET = 17
@@ -144,7 +144,7 @@ def _point(k: Kernel) -> np.ndarray:
 def family(k: Kernel) -> str:
     """The level kernels are balanced over: conv.dw, conv.pw, pool.global, eltwise.mul..., and apart the
     convolutions with an activation a runtime may run as a kernel of its own (conv.pw+silu)."""
-    base = ".".join(k.kind.split(".")[:2])
+    base = family_of(k.kind)
     act = next((p[4:] for p in k.spec.split(",") if p.startswith("act=")), "")
     return base + ("+" + act if act in ("silu", "hardswish", "hardsigmoid") else "")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -580,8 +581,8 @@ class KernelModel:
     version: int = 1  # of what a fit writes (VERSION): a stored model of another is fitted again
     peak_ms_per_gmac: float = 0.0  # the board's compute peak, the floor of every compute kind's rate
     channel_block: int = 1  # the channel block its runtime computes in (Kernel.macs_at; fit_from chooses it)
-    # Measured kernels per family (a kind's first two levels: conv.pw, memory.concat), fitted kinds or not: the
-    # suite's 3 concatenations price shufflenet's through the memory kind, but they are measured here.
+    # Measured kernels per family (family_of: conv.pw, act.hardswish), fitted kinds or not: a family with fewer
+    # than MIN_KERNELS is priced by its parent kind, but it was measured here.
     families: dict[str, int] = field(default_factory=dict)
 
     def kind_for(self, k: Kernel) -> str:
@@ -605,10 +606,10 @@ class KernelModel:
         """Whether the kernel's family (conv.pw, act.hardswish: its kind's first two levels) has no fit of its
         own here, so that a broader kind prices it: without a network or suite kernel of mobilenet_v3_small's
         Hardswish (fused, free on this CPU), the activations' fit priced it at 19% of the network. A family with
-        measured kernels is not, though too few for a kind of its own (the 3 concatenations of a 60-model suite:
-        flagged as never measured, estimate asked the user for the calibrate run that had measured them)."""
+        measured kernels is not, though too few for a kind of its own (a suite's 3 concatenations were flagged
+        as never measured, and estimate asked the user for the calibrate run that had measured them)."""
         if self.families:  # a family measured too seldom for a kind of its own was still measured
-            return family(k.kind) not in self.families
+            return family_of(k.kind) not in self.families
         depth = min(2, len(k.kind.split(".")))  # a model stored before families were: its fitted kinds
         return not any(kind in self.kinds for kind in k.kinds() if kind != GLOBAL and len(kind.split(".")) >= depth)
 
@@ -677,8 +678,9 @@ class KernelModel:
             raise NetcutError(f"not a kernel model ({exc}); fit it again with netcut-host calibrate") from None
 
 
-def family(kind: str) -> str:
-    """A kind's first two levels (conv.pw.s1 -> conv.pw): what `KernelModel.unmeasured` asks was measured."""
+def family_of(kind: str) -> str:
+    """A kind's first two levels (conv.pw.s1 -> conv.pw): what `KernelModel.unmeasured` asks was measured,
+    and what the kernel suite balances its picks over (netcut.kernel_suite.family)."""
     return ".".join(kind.split(".")[:2])
 
 
@@ -760,9 +762,7 @@ def fit_kernel_model(
     for k, ms in samples:
         if ms <= 0 and k.kind.startswith("act."):
             zeros[k.kind] = zeros.get(k.kind, 0) + 1
-    families: dict[str, int] = {}  # fused activations included: measured, at nothing
-    for k, _ in samples:
-        families[family(k.kind)] = families.get(family(k.kind), 0) + 1
+    families = Counter(family_of(k.kind) for k, _ in samples)  # fused activations included: measured, at nothing
     samples = [(k, ms) for k, ms in samples if ms > 0]
     if len(samples) < MIN_KERNELS:
         raise NetcutError(

@@ -194,7 +194,7 @@ def test_a_family_never_measured_is_priced_by_a_broader_kind_and_said_so():
 
 
 def test_a_family_measured_too_seldom_for_a_kind_of_its_own_is_measured_all_the_same():
-    # Three concatenations (a 60-model suite's share) and nine slices: the memory kind prices both, and a
+    # Three concatenations (too few for a kind of their own) and nine slices: the memory kind prices both, and a
     # concatenation is no guess; a transpose, of which none was measured, still is.
     concats = [(Kernel(f"c{i}", (f"c{i}",), "memory.concat", 0.0, 1e5 * i, 0.0), 0.002 + 1e-5 * i) for i in range(1, 4)]
     slices = [(Kernel(f"s{i}", (f"s{i}",), "memory.slice", 0.0, 1e5 * i, 0.0), 0.001 + 1e-5 * i) for i in range(1, 10)]
