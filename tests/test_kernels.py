@@ -240,6 +240,9 @@ def test_a_network_never_measured_gets_the_quantiles_of_the_networks_errors():
     assert low == pytest.approx(-0.02) and high == pytest.approx(np.log(1.4))
     assert network_quantiles({"a": [0.1, 0.2]}) == (0.0, 0.0)  # one network says nothing about another
     assert network_quantiles({"a": [0.1], "b": [0.2], "c": []}) == (0.1, 0.2)
+    # A network whose other 39 whole models were guesses (left out of the ratios) weighs 1/40 of one: its
+    # stem's 40% no longer sets the upper bound (shufflenet's stems, at 224 px).
+    assert network_quantiles(ratios, totals={"one": 40}) == pytest.approx((-0.02, 0.02))
     conv = Kernel("c", ("c",), "conv.pw.s1", 1e7, 1e4, 0.0)
     model = fit_kernel_model(
         [(Kernel(f"c{i}", (f"c{i}",), "conv.pw.s1", i * 1e7, 1e4, 0.0), 0.02 * i) for i in range(1, 9)]
@@ -257,28 +260,67 @@ def test_a_network_never_measured_gets_the_quantiles_of_the_networks_errors():
     )
 
 
-def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path):
+def test_one_network_more_shrinks_the_spread_by_what_the_last_one_did():
+    from netcut.kernels import one_network_more
+
+    # With one network left out the errors are half those with two left out: the model that knows every
+    # network is taken to err half as much again, never more than its left-out fits did.
+    one_out = [([0.05, -0.05], 2), ([0.1], 1)]
+    two_out = [([0.1, -0.1], 2), ([0.2], 1)]
+    assert one_network_more(one_out, two_out) == pytest.approx(0.5)
+    assert one_network_more(two_out, one_out) == 1.0  # more networks did worse: not widened
+    assert one_network_more(one_out, []) == 1.0 and one_network_more([], two_out) == 1.0
+    # Guesses count in a network's weight as in network_quantiles: a network with 1 of 10 models not a
+    # guess weighs a tenth; here its 0.4 over the others' 0.2 hardly moves the factor.
+    expected = 0.1 / np.sqrt((0.04 + 0.016) / 1.1)
+    assert one_network_more([([0.1], 1)], [([0.2], 1), ([0.4], 10)]) == pytest.approx(expected)
+
+
+def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path, monkeypatch):
+    from netcut.kernels import one_network_more
+    from netcut_host import kernel_estimation as ke
     from netcut_host.kernel_estimation import KernelSource, estimates, fit, whole_models
     from netcut_host.tables import LatencyDB, RowKey
 
     db = tmp_path / "t.sqlite"
-    argv = ["profile", "--models", "resnet18,resnet34", *SMALL, "--mode", "layers", *FAST, "--db", str(db)]
+    networks = ["mnasnet0_75", "mnasnet1_0", "resnet18", "resnet34"]  # each with a relative left when one is out
+    argv = ["profile", "--models", ",".join(networks), *SMALL, "--mode", "layers", *FAST, "--db", str(db)]
     result = run_cli("netcut-host", *argv)
     assert result.returncode == 0, result.stderr
     key = RowKey(input_size=32)
+    shrinks = []
+
+    def spy(one_out, two_out):
+        shrinks.append((len(one_out), [len(ratios) for ratios, _ in two_out], one_network_more(one_out, two_out)))
+        return shrinks[-1][-1]
+
     with LatencyDB(db) as table:
         identity = table.targets()[0]["identity"]
         source = KernelSource(tmp_path / "exports", key, {})
+        monkeypatch.setattr(ke, "one_network_more", spy)
         model = fit(table, identity, key, source)
-        assert model.networks == ["resnet18", "resnet34"] and model.spread_networks == 2
+        assert model.networks == networks and model.spread_networks == 4
         assert model.unseen_log_sd > 0 and model.within_log_sd > 0
         assert fit(table, identity, key, source) == model  # stored with it, read back while the rows stand
+        # Four networks: each of the 6 pairs left out too, both of its networks' whole models estimated (a pair
+        # of relatives leaves the other two with mostly guesses, not counted), and the spreads scaled by what
+        # one network more did.
+        ((one, two, shrink),) = shrinks
+        assert one == 4 and len(two) == 12 and sum(1 for n in two if n >= 5) >= 8
+        assert model.unseen_shrink == shrink and 0 < shrink <= 1
+        monkeypatch.setattr(ke, "SHRINK_MIN_NETWORKS", 5)
+        unscaled = fit(table, identity, key, source, exclude=[])  # (not stored)
+        assert unscaled.unseen_shrink == 1.0 and len(shrinks) == 1  # too few networks: no pairs left out
+        assert model.unseen_log_q == pytest.approx(tuple(shrink * q for q in unscaled.unseen_log_q))
+        assert model.unseen_log_sd == pytest.approx(shrink * unscaled.unseen_log_sd)
+        assert model.within_log_sd == unscaled.within_log_sd  # a network's own TRNs' spread: not scaled
+        monkeypatch.undo()
         # Each network's whole models, estimated by the model fitted without it, are what the spread is of.
-        without = fit(table, identity, key, source, exclude="resnet18")
-        assert without.networks == ["resnet34"] and without.spread_networks == 0  # one left: no spread
+        without = fit(table, identity, key, source, exclude=["mnasnet0_75", "mnasnet1_0", "resnet34"])
+        assert without.networks == ["resnet18"] and without.spread_networks == 0  # one left: no spread
         wholes = whole_models(table, identity, key, source, "resnet18")
         assert len(wholes) >= 2 and all(ms > 0 and kernels for kernels, ms in wholes)
-        # A family whose kernels no fit reaches (SiLU, sigmoid gates: ResNets have none) is a guess, said so.
+        # A family whose kernels no fit reaches (SiLU, sigmoid gates: none of these has one) is a guess, said so.
         (e,) = estimates(model, source.analysis("efficientnet_b0"), key, source, "median", [None])
         assert "a guess until netcut-host calibrate --models efficientnet_b0" in e.evidence and "act.silu" in e.evidence
         # Kinds the suite cannot build (a channel shuffle's transpose, concatenation): measured in a profile.
