@@ -394,6 +394,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             export_cache(),
             lambda d, t, j: progress.show(f"{bar(d, t, started)} {j.label() if j else ''}"),
             rounds=args.rounds,
+            stage=lambda text: progress.show(text, force=True),
         )
     progress.done()
     if args.json:
