@@ -288,6 +288,7 @@ def with_spreads(
     model.spread_networks = sum(1 for v in log_ratios.values() if v)
     if model.spread_networks >= SHRINK_MIN_NETWORKS:
         pairs = [[a, b] for i, a in enumerate(model.networks) for b in model.networks[i + 1 :]]
+        log.info("per-kernel model's interval: %d networks and %d pairs of them left out", len(wholes), len(pairs))
         two_out = [found for pair in pairs for found in errors(pair)]
         model.unseen_shrink = one_network_more(list(one_out.values()), two_out)
         model.unseen_log_sd *= model.unseen_shrink
@@ -311,11 +312,9 @@ def fit(
                 log.info("stored kernel model not used: written by another version (%d)", model.version)
             except NetcutError as exc:  # written by another version: fitted again
                 log.info("stored kernel model not used: %s", exc)
-    model = fit_from(training_data(db, identity, key, source, exclude), identity)
-    n = len(model.networks)
-    log.info("per-kernel model: fitted on %d networks and %d suite kernels; up to %d fits more for its interval", n,
-             model.suite, n + (n * (n - 1) // 2 if n >= SHRINK_MIN_NETWORKS else 0))  # fmt: skip
-    model = with_spreads(model, db, identity, key, source, exclude)
+    model = with_spreads(
+        fit_from(training_data(db, identity, key, source, exclude), identity), db, identity, key, source, exclude
+    )
     if exclude is None:
         db.save_cost_model(identity, key, model.to_json(), fitted_rows, ESTIMATOR)
     return model

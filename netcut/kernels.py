@@ -866,7 +866,7 @@ def network_quantiles(
     TRNs, the only ones of its 75 that were not guesses (its concatenations and shuffles measured nowhere else),
     weighed as a whole network; they came out 18-48% high (their max pool measured in ResNets only), and set
     every other network's upper bound: 97.5% of fresh measurements inside at 224 px."""
-    weights = {n: 1.0 / max(len(v), (totals or {}).get(n, 0)) for n, v in log_ratios.items() if v}
+    weights = {n: _model_weight(v, (totals or {}).get(n, 0)) for n, v in log_ratios.items() if v}
     if len(weights) < 2:
         return 0.0, 0.0
     pooled = sorted((x, weights[n]) for n, v in log_ratios.items() if v for x in v)
@@ -876,13 +876,19 @@ def network_quantiles(
     return float(values[at[0]]), float(values[at[1]])
 
 
+def _model_weight(ratios: list[float], total: int) -> float:
+    """One whole model's weight among its network's `ratios`: 1 / the network's whole models, guesses included
+    (`total`; a network then weighs the share of its models that were not guesses)."""
+    return 1.0 / max(len(ratios), total)
+
+
 def _mean_square(groups: list[tuple[list[float], int]]) -> float:
     """The mean square of log ratios, each group (a network's, with its count of whole models, guesses
     included) weighing as in network_quantiles; 0 without any."""
     num = den = 0.0
     for ratios, total in groups:
         if ratios:
-            weight = 1.0 / max(len(ratios), total)
+            weight = _model_weight(ratios, total)
             num += weight * sum(x * x for x in ratios)
             den += weight * len(ratios)
     return num / den if den else 0.0
