@@ -25,7 +25,10 @@ from netcut.kernel_suite import KERNEL_BLOCK, build, spec_of
 from netcut.kernels import (
     ACT_SUFFIX,
     CHANNEL_BLOCKS,
+    GUESS_SHARE,
+    MIN_KERNELS,
     SHRINK_MIN_NETWORKS,
+    SMALL_QUANTILE,
     SKIPPED,
     VERSION,
     WARM_SHARE,
@@ -42,6 +45,7 @@ from netcut.kernels import (
     parse_spec,
     per_node_overhead,
     reorder_kernel,
+    small_variance,
     warmth,
     with_correction,
 )
@@ -118,6 +122,7 @@ class TrainingData(NamedTuple):
     networks: list[str]
     suite: int  # kernels from the kernel suite
     cache_bytes: float  # the board's L2, as its agent reported it with the profiles (0: not said)
+    alone: tuple[bool, ...] = ()  # per sample: measured in a kernel-suite model, not inside a network
 
 
 def training_data(
@@ -125,6 +130,7 @@ def training_data(
 ) -> TrainingData:
     """The per-kernel model's data from the target's rows, less the networks in `exclude`."""
     samples, wholes, ratios, networks, suite = [], [], {"p90": [], "p95": [], "p99": []}, [], 0
+    alone: list[bool] = []
     caches: list[int] = []
     names = [*db.archs(identity, key), *db.archs(identity, key, suite=True)]
     left_out = {exclude} if isinstance(exclude, str) or exclude is None else set(exclude)
@@ -162,6 +168,7 @@ def training_data(
                 ]
                 if times.get(SKIPPED, 0) > 0:  # the suite's output reorder: what a TRN's head pays (REORDER)
                     samples.append((reorder_kernel(name, output_bytes(name), KERNEL_BLOCK), times[SKIPPED], run))
+                alone += [is_suite] * (len(samples) - len(alone))
                 caches += [c for c in [_l2_of(r)] if c > 0]
                 suite += sum(1 for k in kernels if is_suite and k.block == KERNEL_BLOCK and times.get(k.name, 0) > 0)
                 wholes.append((kernels, r["median_ms"]))
@@ -174,7 +181,7 @@ def training_data(
             networks.append(name)
     tails = {q: float(np.median(v)) for q, v in ratios.items() if v}
     cache = float(np.median(caches)) if caches and not _off_cpu(db, identity) else 0.0
-    return TrainingData(samples, wholes, tails, networks, suite, cache)
+    return TrainingData(samples, wholes, tails, networks, suite, cache, tuple(alone))
 
 
 def _whole_error(model: KernelModel, wholes: list[tuple[list[Kernel], float]]) -> float:
@@ -264,6 +271,8 @@ def with_spreads(
     base = [] if exclude is None else [exclude] if isinstance(exclude, str) else list(exclude)
     wholes = {name: whole_models(db, identity, key, source, name) for name in model.networks}
 
+    small: dict[str, list[float]] = {}  # each left-out network's models' small share (KernelModel.small)
+
     def errors(left_out: list[str]) -> list[tuple[list[float], int]]:
         """Each left-out network's log ratios from a fit without them, and its count of whole models."""
         try:
@@ -274,16 +283,25 @@ def with_spreads(
             return []
         out = []
         for name in left_out:
-            estimated = [(without.estimate(ks), ms) for ks, ms in wholes[name]]
+            estimated = [(without.estimate(ks), ms, ks) for ks, ms in wholes[name]]
             # Not the estimates that rest on kernels beyond every fit (said as guesses wherever they are made):
             # one such network would set every other network's interval. Their count stays, for the weights.
-            out.append(([math.log(ms / max(e.ms, 1e-12)) for e, ms in estimated if not e.guessed], len(estimated)))
+            kept = [(e, ms, ks) for e, ms, ks in estimated if not e.guessed]
+            out.append(([math.log(ms / max(e.ms, 1e-12)) for e, ms, _ in kept], len(estimated)))
+            if len(left_out) == 1:
+                small[name] = [without.small(ks) for _, _, ks in kept]
         return out
 
     one_out = {name: found[0] for name in model.networks if (found := errors([name]))}
-    log_ratios = {name: ratios for name, (ratios, _) in one_out.items()}
     totals = {name: total for name, (_, total) in one_out.items()}
-    model.unseen_log_sd, model.within_log_sd = network_spreads(log_ratios)
+    model.small_gain, model.small_mean = small_variance({n: v for n, (v, _) in one_out.items()}, small, totals)
+    model.small_max = max((x for v in small.values() for x in v), default=0.0)
+    # The errors as they would be at the mean small share: the interval's quantiles are of those, and each
+    # estimate's interval is widened back by its own share (KernelModel.widening).
+    raw = {name: ratios for name, (ratios, _) in one_out.items()}
+    log_ratios = {name: [x / model.widening(s) for x, s in zip(v, small[name])] for name, v in raw.items()}
+    model.unseen_log_sd = network_spreads(log_ratios)[0]
+    model.within_log_sd = network_spreads(raw)[1]  # a corrected estimate's: not widened
     model.unseen_log_q = network_quantiles(log_ratios, totals=totals)
     model.spread_networks = sum(1 for v in log_ratios.values() if v)
     if model.spread_networks >= SHRINK_MIN_NETWORKS:
@@ -337,7 +355,18 @@ def fit_from(data: TrainingData, identity: str, block: int | None = None) -> Ker
         return min(fits, key=lambda m: (_whole_error(m, data.wholes), m.channel_block))
     model = fit_kernel_model(cold, identity, data.networks, data.suite, block)
     model.cache_bytes, model.warm_share = data.cache_bytes, share
+    model.small_ms = small_prices(model, [s for s, alone in zip(cold, data.alone) if not alone])
     return with_correction(model, data.wholes, data.tails)
+
+
+def small_prices(model: KernelModel, samples: list[tuple[Kernel, float]]) -> dict[str, float]:
+    """Per fitted kind, SMALL_QUANTILE of the times of the kernels it prices that were measured in networks
+    (`samples`, cold), where it prices MIN_KERNELS or more of them (KernelModel.small)."""
+    times: dict[str, list[float]] = {}
+    for k, ms in samples:
+        if ms > 0 and model.runs(k):
+            times.setdefault(model.kind_for(k), []).append(ms)
+    return {kind: float(np.quantile(v, SMALL_QUANTILE)) for kind, v in sorted(times.items()) if len(v) >= MIN_KERNELS}
 
 
 def tail_ratio(model: KernelModel, quantile: str) -> float:
@@ -410,6 +439,14 @@ def estimates(
                 f"; {e.beyond_ms / e.ms:.0%} of it from kernels of a kind never measured here or larger than any of it "
                 f"({kinds}): a guess until {how}"
             )
+        if e.unlike:  # the networks' spread was learned on larger kernels than these
+            correction += (
+                f"; {e.small:.0%} of it from kernels smaller than the networks measured here show (more than in any "
+                f"network its interval was learned from): the interval is the wider of theirs and the kinds' own"
+            )
+        elif e.small > GUESS_SHARE and model.small_gain > 0:
+            widen = model.widening(e.small)
+            correction += f"; {e.small:.0%} of it from kernels smaller than the networks': interval x{widen:.2f}"
         out.append(
             Estimate(
                 cut,

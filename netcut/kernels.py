@@ -40,8 +40,10 @@ REACH = 4.0  # a kind answers for kernels up to this many times the largest of e
 # layout reorder; 6: no convolution computes faster than the board's fastest kernels (peak_ms_per_gmac); 7:
 # convolutions' MACs in the board's channel blocks (channel_block); 8: the measured families (families); 9: a
 # network never measured gets the quantiles of the networks' errors (unseen_log_q); 10: those weighted by each
-# network's share of models that were not guesses, and scaled for one network more (unseen_shrink)
-VERSION = 10
+# network's share of models that were not guesses, and scaled for one network more (unseen_shrink); 11: that
+# interval wider for an estimate of smaller kernels than the networks measured (small_ms, small_gain)
+VERSION = 11
+SMALL_QUANTILE = 0.1  # a kernel priced below this quantile of its kind's kernels measured in networks is small
 SHRINK_MIN_NETWORKS = 4  # networks a model needs to scale its spreads for one more (fits of two fewer: 2 or more)
 GLOBAL = "*"
 FIXED_PULL = 0.1  # a kind's fixed cost as a residual of this weight, relative to its fastest kernel (_fit_kind)
@@ -528,6 +530,10 @@ class KernelEstimate:
     by_kind: dict[str, tuple[float, int, int]]  # kind used -> (ms, kernels of the TRN, measured kernels behind)
     # kind -> (kernels, ms) that no fit reaches, or of a family never measured (KernelModel.unmeasured)
     beyond: dict[str, tuple[int, float]] = field(default_factory=dict)
+    small: float = 0.0  # the share of it from kernels smaller than the networks' (KernelModel.small)
+    # More of it from such kernels than in any network the interval was learned from (KernelModel.small_max):
+    # its interval is the wider of the networks' and the kinds' own, as a guess's.
+    unlike: bool = False
 
     @property
     def beyond_ms(self) -> float:
@@ -589,6 +595,14 @@ class KernelModel:
     # Measured kernels per family (family_of: conv.pw, act.hardswish), fitted kinds or not: a family with fewer
     # than MIN_KERNELS is priced by its parent kind, but it was measured here.
     families: dict[str, int] = field(default_factory=dict)
+    # Per kind, SMALL_QUANTILE of its kernels' times measured inside networks (not the suite's): an estimate's
+    # share from kernels priced below it is how far it rests on kernels smaller than the networks' (`small`).
+    # small_gain: how much the square of a left-out network's log error grows with that share, relative to its
+    # value at none; small_mean: the share's mean over those left-out networks' models (the interval's own).
+    small_ms: dict[str, float] = field(default_factory=dict)
+    small_gain: float = 0.0
+    small_mean: float = 0.0
+    small_max: float = 0.0  # the largest share among them
 
     def kind_for(self, k: Kernel) -> str:
         """The most specific kind whose data reach this kernel (no feature beyond REACH times the largest it
@@ -658,12 +672,34 @@ class KernelModel:
             beyond,
         )
         q_low, q_high = self.unseen_log_q if any(self.unseen_log_q) and not corrected else (-Z90 * sd, Z90 * sd)
-        if sd > 0 and not out.guessed:  # the networks' spread is what a whole model's error is
+        if not corrected:  # wider for smaller kernels than the networks', narrower for larger
+            out.small = self.small(kernels)
+            out.unlike = sd > 0 and out.small > self.small_max + GUESS_SHARE
+            widen = self.widening(out.small)
+            q_low, q_high = q_low * widen, q_high * widen
+        if sd > 0 and not out.guessed and not out.unlike:  # the networks' spread is what a whole model's error is
             out.low_ms, out.high_ms = ms * math.exp(min(0.0, q_low)), ms * math.exp(max(0.0, q_high))
-        elif sd > 0:  # a guess: its error is not the measured networks'; the wider of both
+        elif sd > 0:  # a guess, or unlike them: its error is not the measured networks'; the wider of both
             out.low_ms = min(low_ms, ms * math.exp(min(0.0, q_low)))
             out.high_ms = max(high_ms, ms * math.exp(max(0.0, q_high)))
         return out
+
+    def small(self, kernels: list[Kernel]) -> float:
+        """The share of the kernels' estimate from kernels priced below their kind's SMALL_QUANTILE of kernels
+        measured in networks (small_ms): where a runtime's per-kernel costs, which no kind's rates describe,
+        weigh most. Fitted on resnet18, mobilenet_v2 and mnasnet1_0 (224 px), 0.87-0.94 of mobilenet_v3_small's
+        and shufflenet_v2_x0_5's estimates, 13-33% off, against 0.00-0.02 of efficientnet_b0's and resnet50's,
+        1-6% off."""
+        prices = [(self.predict(k), self.small_ms.get(self.kind_for(k), 0.0)) for k in kernels if self.runs(k)]
+        total = sum(ms for ms, _ in prices)
+        return sum(ms for ms, below in prices if ms < below) / total if total > 0 else 0.0
+
+    def widening(self, share: float) -> float:
+        """The factor on a network's interval for an estimate `share` of which is small kernels (`small`),
+        against the left-out networks' mean share (small_gain); 1 where not known."""
+        if self.small_gain <= 0:
+            return 1.0
+        return math.sqrt((1 + self.small_gain * share) / (1 + self.small_gain * self.small_mean))
 
     def warmth(self, kernels: list[Kernel]) -> float:
         """What the model run of these kernels costs relative to its kernels run cold (see `warmth`)."""
@@ -894,6 +930,30 @@ def _mean_square(groups: list[tuple[list[float], int]]) -> float:
     return num / den if den else 0.0
 
 
+def small_variance(
+    log_ratios: dict[str, list[float]], shares: dict[str, list[float]], totals: dict[str, int] | None = None
+) -> tuple[float, float]:
+    """(gain, mean) from left-out networks' whole models: their log errors and small shares (KernelModel.small),
+    each model weighing as in network_quantiles. The squared error is fitted as a + b x share (weighted least
+    squares, both non-negative), gain = b / a; mean: the weighted mean share. (0, mean) where the errors do not
+    grow with the share; (0, 0) from fewer than two networks or shares that do not differ."""
+    from scipy.optimize import nnls
+
+    points = [
+        (x, share, _model_weight(v, (totals or {}).get(n, 0)))
+        for n, v in log_ratios.items()
+        for x, share in zip(v, shares.get(n, []))
+    ]
+    if len({n for n, v in log_ratios.items() if v}) < 2 or len({round(p[1], 3) for p in points}) < 2:
+        return 0.0, 0.0
+    w = np.array([p[2] for p in points])
+    a = np.array([[1.0, p[1]] for p in points]) * np.sqrt(w)[:, None]
+    b = np.array([p[0] ** 2 for p in points]) * np.sqrt(w)
+    (base, slope), _ = nnls(a, b)
+    mean = float(np.average([p[1] for p in points], weights=w))
+    return (float(slope / base) if base > 0 and slope > 0 else 0.0), mean
+
+
 def one_network_more(one_out: list[tuple[list[float], int]], two_out: list[tuple[list[float], int]]) -> float:
     """How much one network more in a fit shrinks a left-out network's error: the root mean square of the
     networks' log ratios with one left out (one_out: each network's, from a fit without it) over the same
@@ -966,6 +1026,10 @@ def rescaled(
         peak_ms_per_gmac=reference.peak_ms_per_gmac,
         channel_block=reference.channel_block,  # its kinds' rates are per MAC counted in those blocks
         families=dict(reference.families),
+        small_ms=dict(reference.small_ms),
+        small_gain=reference.small_gain,
+        small_mean=reference.small_mean,
+        small_max=reference.small_max,
     )
     # The new board's interval: the reference's spreads and what the rescaled model still misses on the
     # measurements it was refitted on (in-sample, so a floor; the reference's part covers networks unseen).

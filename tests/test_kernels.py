@@ -276,8 +276,60 @@ def test_one_network_more_shrinks_the_spread_by_what_the_last_one_did():
     assert one_network_more([([0.1], 1)], [([0.2], 1), ([0.4], 10)]) == pytest.approx(expected)
 
 
+def test_small_kernels_widen_the_interval_by_what_the_left_out_networks_showed():
+    from netcut.kernels import GUESS_SHARE, small_variance
+
+    # Network "big" (no small kernels) erred by 5%, "tiny" (80% of it small kernels) by 20%: the squared error
+    # is 0.0025 + 0.046875 x share, a gain of 18.75 per unit share; each network weighs alike, mean share 0.4.
+    errors = {"big": [0.05, -0.05], "tiny": [0.2, -0.2]}
+    shares = {"big": [0.0, 0.0], "tiny": [0.8, 0.8]}
+    gain, mean = small_variance(errors, shares)
+    assert gain == pytest.approx(0.046875 / 0.0025) and mean == pytest.approx(0.4)
+    # Errors that do not grow with the share: no gain. One network, or shares all alike: nothing to learn.
+    assert small_variance({"big": [0.2, -0.2], "tiny": [0.05, -0.05]}, shares) == (0.0, pytest.approx(0.4))
+    assert small_variance({"tiny": [0.2]}, {"tiny": [0.8]}) == (0.0, 0.0)
+    assert small_variance(errors, {"big": [0.8, 0.8], "tiny": [0.8, 0.8]}) == (0.0, 0.0)
+    # Guesses weigh as in network_quantiles: "tiny" with 18 more models that were guesses weighs a tenth.
+    assert small_variance(errors, shares, totals={"tiny": 20})[1] == pytest.approx(0.8 * 0.1 / 1.1)
+
+    # The model prices kernels of a kind; those below its networks' small price are the small share.
+    model = fit_kernel_model(
+        [(Kernel(f"c{i}", (f"c{i}",), "conv.pw.s1", i * 1e7, 1e4, 0.0), 0.02 * i) for i in range(1, 9)]
+    )
+    large = Kernel("l", ("l",), "conv.pw.s1", 8e7, 1e4, 0.0)
+    small = Kernel("s", ("s",), "conv.pw.s1", 1e6, 1e4, 0.0)
+    model.small_ms = {"conv.pw.s1": model.predict(large) / 2}
+    assert model.small([large]) == 0.0 and model.small([small]) == 1.0
+    assert model.small([large, small]) == pytest.approx(
+        model.predict(small) / (model.predict(large) + model.predict(small))
+    )
+    model.unseen_log_sd, model.unseen_log_q = 0.1, (-0.1, 0.1)
+    before = model.estimate([large, small])
+    model.small_gain, model.small_mean, model.small_max = gain, mean, 1.0
+    assert model.widening(mean) == 1.0 and model.widening(0.0) < 1.0 < model.widening(0.8)
+    for kernels in ([large], [small], [large, small]):
+        e = model.estimate(kernels)
+        widen = model.widening(model.small(kernels))
+        assert e.small == model.small(kernels) and not e.unlike
+        assert e.high_ms == pytest.approx(e.ms * np.exp(0.1 * widen))
+        assert e.low_ms == pytest.approx(e.ms * np.exp(-0.1 * widen))
+    assert model.estimate([large, small]).ms == before.ms  # the estimate itself never moves
+    # Smaller kernels than any network the interval was learned from: the wider of that and the kinds' own.
+    model.small_max = 0.0
+    e = model.estimate([small])
+    assert e.unlike and e.small > model.small_max + GUESS_SHARE
+    assert e.high_ms >= e.ms * np.exp(0.1 * model.widening(1.0))
+    assert not model.estimate([large]).unlike
+    model.kinds["conv.pw.s1"].ratio_high = 3.0  # the kind's own interval, wider: it stands for the unlike one
+    assert model.estimate([small]).high_ms == pytest.approx(3 * e.ms)
+    assert model.estimate([large]).high_ms == pytest.approx(
+        model.estimate([large]).ms * np.exp(0.1 * model.widening(0))
+    )
+    assert KernelModel.from_json(model.to_json()) == model
+
+
 def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path, monkeypatch):
-    from netcut.kernels import one_network_more
+    from netcut.kernels import one_network_more, small_variance
     from netcut_host import kernel_estimation as ke
     from netcut_host.kernel_estimation import KernelSource, estimates, fit, whole_models
     from netcut_host.tables import LatencyDB, RowKey
@@ -294,10 +346,17 @@ def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path, mon
         shrinks.append((len(one_out), [len(ratios) for ratios, _ in two_out], one_network_more(one_out, two_out)))
         return shrinks[-1][-1]
 
+    learned = []
+
+    def small_spy(errors, shares, totals):
+        learned.append((errors, shares, small_variance(errors, shares, totals)))
+        return learned[-1][-1]
+
     with LatencyDB(db) as table:
         identity = table.targets()[0]["identity"]
         source = KernelSource(tmp_path / "exports", key, {})
         monkeypatch.setattr(ke, "one_network_more", spy)
+        monkeypatch.setattr(ke, "small_variance", small_spy)
         model = fit(table, identity, key, source)
         assert model.networks == networks and model.spread_networks == 4
         assert model.unseen_log_sd > 0 and model.within_log_sd > 0
@@ -308,6 +367,13 @@ def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path, mon
         ((one, two, shrink),) = shrinks
         assert one == 4 and len(two) == 12 and sum(1 for n in two if n >= 5) >= 8
         assert model.unseen_shrink == shrink and 0 < shrink <= 1
+        # The small kernels' gain: learned from each left-out network's models, a share for each error.
+        ((errors, shares, (gain, mean)),) = learned
+        assert sorted(errors) == networks and all(len(shares[n]) == len(errors[n]) for n in networks)
+        assert all(0 <= x <= 1 for v in shares.values() for x in v)
+        assert (model.small_gain, model.small_mean) == (gain, mean) and gain >= 0
+        assert model.small_max == max(x for v in shares.values() for x in v)
+        assert model.small_ms and all(ms > 0 for ms in model.small_ms.values())  # from the networks' kernels
         monkeypatch.setattr(ke, "SHRINK_MIN_NETWORKS", 5)
         unscaled = fit(table, identity, key, source, exclude=[])  # (not stored)
         assert unscaled.unseen_shrink == 1.0 and len(shrinks) == 1  # too few networks: no pairs left out
