@@ -441,8 +441,8 @@ def estimates(
             )
         if e.unlike:  # the networks' spread was learned on larger kernels than these
             correction += (
-                f"; {e.small:.0%} of it from kernels smaller than the networks measured here show (more than in any "
-                f"network its interval was learned from): the interval is the wider of theirs and the kinds' own"
+                f"; {e.small:.0%} of it from kernels smaller than those of the networks measured here (more than in "
+                f"any network its interval was learned from): the interval is the wider of theirs and the kinds' own"
             )
         elif e.small > GUESS_SHARE and model.small_gain > 0:
             widen = model.widening(e.small)

@@ -393,6 +393,17 @@ def test_a_fitted_model_carries_the_spread_of_networks_it_left_out(tmp_path, mon
         (e,) = estimates(model, source.analysis("shufflenet_v2_x0_5"), key, source, "median", [None])
         assert "memory.transpose" in e.evidence and "the kernel suite cannot build them" in e.evidence
         assert "netcut-host profile --models shufflenet_v2_x0_5 --mode layers" in e.evidence
+        # Kernels smaller than every network's here (every kind's small price above all of them): said so, and
+        # the interval is at least the networks' own, widened for a share of 1.
+        (plain,) = estimates(model, source.analysis("resnet18"), key, source, "median", [None])
+        assert "smaller than those of the networks" not in plain.evidence
+        model.small_ms = {kind: 1e9 for kind in model.kinds}
+        model.small_gain, model.small_mean, model.small_max = 1.0, 0.2, 0.3
+        (e,) = estimates(model, source.analysis("resnet18"), key, source, "median", [None])
+        assert "100% of it from kernels smaller than those of the networks measured here" in e.evidence
+        assert e.estimated_ms == pytest.approx(plain.estimated_ms)
+        widened = np.exp(max(0.0, model.unseen_log_q[1]) * model.widening(1.0)) - 1
+        assert e.uncertainty_ms >= e.estimated_ms * widened - 1e-12 and e.uncertainty_ms >= plain.uncertainty_ms
 
 
 @pytest.fixture(scope="module")
