@@ -283,22 +283,22 @@ def with_spreads(
             return []
         out = []
         for name in left_out:
-            estimated = [(without.estimate(ks), ms, ks) for ks, ms in wholes[name]]
+            estimated = [(without.estimate(ks), ms) for ks, ms in wholes[name]]
             # Not the estimates that rest on kernels beyond every fit (said as guesses wherever they are made):
             # one such network would set every other network's interval. Their count stays, for the weights.
-            kept = [(e, ms, ks) for e, ms, ks in estimated if not e.guessed]
-            out.append(([math.log(ms / max(e.ms, 1e-12)) for e, ms, _ in kept], len(estimated)))
+            kept = [(e, ms) for e, ms in estimated if not e.guessed]
+            out.append(([math.log(ms / max(e.ms, 1e-12)) for e, ms in kept], len(estimated)))
             if len(left_out) == 1:
-                small[name] = [without.small(ks) for _, _, ks in kept]
+                small[name] = [e.small for e, _ in kept]
         return out
 
     one_out = {name: found[0] for name in model.networks if (found := errors([name]))}
     totals = {name: total for name, (_, total) in one_out.items()}
-    model.small_gain, model.small_mean = small_variance({n: v for n, (v, _) in one_out.items()}, small, totals)
+    raw = {name: ratios for name, (ratios, _) in one_out.items()}
+    model.small_gain, model.small_mean = small_variance(raw, small, totals)
     model.small_max = max((x for v in small.values() for x in v), default=0.0)
     # The errors as they would be at the mean small share: the interval's quantiles are of those, and each
     # estimate's interval is widened back by its own share (KernelModel.widening).
-    raw = {name: ratios for name, (ratios, _) in one_out.items()}
     log_ratios = {name: [x / model.widening(s) for x, s in zip(v, small[name])] for name, v in raw.items()}
     model.unseen_log_sd = network_spreads(log_ratios)[0]
     model.within_log_sd = network_spreads(raw)[1]  # a corrected estimate's: not widened

@@ -644,12 +644,14 @@ class KernelModel:
         by_kind: dict[str, list[float]] = {}
         beyond: dict[str, tuple[int, float]] = {}
         c = self.network_scale * self.warmth(kernels)
+        small = 0.0  # of the kernels' sum, from kernels priced below their kind's small_ms (`small`)
         for k in kernels:
             if not self.runs(k):  # the board showed no such reorder: none
                 continue
             kind = self.kind_for(k)
             ms = self.kinds[kind].predict(*k.features(self.channel_block))
             by_kind.setdefault(kind, []).append(ms)
+            small += ms if ms < self.small_ms.get(kind, 0.0) else 0.0
             beyond_data = not self.kinds[kind].covers(k, self.channel_block) or self.unmeasured(k)
             if beyond_data:  # beyond what was measured here
                 n, s = beyond.get(k.kind, (0, 0.0))
@@ -673,7 +675,7 @@ class KernelModel:
         )
         q_low, q_high = self.unseen_log_q if any(self.unseen_log_q) and not corrected else (-Z90 * sd, Z90 * sd)
         if not corrected:  # wider for smaller kernels than the networks', narrower for larger
-            out.small = self.small(kernels)
+            out.small = small / total if total > 0 else 0.0
             out.unlike = sd > 0 and out.small > self.small_max + GUESS_SHARE
             widen = self.widening(out.small)
             q_low, q_high = q_low * widen, q_high * widen
@@ -689,10 +691,8 @@ class KernelModel:
         measured in networks (small_ms): where a runtime's per-kernel costs, which no kind's rates describe,
         weigh most. Fitted on resnet18, mobilenet_v2 and mnasnet1_0 (224 px), 0.87-0.94 of mobilenet_v3_small's
         and shufflenet_v2_x0_5's estimates, 13-33% off, against 0.00-0.02 of efficientnet_b0's and resnet50's,
-        1-6% off."""
-        prices = [(self.predict(k), self.small_ms.get(self.kind_for(k), 0.0)) for k in kernels if self.runs(k)]
-        total = sum(ms for ms, _ in prices)
-        return sum(ms for ms, below in prices if ms < below) / total if total > 0 else 0.0
+        1-6% off. (Computed with the estimate: KernelEstimate.small.)"""
+        return self.estimate(kernels).small
 
     def widening(self, share: float) -> float:
         """The factor on a network's interval for an estimate `share` of which is small kernels (`small`),
