@@ -41,8 +41,9 @@ REACH = 4.0  # a kind answers for kernels up to this many times the largest of e
 # convolutions' MACs in the board's channel blocks (channel_block); 8: the measured families (families); 9: a
 # network never measured gets the quantiles of the networks' errors (unseen_log_q); 10: those weighted by each
 # network's share of models that were not guesses, and scaled for one network more (unseen_shrink); 11: that
-# interval wider for an estimate of smaller kernels than the networks measured (small_ms, small_gain)
-VERSION = 11
+# interval wider for an estimate of smaller kernels than the networks measured (small_ms, small_gain); 12: a
+# TRN's head reorders after an activation the board fuses (head_kernels)
+VERSION = 12
 SMALL_QUANTILE = 0.1  # a kernel priced below this quantile of its kind's kernels measured in networks is small
 SHRINK_MIN_NETWORKS = 4  # networks a model needs to scale its spreads for one more (fits of two fewer: 2 or more)
 GLOBAL = "*"
@@ -471,10 +472,15 @@ def head_kernels(
 ) -> list[Kernel]:
     """The head NetCut puts on a cut: global average pooling (a ReduceMean), then a linear layer; first, where
     the cut's last kernel (`after`) leaves its output in a blocked layout, the reorder back (REORDER): at 224 px
-    mobilenet_v2's first block's TRN spent 0.12 ms of 0.52 in it."""
+    mobilenet_v2's first block's TRN spent 0.12 ms of 0.52 in it. Where the cut ends in a convolution's
+    activation of its own (ACT_SUFFIX), the reorder depends on the board: one that fuses the activation into
+    the convolution leaves the blocked layout, one that runs it apart does not (KernelModel.runs). At 96 px
+    here mobilenet_v3_small's stem TRN (a convolution with its Hardswish fused) spent 7 us of 47 in it."""
     e = ELEMENT_BYTES.get(precision, 4)
     blocked = after is not None and blocked_output(after)
     reorder = [reorder_kernel("head.reorder", channels * spatial * e, "head")] if blocked else []
+    if after is not None and after.name.endswith(ACT_SUFFIX):
+        reorder = [reorder_kernel("head.reorder", channels * spatial * e, "head", if_fused=after.kind)]
     return reorder + [
         Kernel("head.pool", ("head.pool",), "pool.global", 0.0, (channels * spatial + channels) * e, 0.0, "head"),
         Kernel(
@@ -490,9 +496,10 @@ def head_kernels(
     ]
 
 
-def reorder_kernel(name: str, output_bytes: float, block: str) -> Kernel:
-    """A layout reorder of a tensor of that many bytes (read once, written once)."""
-    return Kernel(name, (), REORDER, 0.0, 2.0 * output_bytes, 0.0, block)
+def reorder_kernel(name: str, output_bytes: float, block: str, if_fused: str = "") -> Kernel:
+    """A layout reorder of a tensor of that many bytes (read once, written once). `if_fused`: an activation
+    kind; the reorder runs only on a board that fuses it into its convolution (KernelModel.runs)."""
+    return Kernel(name, (if_fused,) if if_fused else (), REORDER, 0.0, 2.0 * output_bytes, 0.0, block)
 
 
 # ------------------------------------------------------------------ the model
@@ -511,6 +518,11 @@ class KindFit:
     median_ape_pct: float
     scale: float = 1.0  # refitted on a new board (rescaled)
     reach: list[float] = field(default_factory=list)  # the largest MACs, bytes, act, weight bytes it was fitted on
+
+    @property
+    def free(self) -> bool:
+        """A kind measured at nothing (an activation the board fuses)."""
+        return not any((self.fixed_ms, self.ms_per_gmac, self.ms_per_mb, self.ms_per_mact, self.ms_per_weight_mb))
 
     def covers(self, k: Kernel, block: int = 1) -> bool:
         return not self.reach or all(f <= REACH * m for f, m in zip(k.features(block), self.reach))
@@ -618,8 +630,18 @@ class KernelModel:
         return self.kinds[self.kind_for(k)].predict(*k.features(self.channel_block))
 
     def runs(self, k: Kernel) -> bool:
-        """False for a layout reorder on a board where none was ever measured (REORDER)."""
-        return k.kind != REORDER or REORDER in self.kinds
+        """False for a layout reorder on a board where none was ever measured (REORDER), and for one after an
+        activation (reorder_kernel's `if_fused`) this board does not fuse: measured at nothing in networks."""
+        if k.kind != REORDER:
+            return True
+        if REORDER not in self.kinds:
+            return False
+        return not k.nodes or self.fused(k.nodes[0])
+
+    def fused(self, act_kind: str) -> bool:
+        """Whether this board fuses the activation into its convolution (its kind fitted at nothing)."""
+        fit = self.kinds.get(act_kind)
+        return fit is not None and fit.free
 
     def unmeasured(self, k: Kernel) -> bool:
         """Whether the kernel's family (conv.pw, act.hardswish: its kind's first two levels) has no fit of its

@@ -552,11 +552,10 @@ def test_a_run_that_fits_the_cache_is_estimated_warmer_and_the_model_keeps_the_c
 
 def test_a_trn_head_pays_the_layout_reorder_only_after_a_blocked_kernel_and_only_where_the_board_showed_one():
     conv = Kernel("c", ("c",), "conv.pw.s1", 1e7, 1e5, 0.0)
-    silu = Kernel("c#act", ("s",), "act.silu", 0.0, 1e5, 1e4)
     shuffle = Kernel("t", ("t",), "memory.transpose", 0.0, 1e5, 0.0)
     after_conv = head_kernels(32, 56 * 56, 10, "fp32", conv)
     assert after_conv[0].kind == REORDER and after_conv[0].bytes == 2 * 32 * 56 * 56 * 4
-    for plain_layout in (silu, shuffle, None):
+    for plain_layout in (shuffle, None):
         assert all(k.kind != REORDER for k in head_kernels(32, 49, 10, "fp32", plain_layout))
     # A board with no reorder measured (ARM, LiteRT): none priced, and no guess for it.
     plain = fit_kernel_model([(k, 0.01 + 2 * k.macs / 1e9) for k in [conv] * 6] + [(after_conv[1], 0.02)] * 6, "t")
@@ -567,6 +566,26 @@ def test_a_trn_head_pays_the_layout_reorder_only_after_a_blocked_kernel_and_only
     blocked = fit_kernel_model([(k, 0.01 + 2 * k.macs / 1e9) for k in [conv] * 6] + reorders, "t")
     extra = blocked.estimate(after_conv).ms - blocked.estimate(after_conv[1:]).ms
     assert extra == pytest.approx(0.001 + 0.07 * 32 * 56 * 56 * 4 / 1e6, rel=0.1)
+
+
+def test_a_cut_after_an_activation_pays_the_reorder_only_where_the_board_fuses_that_activation():
+    # mobilenet_v3_small's stem TRN at 96 px: its Hardswish fused into the convolution on x86, whose output
+    # then leaves NCHWc (7 us of 47 in onnxruntime's ReorderOutput); a SiLU run apart leaves the plain layout.
+    conv = Kernel("c", ("c",), "conv.pw.s1", 1e7, 1e5, 0.0)
+    swish = Kernel("c#act", ("h",), "act.hardswish", 0.0, 1e5, 1e4)
+    head = head_kernels(16, 48 * 48, 10, "fp32", swish)
+    assert head[0].kind == REORDER and head[0].nodes == ("act.hardswish",) and head[0].bytes == 2 * 16 * 48 * 48 * 4
+    reorders = [(Kernel(f"r{i}", (), REORDER, 0.0, 2 * i * 4e5, 0.0), 0.001 + 0.07 * i * 0.4) for i in range(1, 9)]
+    convs = [(conv, 0.01 + 2 * conv.macs / 1e9)] * 6
+    fuses = fit_kernel_model(convs + reorders + [(swish, 0.0)] * 6, "t")  # measured at nothing: fused
+    apart = fit_kernel_model(convs + reorders + [(swish, 0.004)] * 6, "t")  # a kernel of its own
+    assert fuses.fused("act.hardswish") and not apart.fused("act.hardswish") and not fuses.fused("act.silu")
+    trn = [conv, swish, *head]
+    paid = fuses.estimate(trn).ms - fuses.estimate([conv, swish, *head[1:]]).ms
+    assert paid == pytest.approx(0.001 + 0.07 * 16 * 48 * 48 * 4 / 1e6, rel=0.1)
+    assert apart.estimate(trn).ms == pytest.approx(apart.estimate([conv, swish, *head[1:]]).ms)
+    back = KernelModel.from_json(fuses.to_json())
+    assert back.estimate(trn).ms == pytest.approx(fuses.estimate(trn).ms)
 
 
 def test_a_fixed_cost_the_sizes_cannot_tell_apart_is_not_invented():
